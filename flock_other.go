@@ -1,0 +1,26 @@
+//go:build !unix && !windows
+
+package instancelock
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+)
+
+const openFlags = 0
+
+const publishByRename = true
+
+// lock: this platform has no kernel file lock the package can use.
+func (f osFile) lock(bool) error {
+	return &fs.PathError{Op: "lock", Path: f.Name(), Err: errors.ErrUnsupported}
+}
+
+func (f osFile) unlock() error {
+	return &fs.PathError{Op: "unlock", Path: f.Name(), Err: errors.ErrUnsupported}
+}
+
+func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
+	return os.OpenFile(name, flag, perm)
+}

@@ -1,0 +1,972 @@
+package instancelock
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// DefaultPath is the PID file a Locker uses when given the path "".
+const DefaultPath = "./data/backend.pid"
+
+// Environment variables read by FromEnv.
+const (
+	EnvPath  = "PID_FILE_PATH"         // overrides the PID file path
+	EnvDebug = "PROCESS_MANAGER_DEBUG" // "true" turns on debug logging
+)
+
+// DefaultWatchInterval is how often a held lock checks that its file is
+// still in place, unless WithWatchInterval says otherwise.
+const DefaultWatchInterval = time.Second
+
+// Errors of the Locker. Errors that concern the PID file are *fs.PathError
+// values (or wrap one), naming the path.
+var (
+	// ErrAlreadyRunning: another live process holds the lock. The error is
+	// an *AlreadyRunningError carrying the holder.
+	ErrAlreadyRunning = errors.New("another instance is already running")
+	// ErrNotRunning: no process holds the lock (no PID file, or a stale
+	// one).
+	ErrNotRunning = errors.New("no instance is running")
+	// ErrNotHeld: this Locker does not hold the lock.
+	ErrNotHeld = errors.New("lock is not held by this Locker")
+	// ErrLockLost: the PID file of a held lock was removed or replaced by
+	// something else than this Locker.
+	ErrLockLost = errors.New("lock lost: the PID file was removed or replaced")
+
+	errNoLocks    = errors.New("the file system does not support file locks (NFS without a lock manager?)")
+	errNotRegular = errors.New("not a regular file")
+	errSymlink    = errors.New("is a symbolic link; refusing to follow it")
+	errContended  = errors.New("the PID file kept changing while the lock was being taken")
+)
+
+// AlreadyRunningError is returned when another instance holds the lock. It
+// matches ErrAlreadyRunning with errors.Is; errors.As gives the holder.
+type AlreadyRunningError struct {
+	Path   string      // the PID file
+	Holder ProcessLock // the holder, as read from the file; PID is 0 if the file could not be read
+	Reason string      // why the holder is judged alive, for logs
+}
+
+// Error names the holder's PID and the path, on one line.
+func (e *AlreadyRunningError) Error() string {
+	if e.Holder.PID == 0 {
+		return fmt.Sprintf("instancelock: %v: %s is locked by a process whose details could not be read", ErrAlreadyRunning, e.Path)
+	}
+	return fmt.Sprintf("instancelock: %v: %s holds %s", ErrAlreadyRunning, e.Holder, e.Path)
+}
+
+// Is reports whether target is ErrAlreadyRunning.
+func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlreadyRunning }
+
+// Help returns the multi-line text a program prints when it refuses to
+// start: who holds the lock and how to stop it, force it, or check its
+// health. restart is the command that starts the program again ("" uses the
+// current command line).
+func (e *AlreadyRunningError) Help(restart string) string {
+	if restart == "" {
+		restart = strings.Join(os.Args, " ")
+	}
+	h := e.Holder
+	pid := "unknown"
+	if h.PID > 0 {
+		pid = fmt.Sprint(h.PID)
+	}
+	lines := []string{
+		"Another instance is already running.",
+		"",
+		"  PID:      " + pid,
+	}
+	if !h.StartedAt.IsZero() {
+		lines = append(lines, "  Started:  "+h.StartedAt.UTC().Format(timeLayout))
+	}
+	if h.Port != 0 {
+		lines = append(lines, fmt.Sprintf("  Port:     %d", h.Port))
+	}
+	if h.Hostname != "" {
+		lines = append(lines, "  Host:     "+h.Hostname)
+	}
+	lines = append(lines, "  PID file: "+e.Path, "",
+		"To stop it:        kill "+pid,
+		"To force it:       kill -9 "+pid+" && "+restart)
+	if h.Port != 0 {
+		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
+	}
+	width := 0
+	for _, l := range lines {
+		width = max(width, len([]rune(l)))
+	}
+	var b strings.Builder
+	b.WriteString("╔" + strings.Repeat("═", width+2) + "╗\n")
+	for _, l := range lines {
+		b.WriteString("║ " + l + strings.Repeat(" ", width-len([]rune(l))) + " ║\n")
+	}
+	b.WriteString("╚" + strings.Repeat("═", width+2) + "╝\n")
+	return b.String()
+}
+
+// An Option configures a Locker.
+type Option func(*config)
+
+type config struct {
+	port     int
+	logger   *slog.Logger
+	fsys     FS
+	procs    ProcessTable
+	watch    time.Duration
+	fromEnv  bool
+	hostname string
+	err      error
+}
+
+// WithPort records the port the instance serves on in the PID file. It
+// must be in 1..65535.
+func WithPort(port int) Option {
+	return func(c *config) {
+		if port < 1 || port > 65535 {
+			c.err = errors.Join(c.err, fmt.Errorf("instancelock: WithPort(%d): port outside 1..65535", port))
+		}
+		c.port = port
+	}
+}
+
+// WithLogger sends the Locker's log records to l. By default it logs
+// nothing.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithFS replaces the operating system's file system, for tests (see
+// MemFS).
+func WithFS(fsys FS) Option { return func(c *config) { c.fsys = fsys } }
+
+// WithProcessTable replaces the operating system's process table, for tests
+// (see MemProcesses).
+func WithProcessTable(p ProcessTable) Option { return func(c *config) { c.procs = p } }
+
+// WithWatchInterval sets how often a held lock checks that its PID file is
+// still in place (default DefaultWatchInterval). 0 or less turns the check
+// off.
+func WithWatchInterval(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			d = -1
+		}
+		c.watch = d
+	}
+}
+
+// FromEnv makes New read the environment: PID_FILE_PATH overrides the path
+// given to New, and PROCESS_MANAGER_DEBUG=true sends debug logs to standard
+// error when no WithLogger is given.
+func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
+
+// Locker is a single-instance lock on one PID file. It is safe for
+// concurrent use. A Locker holds the lock at most once: TryLock on a held
+// Locker is an error.
+//
+// While held, the PID file contains this process's ProcessLock and is
+// locked by the kernel (flock on Unix, LockFileEx on Windows) through an
+// open file that is closed on exec, so the lock dies with the process and
+// is never inherited by children.
+type Locker struct {
+	path     string
+	fsys     FS
+	procs    ProcessTable
+	log      *slog.Logger
+	port     int
+	watch    time.Duration
+	hostname string
+	id       string
+
+	mu   sync.Mutex // serialises TryLock and Unlock
+	t    *tenure    // the current tenure, nil when not held
+	last atomic.Pointer[tenure]
+}
+
+// tenure is one holding of the lock.
+type tenure struct {
+	f    File
+	info ProcessLock
+	lost chan struct{} // closed when the file is found removed or replaced
+	stop chan struct{} // closed by Unlock to stop the watcher
+	done chan struct{} // closed when the watcher has returned
+	err  atomic.Pointer[error]
+}
+
+// New returns a Locker for the PID file at path ("" means DefaultPath). It
+// does no I/O; it fails only when an option is invalid.
+func New(path string, opts ...Option) (*Locker, error) {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	if c.fromEnv {
+		if p := os.Getenv(EnvPath); p != "" {
+			path = p
+		}
+		if c.logger == nil && os.Getenv(EnvDebug) == "true" {
+			c.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+	}
+	if path == "" {
+		path = DefaultPath
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if c.fsys == nil {
+		c.fsys = OSFS{}
+	}
+	if c.procs == nil {
+		c.procs = OSProcesses{}
+	}
+	if c.watch == 0 {
+		c.watch = DefaultWatchInterval
+	}
+	if c.hostname == "" {
+		c.hostname, _ = os.Hostname()
+	}
+	return &Locker{
+		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
+		hostname: c.hostname, id: uuid.NewString(),
+		log: c.logger.With("pidfile", path),
+	}, nil
+}
+
+// Acquire is the call at the top of main: New followed by TryLock. On
+// success the caller holds the lock and must call Unlock (or hand the
+// Locker to a GracefulShutdown). When another instance runs, the error
+// matches ErrAlreadyRunning and is an *AlreadyRunningError.
+func Acquire(path string, opts ...Option) (*Locker, error) {
+	l, err := New(path, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.TryLock(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Path returns the PID file's path.
+func (l *Locker) Path() string { return l.path }
+
+// InstanceID returns the instance id this Locker writes into the PID file.
+// It stays the same across acquisitions by the same Locker.
+func (l *Locker) InstanceID() string { return l.id }
+
+// Info returns the ProcessLock this Locker published, and whether it holds
+// the lock now.
+func (l *Locker) Info() (ProcessLock, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t == nil {
+		return ProcessLock{}, false
+	}
+	return l.t.info, true
+}
+
+// Err returns nil while the lock is held and its PID file is in place,
+// ErrNotHeld when the Locker does not hold the lock, and an error matching
+// ErrLockLost once the watcher found the file removed or replaced. It is a
+// single atomic load.
+func (l *Locker) Err() error {
+	t := l.last.Load()
+	if t == nil {
+		return ErrNotHeld
+	}
+	if p := t.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Lost returns a channel that is closed when the held lock is lost: its
+// PID file was removed or replaced by something else (a temp cleaner,
+// rm -rf data/). A second instance could then start, so the host should
+// shut down (GracefulShutdown does when given the Locker). The channel
+// belongs to the current holding; it is nil when the lock is not held, and
+// it is not closed by Unlock.
+func (l *Locker) Lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t == nil {
+		return nil
+	}
+	return l.t.lost
+}
+
+// TryLock acquires the lock without waiting. If another live process holds
+// it, the error is an *AlreadyRunningError. A stale PID file — left by a
+// process that died, naming a process that is not the one that wrote it
+// (PID reuse), naming this process's own PID, empty or garbled — is taken
+// over. The directory is created (0755) if missing; the file is created
+// 0644. The path must not be a symbolic link or anything but a regular
+// file; nothing is created or changed when it is.
+//
+// On failure nothing of the existing PID file is changed.
+func (l *Locker) TryLock() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t != nil {
+		return fmt.Errorf("instancelock: TryLock %s: already held by this Locker", l.path)
+	}
+	return l.tryLock()
+}
+
+// Lock acquires the lock, waiting while another process holds it, until ctx
+// is done; it then returns context.Cause(ctx) joined with the last
+// *AlreadyRunningError. On Linux the wait wakes on inotify events on the PID
+// file and on the holder's exit (pidfd), so the hand-off takes well under a
+// millisecond; elsewhere it polls with a backoff up to 50 ms. Errors other
+// than ErrAlreadyRunning end the wait.
+func (l *Locker) Lock(ctx context.Context) error {
+	w, werr := newWaiter(l.dir(), filepath.Base(l.path))
+	if werr != nil {
+		l.log.Debug("waiting by polling", "err", werr)
+	} else {
+		defer w.close()
+	}
+	backoff := time.Millisecond
+	for {
+		err := l.TryLock()
+		var are *AlreadyRunningError
+		if !errors.As(err, &are) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return errors.Join(context.Cause(ctx), err)
+		}
+		pid := 0
+		if are.Holder.Hostname == "" || are.Holder.Hostname == l.hostname {
+			pid = are.Holder.PID
+		}
+		if w != nil {
+			w.wait(ctx, pid, 100*time.Millisecond)
+		} else {
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			backoff = min(2*backoff, 50*time.Millisecond)
+		}
+	}
+}
+
+func (l *Locker) dir() string { return filepath.Dir(l.path) }
+
+// maxAttempts bounds the retries when the file changes under us.
+const maxAttempts = 20
+
+func (l *Locker) tryLock() error {
+	if err := l.checkPath(); err != nil {
+		return err
+	}
+	info := ProcessLock{
+		PID:        os.Getpid(),
+		StartedAt:  time.Now().UTC().Truncate(time.Millisecond),
+		Port:       l.port,
+		GoVersion:  goVersion,
+		InstanceID: l.id,
+		Hostname:   l.hostname,
+	}
+	info.StartToken, _, _ = l.procs.Start(info.PID)
+	data, err := info.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	var last *AlreadyRunningError
+	for range maxAttempts {
+		var f File
+		if publishByRename {
+			f, err = l.attemptRename(data)
+		} else {
+			f, err = l.attemptInPlace(data)
+		}
+		var r retryable
+		switch {
+		case errors.As(err, &r):
+			if !r.retry {
+				return r.AlreadyRunningError
+			}
+			last = r.AlreadyRunningError
+			time.Sleep(time.Millisecond)
+			continue
+		case errors.Is(err, errRetry):
+			continue
+		case err != nil:
+			return err
+		}
+		l.hold(f, info)
+		return nil
+	}
+	if last != nil {
+		return last
+	}
+	return &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
+}
+
+// errRetry: the file changed under us; try again.
+var errRetry = errors.New("retry")
+
+// retryable wraps an AlreadyRunningError that may be transient.
+type retryable struct {
+	*AlreadyRunningError
+	retry bool
+}
+
+// checkPath refuses a path whose last component is a symbolic link or not a
+// regular file, and creates the directory.
+func (l *Locker) checkPath() error {
+	fi, err := l.fsys.Lstat(l.path)
+	switch {
+	case err == nil:
+		return l.checkMode(fi)
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
+		return fmt.Errorf("instancelock: creating the directory of %s: %w", l.path, err)
+	}
+	return nil
+}
+
+func (l *Locker) checkMode(fi fs.FileInfo) error {
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return &fs.PathError{Op: "lock", Path: l.path, Err: errSymlink}
+	case !fi.Mode().IsRegular():
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w (mode %v)", errNotRegular, fi.Mode().Type())}
+	}
+	return nil
+}
+
+// attemptRename is one try on Unix: write and lock a new file under a
+// temporary name, then publish it with link(2) (no PID file) or rename(2)
+// over a stale PID file whose lock we hold. Only the holder of the kernel
+// lock of the file at the path ever replaces it, so a loser never touches
+// the winner's file.
+func (l *Locker) attemptRename(data []byte) (File, error) {
+	tmp, err := l.writeTemp(data)
+	if err != nil {
+		return nil, err
+	}
+	discard := func() {
+		tmp.Close()
+		l.fsys.Remove(tmp.Name())
+	}
+	err = l.fsys.Link(tmp.Name(), l.path)
+	if err == nil {
+		if err := l.fsys.Remove(tmp.Name()); err != nil {
+			l.log.Warn("could not remove the temporary name", "tmp", tmp.Name(), "err", err)
+		}
+		l.log.Debug("acquired")
+		return tmp, nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		discard()
+		return nil, fmt.Errorf("instancelock: publishing %s: %w", l.path, err)
+	}
+	old, err := l.lockExisting()
+	if err != nil {
+		discard()
+		return nil, err
+	}
+	defer old.Close()
+	if err := l.fsys.Rename(tmp.Name(), l.path); err != nil {
+		discard()
+		return nil, fmt.Errorf("instancelock: replacing the stale %s: %w", l.path, err)
+	}
+	return tmp, nil
+}
+
+// writeTemp creates, locks and fills a new file next to the PID file.
+func (l *Locker) writeTemp(data []byte) (File, error) {
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	name := l.path + ".tmp-" + hex.EncodeToString(rnd[:])
+	f, err := l.fsys.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, errRetry
+	}
+	if err != nil {
+		return nil, fmt.Errorf("instancelock: creating %s: %w", l.path, err)
+	}
+	fail := func(err error) (File, error) {
+		f.Close()
+		l.fsys.Remove(name)
+		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
+	}
+	if err := f.TryLock(); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	return f, nil
+}
+
+// lockExisting opens the file at the path, takes its kernel lock and judges
+// it. It returns the open, locked file when the PID file is stale (the
+// caller may then replace it), an *AlreadyRunningError (possibly wrapped in
+// retryable) when a live process holds it, errRetry when the file changed
+// meanwhile.
+func (l *Locker) lockExisting() (File, error) {
+	old, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errRetry
+	}
+	if err != nil {
+		if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
+			if merr := l.checkMode(fi); merr != nil {
+				return nil, merr
+			}
+		}
+		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+	}
+	f, err := l.judgeLocked(old)
+	if err != nil {
+		old.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// judgeLocked takes the kernel lock of f (opened at the path), checks that
+// f is still the file at the path and judges its content.
+func (l *Locker) judgeLocked(f File) (File, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.checkMode(st); err != nil {
+		return nil, err
+	}
+	data, rerr := readLimited(f)
+	err = f.TryLock()
+	if errors.Is(err, ErrWouldBlock) {
+		holder, _ := ParseProcessLock(data)
+		are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
+		// A holder we can see is dead while the lock is held: another
+		// process is only peeking at the file (Running, status tools).
+		// Try again shortly.
+		retry := false
+		if holder.PID > 0 && l.sameHost(holder) {
+			if alive, err := l.procs.Alive(holder.PID); err == nil && !alive {
+				retry = true
+			}
+		}
+		return nil, retryable{are, retry}
+	}
+	if err != nil {
+		return nil, err
+	}
+	now, err := l.fsys.Lstat(l.path)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !l.fsys.SameFile(st, now)) {
+		return nil, errRetry
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Read again under the lock: the first read may predate a rewrite.
+	if data, rerr = readAt0(f); rerr != nil {
+		data = nil
+	}
+	holder, stale, why := l.judge(data, st.ModTime())
+	if !stale {
+		return nil, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why}
+	}
+	l.log.Info("taking over a stale lock", "holder", holder.String(), "why", why)
+	return f, nil
+}
+
+// judge decides whether an unlocked PID file is stale. Files written by
+// this package are always held under a kernel lock while their process
+// lives, so an unlocked one is stale; the PID checks only matter for files
+// from other tools that do not take the kernel lock (the legacy bare-PID
+// format, say) and are done only for files of this host.
+func (l *Locker) judge(data []byte, mod time.Time) (ProcessLock, bool, string) {
+	holder, err := ParseProcessLock(data)
+	if err != nil {
+		return holder, true, "unreadable PID file: " + err.Error()
+	}
+	if !l.sameHost(holder) {
+		return holder, true, "written on host " + holder.Hostname + " and its kernel lock is free"
+	}
+	if holder.PID == os.Getpid() {
+		return holder, true, "it names this process's own pid, which did not write it (a previous run in a restarted container?)"
+	}
+	alive, err := l.procs.Alive(holder.PID)
+	if err != nil {
+		return holder, false, "could not probe the process: " + err.Error()
+	}
+	if !alive {
+		return holder, true, fmt.Sprintf("process %d is not running", holder.PID)
+	}
+	token, at, err := l.procs.Start(holder.PID)
+	if err != nil {
+		return holder, false, fmt.Sprintf("process %d is alive", holder.PID)
+	}
+	if holder.StartToken != "" {
+		if token != holder.StartToken {
+			return holder, true, fmt.Sprintf("pid %d now belongs to another process (start token %s, not %s)", holder.PID, token, holder.StartToken)
+		}
+		return holder, false, fmt.Sprintf("process %d that wrote the file is alive", holder.PID)
+	}
+	written := holder.StartedAt
+	if written.IsZero() {
+		written = mod
+	}
+	if at.After(written.Add(2 * time.Second)) {
+		return holder, true, fmt.Sprintf("pid %d now belongs to a process started at %s, after the file was written at %s",
+			holder.PID, at.UTC().Format(timeLayout), written.UTC().Format(timeLayout))
+	}
+	return holder, false, fmt.Sprintf("process %d is alive", holder.PID)
+}
+
+func (l *Locker) sameHost(h ProcessLock) bool { return h.Hostname == "" || h.Hostname == l.hostname }
+
+// attemptInPlace is one try on Windows, where a file held open cannot be
+// renamed: open or create the PID file, lock it, and write it in place.
+func (l *Locker) attemptInPlace(data []byte) (File, error) {
+	f, err := l.fsys.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
+			if merr := l.checkMode(fi); merr != nil {
+				return nil, merr
+			}
+		}
+		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+	}
+	st, err := f.Stat()
+	if err == nil && st.Size() == 0 {
+		// A file we may have just created: nothing to judge, but it must
+		// still be locked and still be at the path.
+		if err = f.TryLock(); err == nil {
+			if now, lerr := l.fsys.Lstat(l.path); lerr != nil || !l.fsys.SameFile(st, now) {
+				f.Close()
+				return nil, errRetry
+			}
+		} else if errors.Is(err, ErrWouldBlock) {
+			f.Close()
+			return nil, retryable{&AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, true}
+		}
+	} else if err == nil {
+		_, err = l.judgeLocked(f)
+	}
+	if err == nil {
+		if err = f.Truncate(0); err == nil {
+			_, err = f.(io.WriterAt).WriteAt(data, 0)
+		}
+		if err != nil {
+			err = fmt.Errorf("instancelock: writing %s: %w", l.path, err)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// hold records a new tenure and starts the watcher.
+func (l *Locker) hold(f File, info ProcessLock) {
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	l.t = t
+	l.last.Store(t)
+	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID)
+	if l.watch > 0 {
+		go l.watchFile(t)
+	} else {
+		close(t.done)
+	}
+}
+
+// watchFile checks every interval that the held file is still at the path.
+func (l *Locker) watchFile(t *tenure) {
+	defer close(t.done)
+	tick := time.NewTicker(l.watch)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			if err := l.check(t); err != nil {
+				t.err.Store(&err)
+				l.log.Error("lock lost: another instance may start", "err", err)
+				close(t.lost)
+				return
+			}
+		}
+	}
+}
+
+// check returns an error matching ErrLockLost if the file at the path is no
+// longer the one t holds.
+func (l *Locker) check(t *tenure) error {
+	mine, err := t.f.Stat()
+	if err != nil {
+		return nil // cannot tell; try again next time
+	}
+	now, err := l.fsys.Lstat(l.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w (removed)", ErrLockLost)}
+	case err != nil:
+		return nil
+	case !l.fsys.SameFile(mine, now):
+		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w (replaced)", ErrLockLost)}
+	}
+	return nil
+}
+
+// Unlock releases the lock: it removes the PID file, if it is still the
+// file this Locker published, then closes it, which drops the kernel lock.
+// Unlock on a Locker that does not hold the lock returns nil, so it may be
+// deferred and also called on shutdown. A file that something else put at
+// the path is left alone.
+func (l *Locker) Unlock() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.t
+	if t == nil {
+		return nil
+	}
+	close(t.stop)
+	<-t.done
+	l.t = nil
+	var err error
+	cerr := l.check(t)
+	switch {
+	case cerr != nil:
+		l.log.Warn("releasing a lost lock; leaving the path alone", "err", cerr)
+		err = t.f.Close()
+	case publishByRename:
+		// Unlink first, then close: a waiter that opened this file before
+		// the unlink finds, once it gets the lock, that the file is no
+		// longer at the path, and tries again.
+		if rerr := l.fsys.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = fmt.Errorf("instancelock: removing %s: %w", l.path, rerr)
+		}
+		if cerr := t.f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("instancelock: closing %s: %w", l.path, cerr)
+		}
+	default:
+		// Windows: a file held open cannot be deleted, so close first. If a
+		// contender opens the file in between, its open handle makes the
+		// removal fail and the file is left to it.
+		err = t.f.Close()
+		if rerr := l.fsys.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			l.log.Debug("PID file left in place", "err", rerr)
+		}
+	}
+	if t.err.Load() == nil {
+		e := ErrNotHeld
+		t.err.Store(&e)
+	}
+	l.log.Debug("lock released")
+	return err
+}
+
+// Holder reads the PID file and returns its content. The error matches
+// ErrNotRunning (and fs.ErrNotExist) when there is no file, and
+// ErrInvalidLock when the content is not a PID file. Holder does not say
+// whether the holder is alive; Running does.
+func (l *Locker) Holder() (ProcessLock, error) {
+	f, err := l.openForRead()
+	if err != nil {
+		return ProcessLock{}, err
+	}
+	defer f.Close()
+	data, err := readLimited(f)
+	if err != nil {
+		return ProcessLock{}, &fs.PathError{Op: "read", Path: l.path, Err: err}
+	}
+	pl, err := ParseProcessLock(data)
+	if err != nil {
+		return ProcessLock{}, &fs.PathError{Op: "parse", Path: l.path, Err: err}
+	}
+	return pl, nil
+}
+
+func (l *Locker) openForRead() (File, error) {
+	fi, err := l.fsys.Lstat(l.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &fs.PathError{Op: "open", Path: l.path, Err: errors.Join(ErrNotRunning, fs.ErrNotExist)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := l.checkMode(fi); err != nil {
+		return nil, err
+	}
+	f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &fs.PathError{Op: "open", Path: l.path, Err: errors.Join(ErrNotRunning, fs.ErrNotExist)}
+	}
+	return f, err
+}
+
+// Running reports whether a live process holds the lock, with its
+// ProcessLock. A PID file left by a dead process is reported as not
+// running (and left in place: see CleanStale). This Locker's own holding
+// counts as running.
+func (l *Locker) Running() (ProcessLock, bool, error) {
+	if info, ok := l.Info(); ok {
+		return info, true, nil
+	}
+	f, err := l.openForRead()
+	if errors.Is(err, ErrNotRunning) {
+		return ProcessLock{}, false, nil
+	}
+	if err != nil {
+		return ProcessLock{}, false, err
+	}
+	defer f.Close()
+	// A shared lock is enough to learn whether a holder exists, and it
+	// does not look like a holder to another reader.
+	st, err := f.Stat()
+	if err != nil {
+		return ProcessLock{}, false, err
+	}
+	data, _ := readLimited(f)
+	err = f.TryRLock()
+	if errors.Is(err, ErrWouldBlock) {
+		holder, _ := ParseProcessLock(data)
+		return holder, true, nil
+	}
+	if err != nil {
+		return ProcessLock{}, false, err
+	}
+	holder, stale, _ := l.judge(data, st.ModTime())
+	return holder, !stale, nil
+}
+
+// CleanStale removes the PID file if it is stale (see TryLock), and
+// reports whether it did. A file held by a live process is kept, and so is
+// a file this Locker holds.
+func (l *Locker) CleanStale() (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t != nil {
+		return false, nil
+	}
+	for range maxAttempts {
+		f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			if _, err := l.openForRead(); err != nil && !errors.Is(err, ErrNotRunning) {
+				return false, err
+			}
+			return false, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+		}
+		_, err = l.judgeLocked(f)
+		var r retryable
+		switch {
+		case errors.Is(err, errRetry):
+			f.Close()
+			continue
+		case errors.As(err, &r):
+			f.Close()
+			if r.retry {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			return false, nil
+		case errors.Is(err, ErrAlreadyRunning):
+			f.Close()
+			return false, nil
+		case err != nil:
+			f.Close()
+			return false, err
+		}
+		// We hold the kernel lock of the stale file, and it is at the path.
+		err = l.fsys.Remove(l.path)
+		f.Close()
+		if err != nil {
+			return false, fmt.Errorf("instancelock: removing the stale %s: %w", l.path, err)
+		}
+		return true, nil
+	}
+	return false, &fs.PathError{Op: "clean", Path: l.path, Err: errContended}
+}
+
+// Terminate sends sig (nil means SIGTERM; os.Kill on Windows) to the process
+// that holds the lock. It refuses with an error matching ErrNotRunning when
+// no live process holds it — which includes a PID file naming a pid that
+// now belongs to another process — so it never signals a stranger. It
+// does not wait for the process to exit.
+func (l *Locker) Terminate(sig os.Signal) error {
+	if sig == nil {
+		sig = defaultSignal
+	}
+	holder, running, err := l.Running()
+	if err != nil {
+		return err
+	}
+	if !running || holder.PID <= 0 {
+		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
+	}
+	if !l.sameHost(holder) {
+		return fmt.Errorf("instancelock: terminate: %s is held by %s on another host", l.path, holder)
+	}
+	if holder.PID == os.Getpid() {
+		return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+	}
+	if holder.StartToken != "" {
+		if token, _, err := l.procs.Start(holder.PID); err == nil && token != holder.StartToken {
+			return fmt.Errorf("instancelock: terminate: pid %d no longer belongs to the holder: %w", holder.PID, ErrNotRunning)
+		}
+	}
+	if err := l.procs.Signal(holder.PID, sig); err != nil {
+		if errors.Is(err, ErrNoProcess) {
+			return fmt.Errorf("instancelock: terminate: %w: %w", ErrNotRunning, err)
+		}
+		return fmt.Errorf("instancelock: terminate: %w", err)
+	}
+	l.log.Info("signalled the holder", "pid", holder.PID, "signal", sig.String())
+	return nil
+}
+
+// readLimited reads at most MaxFileSize+1 bytes from the current offset.
+func readLimited(f File) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+}
+
+// readAt0 reads the file again from the start.
+func readAt0(f File) ([]byte, error) {
+	if s, ok := f.(io.Seeker); ok {
+		if _, err := s.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		return readLimited(f)
+	}
+	if ra, ok := f.(io.ReaderAt); ok {
+		return io.ReadAll(io.NewSectionReader(ra, 0, MaxFileSize+1))
+	}
+	return nil, errors.ErrUnsupported
+}
+
+var goVersion = runtime.Version()

@@ -1,0 +1,76 @@
+//go:build windows
+
+package instancelock
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/windows"
+)
+
+const stillActive = 259 // STILL_ACTIVE
+
+// processAlive opens the process: access denied means it exists (another
+// user's); ERROR_INVALID_PARAMETER means no such process; an exit code of
+// STILL_ACTIVE means it is running.
+func processAlive(pid int) (bool, error) {
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	switch {
+	case errors.Is(err, windows.ERROR_ACCESS_DENIED):
+		return true, nil
+	case errors.Is(err, windows.ERROR_INVALID_PARAMETER):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("OpenProcess(%d): %w", pid, err)
+	}
+	defer windows.CloseHandle(h)
+	var code uint32
+	if err := windows.GetExitCodeProcess(h, &code); err != nil {
+		return false, fmt.Errorf("GetExitCodeProcess(%d): %w", pid, err)
+	}
+	return code == stillActive, nil
+}
+
+// processStart returns the creation time from GetProcessTimes. The token is
+// "windows:<creation time in 100 ns units>".
+func processStart(pid int) (string, time.Time, error) {
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	if errors.Is(err, windows.ERROR_INVALID_PARAMETER) {
+		return "", time.Time{}, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("OpenProcess(%d): %w", pid, err)
+	}
+	defer windows.CloseHandle(h)
+	var creation, exit, kernel, user windows.Filetime
+	if err := windows.GetProcessTimes(h, &creation, &exit, &kernel, &user); err != nil {
+		return "", time.Time{}, fmt.Errorf("GetProcessTimes(%d): %w", pid, err)
+	}
+	ft := int64(creation.HighDateTime)<<32 | int64(creation.LowDateTime)
+	return "windows:" + strconv.FormatInt(ft, 10), time.Unix(0, creation.Nanoseconds()), nil
+}
+
+// processSignal: Windows has no signals; os.Kill terminates the process,
+// anything else is unsupported.
+func processSignal(pid int, sig os.Signal) error {
+	if sig != os.Kill {
+		return fmt.Errorf("signal %v to pid %d: %w (Windows supports only os.Kill)", sig, pid, errors.ErrUnsupported)
+	}
+	h, err := windows.OpenProcess(windows.PROCESS_TERMINATE, false, uint32(pid))
+	if errors.Is(err, windows.ERROR_INVALID_PARAMETER) {
+		return fmt.Errorf("kill pid %d: %w", pid, ErrNoProcess)
+	}
+	if err != nil {
+		return fmt.Errorf("OpenProcess(%d): %w", pid, err)
+	}
+	defer windows.CloseHandle(h)
+	return windows.TerminateProcess(h, 1)
+}
+
+// defaultSignal is what Terminate sends when given none. Windows can only
+// kill.
+var defaultSignal = os.Kill
