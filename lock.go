@@ -173,9 +173,16 @@ func (pl ProcessLock) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON decodes the PID file's JSON format. pid and startedAt are
 // required; unknown fields are ignored. Errors match ErrInvalidLock.
 func (pl *ProcessLock) UnmarshalJSON(data []byte) error {
-	var w wireLock
+	var w struct {
+		PID        json.RawMessage `json:"pid"`
+		StartedAt  *string         `json:"startedAt"`
+		Port       json.RawMessage `json:"port"`
+		GoVersion  string          `json:"goVersion"`
+		InstanceID string          `json:"instanceId"`
+		Hostname   string          `json:"hostname"`
+		StartToken string          `json:"startToken"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
 	if err := dec.Decode(&w); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidLock, err)
 	}
@@ -188,7 +195,7 @@ func (pl *ProcessLock) UnmarshalJSON(data []byte) error {
 	if w.StartedAt == nil {
 		return fmt.Errorf("%w: field startedAt is missing", ErrInvalidLock)
 	}
-	pid, err := parseInt("pid", string(*w.PID))
+	pid, err := parseInt("pid", string(w.PID))
 	if err != nil {
 		return err
 	}
@@ -199,7 +206,7 @@ func (pl *ProcessLock) UnmarshalJSON(data []byte) error {
 	out := ProcessLock{PID: pid, StartedAt: at.UTC(), GoVersion: w.GoVersion,
 		InstanceID: w.InstanceID, Hostname: w.Hostname, StartToken: w.StartToken}
 	if w.Port != nil {
-		if out.Port, err = parseInt("port", string(*w.Port)); err != nil {
+		if out.Port, err = parseInt("port", string(w.Port)); err != nil {
 			return err
 		}
 		if out.Port == 0 {

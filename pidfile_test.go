@@ -1,0 +1,671 @@
+package instancelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func init() {
+	helpers["pidfile-hold"] = helperHold
+	helpers["pidfile-sleep"] = func() { time.Sleep(time.Minute) }
+}
+
+// helperHold acquires the lock at $PIDFILE, prints "locked <pid>", then
+// waits for a line on stdin: "unlock" releases and exits, "spawn" starts a
+// child process (which inherits nothing) and prints "child <pid>".
+// With $WAIT=1 it waits for the lock with Lock instead of TryLock.
+func helperHold() {
+	l, err := New(os.Getenv("PIDFILE"), WithPort(4321), WithWatchInterval(-1))
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	if os.Getenv("WAIT") == "1" {
+		err = l.Lock(context.Background())
+	} else {
+		err = l.TryLock()
+	}
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	fmt.Println("locked", os.Getpid())
+	var cmd string
+	for {
+		if _, err := fmt.Scanln(&cmd); err != nil {
+			return
+		}
+		switch cmd {
+		case "unlock":
+			fmt.Println("unlocked", l.Unlock())
+			return
+		case "spawn":
+			c := exec.Command(os.Args[0], "-test.run=^$")
+			c.Env = append(os.Environ(), helperEnv+"=pidfile-sleep")
+			if err := c.Start(); err != nil {
+				fmt.Println("error", err)
+				return
+			}
+			fmt.Println("child", c.Process.Pid)
+		}
+	}
+}
+
+// holder is a helper process that holds the lock.
+type holder struct {
+	cmd *exec.Cmd
+	out *lineReader
+	in  interface{ Write([]byte) (int, error) }
+	pid int
+}
+
+func startHolder(t *testing.T, path string, env ...string) *holder {
+	t.Helper()
+	cmd := helperCmd(t, "pidfile-hold", append([]string{"PIDFILE=" + path}, env...)...)
+	in, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	out := newLineReader(t, cmd)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	h := &holder{cmd: cmd, out: out, in: in}
+	line := out.next(20 * time.Second)
+	require.True(t, strings.HasPrefix(line, "locked "), line)
+	h.pid, _ = strconv.Atoi(strings.TrimPrefix(line, "locked "))
+	return h
+}
+
+func (h *holder) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, h.cmd.Process.Signal(syscall.SIGKILL))
+	h.cmd.Wait()
+}
+
+// deadPID returns the pid of a process that has exited.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	require.NoError(t, cmd.Run())
+	return cmd.Process.Pid
+}
+
+func TestTryLockPublishesTheProcessLock(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	path := filepath.Join(t.TempDir(), "data", "backend.pid")
+	l, err := Acquire(path, WithPort(3000))
+	require.NoError(t, err)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.True(t, strings.HasSuffix(string(data), "}\n"))
+	pl, err := ParseProcessLock(data)
+	require.NoError(t, err)
+	info, held := l.Info()
+	require.True(t, held)
+	assert.True(t, pl.Equal(info), "%+v != %+v", pl, info)
+	assert.Equal(t, os.Getpid(), pl.PID)
+	assert.Equal(t, 3000, pl.Port)
+	assert.Equal(t, l.InstanceID(), pl.InstanceID)
+	assert.NoError(t, l.Err())
+
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, fs.FileMode(0o644), fi.Mode().Perm()&^umask())
+	di, err := os.Stat(filepath.Dir(path))
+	require.NoError(t, err)
+	assert.Equal(t, fs.FileMode(0o755), di.Mode().Perm()&^umask())
+
+	h, err := l.Holder()
+	require.NoError(t, err)
+	assert.True(t, h.Equal(pl))
+	got, running, err := l.Running()
+	require.NoError(t, err)
+	assert.True(t, running)
+	assert.True(t, got.Equal(pl))
+
+	err = l.TryLock()
+	assert.ErrorContains(t, err, "already held by this Locker")
+
+	require.NoError(t, l.Unlock())
+	assert.NoFileExists(t, path)
+	assert.ErrorIs(t, l.Err(), ErrNotHeld)
+	require.NoError(t, l.Unlock(), "Unlock is idempotent")
+	_, held = l.Info()
+	assert.False(t, held)
+	entries, err := os.ReadDir(filepath.Dir(path))
+	require.NoError(t, err)
+	assert.Empty(t, entries, "no temporary file is left behind")
+	_, err = l.Holder()
+	assert.ErrorIs(t, err, ErrNotRunning)
+	assert.ErrorIs(t, err, fs.ErrNotExist)
+	_, running, err = l.Running()
+	assert.NoError(t, err)
+	assert.False(t, running)
+}
+
+func umask() fs.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return fs.FileMode(m)
+}
+
+func TestSecondLockerGetsAlreadyRunningWithTheHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	h := startHolder(t, path)
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	l, err := New(path)
+	require.NoError(t, err)
+	err = l.TryLock()
+	require.ErrorIs(t, err, ErrAlreadyRunning)
+	var are *AlreadyRunningError
+	require.ErrorAs(t, err, &are)
+	assert.Equal(t, h.pid, are.Holder.PID)
+	assert.Equal(t, 4321, are.Holder.Port)
+	assert.Equal(t, path, are.Path)
+	assert.Contains(t, err.Error(), "pid "+strconv.Itoa(h.pid))
+	help := are.Help("./backend")
+	for _, want := range []string{
+		"PID:      " + strconv.Itoa(h.pid), "Port:     4321", "Started:  ",
+		"kill " + strconv.Itoa(h.pid), "kill -9 " + strconv.Itoa(h.pid) + " && ./backend",
+		"curl http://localhost:4321/api/health",
+	} {
+		assert.Contains(t, help, want)
+	}
+
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "the loser must not touch the winner's file")
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	assert.Len(t, entries, 1, "the loser leaves no temporary file")
+
+	pl, running, err := l.Running()
+	require.NoError(t, err)
+	assert.True(t, running)
+	assert.Equal(t, h.pid, pl.PID)
+	cleaned, err := l.CleanStale()
+	require.NoError(t, err)
+	assert.False(t, cleaned, "a live holder's file is kept")
+	assert.FileExists(t, path)
+
+	_, err = Acquire(path)
+	assert.ErrorIs(t, err, ErrAlreadyRunning)
+}
+
+// Crash recovery: after SIGKILL of the holder the next start acquires at
+// once, with no waiting and no age heuristic.
+func TestTakeoverAfterSIGKILL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	h := startHolder(t, path)
+	h.kill(t)
+	require.FileExists(t, path, "a SIGKILLed holder leaves its file")
+
+	l, err := New(path)
+	require.NoError(t, err)
+	pl, running, err := l.Running()
+	require.NoError(t, err)
+	assert.False(t, running)
+	assert.Equal(t, h.pid, pl.PID)
+	require.NoError(t, l.TryLock())
+	info, _ := l.Info()
+	got, err := l.Holder()
+	require.NoError(t, err)
+	assert.True(t, got.Equal(info))
+	require.NoError(t, l.Unlock())
+}
+
+func TestCleanStaleRemovesADeadHoldersFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	h := startHolder(t, path)
+	h.kill(t)
+	l, err := New(path)
+	require.NoError(t, err)
+	cleaned, err := l.CleanStale()
+	require.NoError(t, err)
+	assert.True(t, cleaned)
+	assert.NoFileExists(t, path)
+	cleaned, err = l.CleanStale()
+	require.NoError(t, err)
+	assert.False(t, cleaned, "nothing left to clean")
+}
+
+func TestLockWaitsForReleaseAndForDeath(t *testing.T) {
+	for _, how := range []string{"unlock", "kill"} {
+		t.Run(how, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.pid")
+			h := startHolder(t, path)
+			l, err := New(path)
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() { done <- l.Lock(context.Background()) }()
+			select {
+			case err := <-done:
+				t.Fatalf("Lock returned %v while the lock was held", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			if how == "unlock" {
+				fmt.Fprintln(h.in, "unlock")
+				assert.Equal(t, "unlocked <nil>", h.out.next(10*time.Second))
+			} else {
+				h.kill(t)
+			}
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Lock did not return after the holder let go")
+			}
+			require.NoError(t, l.Unlock())
+		})
+	}
+}
+
+func TestLockStopsWhenTheContextEnds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	h := startHolder(t, path)
+	l, err := New(path)
+	require.NoError(t, err)
+	cause := errors.New("gave up")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(50*time.Millisecond, func() { cancel(cause) })
+	err = l.Lock(ctx)
+	assert.ErrorIs(t, err, cause)
+	assert.ErrorIs(t, err, ErrAlreadyRunning)
+	var are *AlreadyRunningError
+	require.ErrorAs(t, err, &are)
+	assert.Equal(t, h.pid, are.Holder.PID)
+}
+
+// The lock does not leak into children: a process started by the holder
+// does not keep the lock once the holder has died.
+func TestChildDoesNotInheritTheLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	h := startHolder(t, path)
+	fmt.Fprintln(h.in, "spawn")
+	line := h.out.expect("child ", 10*time.Second)
+	child, err := strconv.Atoi(strings.TrimPrefix(line, "child "))
+	require.NoError(t, err)
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	h.kill(t)
+	alive, err := OSProcesses{}.Alive(child)
+	require.NoError(t, err)
+	require.True(t, alive, "the child outlives the holder")
+
+	l, err := New(path)
+	require.NoError(t, err)
+	require.NoError(t, l.TryLock(), "the child must not keep the lock")
+	require.NoError(t, l.Unlock())
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+}
+
+func lockJSON(t *testing.T, pl ProcessLock) string {
+	t.Helper()
+	if pl.StartedAt.IsZero() {
+		pl.StartedAt = time.Now()
+	}
+	return string(mustMarshal(t, pl)) + "\n"
+}
+
+// PID reuse is harmless, and files of other hosts are not judged by pid.
+func TestStaleFilesAreTakenOver(t *testing.T) {
+	host, _ := os.Hostname()
+	sleeper := helperCmd(t, "pidfile-sleep")
+	require.NoError(t, sleeper.Start())
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	live := sleeper.Process.Pid
+	liveToken, liveStart, err := OSProcesses{}.Start(live)
+	require.NoError(t, err)
+
+	cases := map[string]string{
+		"empty":                "",
+		"garbled":              "\x00\x17garbage{",
+		"dead pid JSON":        lockJSON(t, ProcessLock{PID: deadPID(t), Hostname: host, StartToken: "linux:x:1"}),
+		"dead pid legacy":      strconv.Itoa(deadPID(t)) + "\n",
+		"reused pid, token":    lockJSON(t, ProcessLock{PID: live, Hostname: host, StartToken: liveToken + "0"}),
+		"reused pid, no token": lockJSON(t, ProcessLock{PID: live, Hostname: host, StartedAt: liveStart.Add(-time.Hour)}),
+		"our own pid":          lockJSON(t, ProcessLock{PID: os.Getpid(), Hostname: host, InstanceID: "a previous run"}),
+		"our own pid, legacy":  strconv.Itoa(os.Getpid()) + "\n",
+		"other host, unlocked": lockJSON(t, ProcessLock{PID: live, Hostname: "elsewhere", StartToken: liveToken}),
+	}
+	for name, content := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.pid")
+			writeFile(t, path, content)
+			l, err := New(path)
+			require.NoError(t, err)
+			_, running, err := l.Running()
+			require.NoError(t, err)
+			assert.False(t, running)
+			require.NoError(t, l.TryLock())
+			info, _ := l.Info()
+			got, err := l.Holder()
+			require.NoError(t, err)
+			assert.True(t, got.Equal(info))
+			require.NoError(t, l.Unlock())
+		})
+	}
+	// A legacy file whose pid is older than the file: the process that
+	// wrote it may be alive and not use a kernel lock. It blocks.
+	t.Run("legacy file of a live process", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "x.pid")
+		writeFile(t, path, strconv.Itoa(live)+"\n")
+		l, err := New(path)
+		require.NoError(t, err)
+		err = l.TryLock()
+		var are *AlreadyRunningError
+		require.ErrorAs(t, err, &are)
+		assert.Equal(t, live, are.Holder.PID)
+		_, running, err := l.Running()
+		require.NoError(t, err)
+		assert.True(t, running)
+		// A legacy file older than the live process: the pid was reused.
+		old := liveStart.Add(-time.Hour)
+		require.NoError(t, os.Chtimes(path, old, old))
+		require.NoError(t, l.TryLock())
+		require.NoError(t, l.Unlock())
+	})
+	t.Run("JSON of a live process without a kernel lock", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "x.pid")
+		writeFile(t, path, lockJSON(t, ProcessLock{PID: live, Hostname: host, StartToken: liveToken}))
+		l, err := New(path)
+		require.NoError(t, err)
+		assert.ErrorIs(t, l.TryLock(), ErrAlreadyRunning)
+		cleaned, err := l.CleanStale()
+		require.NoError(t, err)
+		assert.False(t, cleaned)
+	})
+}
+
+// A file from another host is judged by its kernel lock only: a holder
+// that keeps the lock blocks, even when its pid is dead on this host.
+func TestOtherHostHolderIsNotJudgedByPID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	h := startHolder(t, path)
+	// Rewrite the content in place (the holder keeps its lock on the same
+	// inode) to look like another host's process with a pid dead here.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(lockJSON(t, ProcessLock{PID: deadPID(t), Hostname: "web-2"}))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	l, err := New(path)
+	require.NoError(t, err)
+	err = l.TryLock()
+	var are *AlreadyRunningError
+	require.ErrorAs(t, err, &are)
+	assert.Equal(t, "web-2", are.Holder.Hostname)
+	err = l.Terminate(nil)
+	assert.ErrorContains(t, err, "another host")
+	h.kill(t)
+}
+
+func TestTerminate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	l, err := New(path)
+	require.NoError(t, err)
+	assert.ErrorIs(t, l.Terminate(nil), ErrNotRunning, "no file")
+
+	h := startHolder(t, path)
+	require.NoError(t, l.Terminate(nil))
+	err = h.cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, syscall.SIGTERM, ee.Sys().(syscall.WaitStatus).Signal())
+	assert.ErrorIs(t, l.Terminate(syscall.SIGKILL), ErrNotRunning, "stale file")
+
+	own, err := Acquire(path)
+	require.NoError(t, err)
+	defer own.Unlock()
+	other, err := New(path)
+	require.NoError(t, err)
+	assert.ErrorContains(t, other.Terminate(nil), "held by this process")
+}
+
+// A vanished lock file is noticed: Lost is closed and Err reports it, and
+// Unlock leaves alone the file that a second instance created meanwhile.
+func TestVanishedFileIsReported(t *testing.T) {
+	for _, how := range []string{"removed", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			checkNoGoroutineLeak(t)
+			path := filepath.Join(t.TempDir(), "x.pid")
+			l, err := Acquire(path, WithWatchInterval(5*time.Millisecond))
+			require.NoError(t, err)
+			lost := l.Lost()
+			require.NotNil(t, lost)
+			if how == "removed" {
+				require.NoError(t, os.Remove(path))
+			} else {
+				writeFile(t, path+".new", "not a pid file")
+				require.NoError(t, os.Rename(path+".new", path))
+			}
+			select {
+			case <-lost:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the loss was not reported")
+			}
+			assert.ErrorIs(t, l.Err(), ErrLockLost)
+			assert.ErrorContains(t, l.Err(), how)
+
+			second, err := Acquire(path, WithWatchInterval(-1))
+			require.NoError(t, err, "with the file gone, a second instance can start: this is why the host must act on Lost")
+			require.NoError(t, l.Unlock())
+			assert.FileExists(t, path, "Unlock of the lost lock leaves the new holder's file")
+			require.NoError(t, second.Unlock())
+			assert.Nil(t, l.Lost())
+		})
+	}
+}
+
+// Bad paths fail clearly and touch nothing.
+func TestBadPathsFailClearly(t *testing.T) {
+	t.Run("symlink", func(t *testing.T) {
+		dir := t.TempDir()
+		target := filepath.Join(dir, "precious")
+		writeFile(t, target, "keep me")
+		old := time.Now().Add(-time.Hour)
+		require.NoError(t, os.Chtimes(target, old, old))
+		path := filepath.Join(dir, "x.pid")
+		require.NoError(t, os.Symlink(target, path))
+		assertRefused(t, path, "symbolic link")
+		data, err := os.ReadFile(target)
+		require.NoError(t, err)
+		assert.Equal(t, "keep me", string(data))
+		fi, err := os.Stat(target)
+		require.NoError(t, err)
+		assert.True(t, fi.ModTime().Equal(old))
+		assertDirHas(t, dir, "precious", "x.pid")
+	})
+	t.Run("dangling symlink", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "x.pid")
+		require.NoError(t, os.Symlink(filepath.Join(dir, "nowhere"), path))
+		assertRefused(t, path, "symbolic link")
+		assertDirHas(t, dir, "x.pid")
+	})
+	t.Run("directory", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "x.pid")
+		require.NoError(t, os.Mkdir(path, 0o755))
+		assertRefused(t, path, "not a regular file")
+		assertDirHas(t, dir, "x.pid")
+	})
+	t.Run("fifo", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "x.pid")
+		require.NoError(t, syscall.Mkfifo(path, 0o644))
+		assertRefused(t, path, "not a regular file")
+		assertDirHas(t, dir, "x.pid")
+	})
+	t.Run("parent is a file", func(t *testing.T) {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "data"), "a file")
+		path := filepath.Join(dir, "data", "x.pid")
+		l, err := New(path)
+		require.NoError(t, err)
+		err = l.TryLock()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), path)
+		assertDirHas(t, dir, "data")
+	})
+}
+
+func assertRefused(t *testing.T, path, why string) {
+	t.Helper()
+	l, err := New(path)
+	require.NoError(t, err)
+	err = l.TryLock()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path)
+	assert.Contains(t, err.Error(), why)
+	var pe *fs.PathError
+	assert.ErrorAs(t, err, &pe)
+	_, err = l.Holder()
+	assert.ErrorContains(t, err, why)
+	_, _, err = l.Running()
+	assert.ErrorContains(t, err, why)
+	_, err = l.CleanStale()
+	assert.ErrorContains(t, err, why)
+}
+
+func assertDirHas(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	assert.ElementsMatch(t, names, got, "files in %s", dir)
+}
+
+func TestNewOptions(t *testing.T) {
+	_, err := New("x", WithPort(0))
+	assert.ErrorContains(t, err, "port outside 1..65535")
+	_, err = New("x", WithPort(65536))
+	assert.ErrorContains(t, err, "WithPort(65536)")
+
+	l, err := New("")
+	require.NoError(t, err)
+	assert.Equal(t, DefaultPath, l.Path())
+
+	t.Setenv(EnvPath, "/tmp/from-env.pid")
+	l, err = New("given.pid")
+	require.NoError(t, err)
+	assert.Equal(t, "given.pid", l.Path(), "the environment is read only with FromEnv")
+	l, err = New("given.pid", FromEnv())
+	require.NoError(t, err)
+	assert.Equal(t, "/tmp/from-env.pid", l.Path())
+
+	t.Setenv(EnvDebug, "true")
+	l, err = New("given.pid", FromEnv())
+	require.NoError(t, err)
+	assert.True(t, l.log.Enabled(context.Background(), -4), "PROCESS_MANAGER_DEBUG=true enables debug logs")
+	l, err = New("given.pid")
+	require.NoError(t, err)
+	assert.False(t, l.log.Enabled(context.Background(), 8), "silent by default")
+}
+
+// A reader never sees a half-written file of a live holder: while many
+// Lockers take and release the lock, every read of the path either finds
+// no file or a complete PID file.
+func TestReadersNeverSeePartialFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, _ := New(path, WithWatchInterval(-1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if l.TryLock() == nil {
+					l.Unlock()
+				}
+			}
+		}()
+	}
+	reads := 0
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+		data, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		require.NoError(t, err)
+		_, err = ParseProcessLock(data)
+		require.NoError(t, err, "read %q", data)
+		reads++
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d complete reads", reads)
+	assert.Positive(t, reads)
+}
+
+func TestOSProcesses(t *testing.T) {
+	p := OSProcesses{}
+	alive, err := p.Alive(os.Getpid())
+	require.NoError(t, err)
+	assert.True(t, alive)
+	alive, err = p.Alive(deadPID(t))
+	require.NoError(t, err)
+	assert.False(t, alive)
+	if os.Getuid() != 0 {
+		alive, err = p.Alive(1)
+		require.NoError(t, err)
+		assert.True(t, alive, "EPERM means alive")
+	}
+	for _, bad := range []int{0, -1} {
+		_, err = p.Alive(bad)
+		assert.Error(t, err)
+		_, _, err = p.Start(bad)
+		assert.Error(t, err)
+		assert.Error(t, p.Signal(bad, syscall.SIGTERM), "never signal pid %d", bad)
+	}
+	assert.Error(t, p.Signal(os.Getpid(), nil))
+	assert.ErrorIs(t, p.Signal(deadPID(t), syscall.Signal(0)), ErrNoProcess)
+
+	tok, at, err := p.Start(os.Getpid())
+	require.NoError(t, err)
+	assert.NotEmpty(t, tok)
+	assert.WithinDuration(t, time.Now(), at, 10*time.Minute)
+	tok2, _, err := p.Start(os.Getpid())
+	require.NoError(t, err)
+	assert.Equal(t, tok, tok2, "the token is stable")
+	_, _, err = p.Start(deadPID(t))
+	assert.ErrorIs(t, err, ErrNoProcess)
+
+	if runtime.GOOS == "linux" {
+		_, err := parseStatStart([]byte("1 (a) b) S 1 2 3"))
+		assert.Error(t, err)
+		_, err = parseStatStart([]byte("no paren"))
+		assert.Error(t, err)
+		n, err := parseStatStart([]byte("42 (we ird) ) R " + strings.Repeat("0 ", 18) + "777 0 0"))
+		require.NoError(t, err)
+		assert.Equal(t, uint64(777), n)
+	}
+}
