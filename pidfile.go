@@ -564,12 +564,16 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 	data, rerr := readLimited(f)
 	err = f.TryLock()
 	if errors.Is(err, ErrWouldBlock) {
-		holder, _ := ParseProcessLock(data)
+		if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
+			return nil, errRetry // replaced meanwhile: look at the new file
+		}
+		holder, perr := ParseProcessLock(data)
 		are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
-		// A holder we can see is dead while the lock is held: another
-		// process is only peeking at the file (Running, status tools).
-		// Try again shortly.
-		retry := false
+		// Unreadable content, or a holder we can see is dead, while the
+		// lock is held: another contender is taking a stale file over (its
+		// own file will appear in a moment), or a reader is peeking at it
+		// (Running, status tools). Look again shortly.
+		retry := perr != nil
 		if holder.PID > 0 && l.sameHost(holder) {
 			if alive, err := l.procs.Alive(holder.PID); err == nil && !alive {
 				retry = true
