@@ -561,7 +561,7 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 	if err := l.checkMode(st); err != nil {
 		return nil, err
 	}
-	data, rerr := readLimited(f)
+	data, _ := readLimited(f) // a failed read leaves content that does not parse
 	err = f.TryLock()
 	if errors.Is(err, ErrWouldBlock) {
 		if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
@@ -592,7 +592,8 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 		return nil, err
 	}
 	// Read again under the lock: the first read may predate a rewrite.
-	if data, rerr = readAt0(f); rerr != nil {
+	data, rerr := readAt0(f)
+	if rerr != nil {
 		data = nil
 	}
 	holder, stale, why := l.judge(data, st.ModTime())
