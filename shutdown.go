@@ -1,0 +1,481 @@
+package instancelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// DefaultShutdownTimeout is the overall deadline of the shutdown hooks when
+// GracefulShutdown.Timeout is 0.
+const DefaultShutdownTimeout = 5 * time.Second
+
+// How long the helper waits for a hook after the hook's context is done,
+// before it abandons the hook: hookGrace for each hook, and never more than
+// maxOverrun past the overall deadline in all. A hook that honours its
+// context returns well within hookGrace, and its own error is reported.
+const (
+	hookGrace  = 5 * time.Millisecond
+	maxOverrun = 20 * time.Millisecond
+)
+
+// forceReleaseTimeout bounds the best-effort release of the lock on a
+// forced exit. If the release does not finish in time the process exits
+// anyway: the kernel drops the lock at exit and the next start takes the
+// left-over PID file over as stale.
+const forceReleaseTimeout = 500 * time.Millisecond
+
+// osExit is the forced exit; tests replace it.
+var osExit = os.Exit
+
+// ErrShutdownRequested is the cause of a shutdown started by
+// GracefulShutdown.Shutdown(nil).
+var ErrShutdownRequested = errors.New("shutdown requested")
+
+// SignalError is the cause of a shutdown started by a signal: context.Cause
+// of GracefulShutdown.Context returns a *SignalError, which errors.As finds.
+type SignalError struct {
+	Signal os.Signal // the signal received
+}
+
+// Error returns "received signal " and the signal's name, for example
+// "received signal terminated".
+func (e *SignalError) Error() string { return "received signal " + e.Signal.String() }
+
+// HookError is one failed shutdown hook: it returned an error, panicked, or
+// did not return before its deadline (then Err matches
+// context.DeadlineExceeded). GracefulShutdown.Wait returns the HookErrors
+// joined with errors.Join; errors.As finds the first.
+type HookError struct {
+	Name     string // the name given to Add
+	Err      error  // what the hook returned, the panic value as an error, or why it was abandoned
+	Panicked bool   // the hook panicked; Stack holds its stack
+	Stack    []byte // the stack of the panicking goroutine, when Panicked
+}
+
+// Error names the hook and says what went wrong, on one line. The stack of a
+// panic is not included (it is logged, and kept in Stack).
+func (e *HookError) Error() string {
+	if e.Panicked {
+		return fmt.Sprintf("instancelock: shutdown hook %q panicked: %v", e.Name, e.Err)
+	}
+	return fmt.Sprintf("instancelock: shutdown hook %q: %v", e.Name, e.Err)
+}
+
+// Unwrap returns Err.
+func (e *HookError) Unwrap() error { return e.Err }
+
+// GracefulShutdown runs a program's shutdown hooks when it receives SIGTERM
+// or SIGINT (or when the program asks), then releases the instance lock.
+//
+// A shutdown goes through these steps, each logged:
+//
+//  1. The State moves to StatusStopping, so readiness checks answer 503 and
+//     load balancers drain; Context is cancelled with the cause.
+//  2. If DrainDelay is set, it waits that long.
+//  3. The hooks run one at a time in reverse order of Add, like deferred
+//     calls, under one overall deadline (Timeout) that starts now. Each hook
+//     gets a context whose deadline is the overall deadline, or HookTimeout
+//     from the hook's start if that is sooner. A hook that has not returned
+//     shortly (5 ms) after its context is done is abandoned, logged and
+//     reported; the next hook runs. Hooks left when the overall deadline has
+//     passed are still called, with a context that is already done, so they
+//     can release at once what they can (an http.Server's Shutdown closes its
+//     listeners). In all, the hooks end at most 20 ms after the overall
+//     deadline. An error or a panic in a hook (recovered, and logged with its
+//     stack) does not stop the others.
+//  4. The lock given to NewGracefulShutdown is released, whatever the hooks
+//     did; the State moves to StatusStopped; the signal handlers are
+//     removed; Done is closed.
+//
+// While a shutdown runs, a second signal (counting the one that started it)
+// makes the process exit at once with status 128+signal (130 for SIGINT,
+// 143 for SIGTERM), after releasing the lock if that takes less than half a
+// second.
+//
+// An abandoned hook's goroutine keeps running until the hook returns: a
+// hook must honour its context. The process usually exits soon after Done,
+// which ends such goroutines.
+//
+// Set the exported fields before calling Start or Shutdown, and do not
+// change them afterwards. Creating the helper installs nothing: signal
+// handlers exist from Start until the shutdown finishes.
+type GracefulShutdown struct {
+	// Timeout is the overall deadline for the hooks; 0 means
+	// DefaultShutdownTimeout.
+	Timeout time.Duration
+	// HookTimeout limits each hook; 0 means the whole remaining overall
+	// deadline.
+	HookTimeout time.Duration
+	// DrainDelay is how long to wait after moving to StatusStopping, before
+	// the hooks run (and before the overall deadline starts), so that load
+	// balancers see the instance is not ready and stop sending it traffic.
+	DrainDelay time.Duration
+	// Signals are the signals that start the shutdown; nil means
+	// os.Interrupt and syscall.SIGTERM (on Windows, SIGTERM stands for the
+	// console close, logoff and shutdown events).
+	Signals []os.Signal
+	// Logger receives one record per step; nil means silent.
+	Logger *slog.Logger
+
+	lk     *Locker
+	state  *State
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	err    error // set before done is closed
+
+	mu      sync.Mutex
+	hooks   []namedHook
+	begun   bool
+	started bool           // Start was called
+	sigs    chan os.Signal // the channel given to signal.Notify, nil before Start
+}
+
+type namedHook struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// NewGracefulShutdown returns a helper that releases lk (which may be nil)
+// as the last step of the shutdown. The helper owns a State created with
+// NewState(lk.InstanceID()) (a random id when lk is nil), in
+// StatusStarting: the host moves it to StatusRunning when it is ready to
+// serve. Nothing is installed until Start.
+func NewGracefulShutdown(lk *Locker) *GracefulShutdown {
+	id := ""
+	if lk != nil {
+		id = lk.InstanceID()
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &GracefulShutdown{lk: lk, state: NewState(id), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+// State returns the lifecycle State the helper moves to StatusStopping and
+// StatusStopped. The host sets StatusRunning itself.
+func (g *GracefulShutdown) State() *State { return g.state }
+
+// Add registers a hook named name (the name appears in logs and errors).
+// Hooks run in reverse order of Add. A hook added after the shutdown began
+// is not run; that is logged. Add panics if hook is nil.
+func (g *GracefulShutdown) Add(name string, hook func(context.Context) error) {
+	if hook == nil {
+		panic("instancelock: GracefulShutdown.Add: nil hook " + name)
+	}
+	g.mu.Lock()
+	begun := g.begun
+	if !begun {
+		g.hooks = append(g.hooks, namedHook{name, hook})
+	}
+	g.mu.Unlock()
+	if begun {
+		g.logger().Warn("shutdown hook added after the shutdown began; it will not run", "hook", name)
+	}
+}
+
+// Start installs the signal handlers (signal.Notify for Signals) and starts
+// watching for what begins a shutdown: one of the signals (the cause is a
+// *SignalError), ctx being done (the cause is context.Cause(ctx)), or the
+// Locker losing its lock (the cause wraps ErrLockLost). It returns at once;
+// the handlers are removed and the watching goroutine ends when the
+// shutdown finishes. Start returns an error, and installs nothing, if it was
+// called before or if the shutdown has already begun.
+func (g *GracefulShutdown) Start(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.started:
+		return errors.New("instancelock: GracefulShutdown.Start called twice")
+	case g.begun:
+		return errors.New("instancelock: GracefulShutdown.Start called after the shutdown began")
+	}
+	g.started = true
+	sigs := g.Signals
+	if sigs == nil {
+		sigs = defaultSignals()
+	}
+	// Room for the first and the second signal even if both arrive before
+	// the watcher reads.
+	g.sigs = make(chan os.Signal, 2)
+	signal.Notify(g.sigs, sigs...)
+	var lost <-chan struct{}
+	if g.lk != nil {
+		lost = g.lk.Lost()
+	}
+	go g.watch(ctx, g.sigs, lost)
+	return nil
+}
+
+// watch begins the shutdown on the first signal, ctx done or lock lost, and
+// forces the exit on the second signal. It returns when the shutdown has
+// finished.
+func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, lost <-chan struct{}) {
+	ctxDone := ctx.Done()
+	received := 0
+	for {
+		select {
+		case sig := <-sigs:
+			select {
+			case <-g.done: // it arrived as the shutdown finished: nothing left to force
+				return
+			default:
+			}
+			received++
+			if received == 1 {
+				g.logger().Info("signal received", "signal", sig.String())
+				g.begin(&SignalError{Signal: sig})
+				continue
+			}
+			g.force(sig)
+		case <-ctxDone:
+			ctxDone = nil
+			g.begin(context.Cause(ctx))
+		case <-lost:
+			lost = nil
+			err := g.lk.Err()
+			if !errors.Is(err, ErrLockLost) {
+				err = ErrLockLost
+			}
+			g.begin(fmt.Errorf("instancelock: shutting down: %w", err))
+		case <-g.done:
+			return
+		}
+	}
+}
+
+// force exits the process at once after a best-effort release of the lock.
+func (g *GracefulShutdown) force(sig os.Signal) {
+	code := signalExitCode(sig)
+	log := g.logger()
+	log.Error("second signal during shutdown: exiting now", "signal", sig.String(), "code", code)
+	if g.lk != nil {
+		released := make(chan error, 1)
+		go func() { released <- g.lk.Unlock() }()
+		t := time.NewTimer(forceReleaseTimeout)
+		select {
+		case err := <-released:
+			if err != nil {
+				log.Error("releasing the lock", "err", err)
+			} else {
+				log.Info("lock released")
+			}
+		case <-t.C:
+			log.Error("releasing the lock is taking too long; exiting without it", "waited", forceReleaseTimeout)
+		}
+		t.Stop()
+	}
+	osExit(code)
+}
+
+// Context returns a context that is cancelled when the shutdown begins;
+// context.Cause(ctx) then tells why: a *SignalError, the cause given to
+// Shutdown (ErrShutdownRequested for nil), the cause of Start's context, or
+// an error wrapping ErrLockLost. Pass it to the work the host runs so that
+// it stops when the shutdown begins.
+func (g *GracefulShutdown) Context() context.Context { return g.ctx }
+
+// Shutdown begins the shutdown with the given cause (nil means
+// ErrShutdownRequested), waits until it has finished and returns what Wait
+// returns. It is idempotent: if the shutdown has already begun, for any
+// reason, Shutdown only waits for it and returns its result, and cause is
+// ignored. Calling Shutdown from a hook makes that hook wait until it is
+// abandoned.
+func (g *GracefulShutdown) Shutdown(cause error) error {
+	if cause == nil {
+		cause = ErrShutdownRequested
+	}
+	g.begin(cause)
+	return g.Wait()
+}
+
+// Done returns a channel that is closed when the shutdown has finished: the
+// hooks ran or were abandoned, the lock is released and the State is
+// StatusStopped.
+func (g *GracefulShutdown) Done() <-chan struct{} { return g.done }
+
+// Wait blocks until Done is closed and returns the failures of the
+// shutdown joined with errors.Join: one *HookError per failed hook, in the
+// order the hooks ran, then the error of releasing the lock, if any. It
+// returns nil when all succeeded.
+func (g *GracefulShutdown) Wait() error {
+	<-g.done
+	return g.err
+}
+
+// ExitCode waits until Done is closed, then returns the status the process
+// should exit with: 0 if Wait returns nil, otherwise 1. (A shutdown started
+// by a signal that completes cleanly exits 0; a forced exit never gets
+// here.)
+func (g *GracefulShutdown) ExitCode() int {
+	if g.Wait() != nil {
+		return 1
+	}
+	return 0
+}
+
+// logger returns Logger, or a silent one.
+func (g *GracefulShutdown) logger() *slog.Logger {
+	if g.Logger != nil {
+		return g.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// begin starts the shutdown in a new goroutine unless it has begun.
+func (g *GracefulShutdown) begin(cause error) {
+	g.mu.Lock()
+	if g.begun {
+		g.mu.Unlock()
+		return
+	}
+	g.begun = true
+	hooks := g.hooks
+	g.hooks = nil
+	g.mu.Unlock()
+	// Stopping before the context is cancelled: whoever sees the context
+	// done also sees the instance is not ready.
+	if err := g.state.Set(StatusStopping); err != nil {
+		g.logger().Warn("setting the state", "err", err)
+	}
+	g.cancel(cause)
+	go g.run(cause, hooks)
+}
+
+// run is the shutdown itself.
+func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
+	log := g.logger()
+	began := time.Now()
+	var errs []error
+	defer func() {
+		// Whatever happened above, release the lock last and finish.
+		if g.lk != nil {
+			t := time.Now()
+			if err := g.lk.Unlock(); err != nil {
+				errs = append(errs, err)
+				log.Error("releasing the lock", "duration", time.Since(t), "err", err)
+			} else {
+				log.Info("lock released", "duration", time.Since(t))
+			}
+		}
+		if err := g.state.Set(StatusStopped); err != nil {
+			log.Warn("setting the state", "err", err)
+		}
+		g.mu.Lock()
+		if g.sigs != nil {
+			signal.Stop(g.sigs)
+		}
+		g.mu.Unlock()
+		g.err = errors.Join(errs...)
+		log.Info("shutdown finished", "duration", time.Since(began), "failures", len(errs))
+		close(g.done)
+	}()
+
+	log.Info("shutdown started", "cause", cause.Error(), "hooks", len(hooks))
+	if d := g.DrainDelay; d > 0 {
+		log.Info("draining", "delay", d)
+		time.Sleep(d)
+	}
+	timeout := g.Timeout
+	if timeout <= 0 {
+		timeout = DefaultShutdownTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	for i := len(hooks) - 1; i >= 0; i-- {
+		if err := g.runHook(log, hooks[i], deadline); err != nil {
+			errs = append(errs, err)
+		}
+	}
+}
+
+// runHook runs one hook in its own goroutine and waits for it until shortly
+// after its deadline. It returns nil on success or a *HookError.
+func (g *GracefulShutdown) runHook(log *slog.Logger, h namedHook, deadline time.Time) error {
+	start := time.Now()
+	hd := deadline
+	if g.HookTimeout > 0 && start.Add(g.HookTimeout).Before(hd) {
+		hd = start.Add(g.HookTimeout)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), hd)
+	defer cancel()
+	log.Info("running shutdown hook", "hook", h.name)
+
+	called := make(chan struct{})
+	res := make(chan *HookError, 1) // buffered: an abandoned hook must not block
+	go func() {
+		returned := false
+		defer func() {
+			if r := recover(); r != nil {
+				err, ok := r.(error)
+				if !ok {
+					err = fmt.Errorf("%v", r)
+				}
+				res <- &HookError{Name: h.name, Err: err, Panicked: true, Stack: debug.Stack()}
+			} else if !returned {
+				res <- &HookError{Name: h.name, Err: errors.New("the hook called runtime.Goexit")}
+			}
+		}()
+		close(called)
+		err := h.fn(ctx)
+		returned = true
+		if err != nil {
+			res <- &HookError{Name: h.name, Err: err}
+			return
+		}
+		res <- nil
+	}()
+	<-called
+
+	herr, ok := waitHook(ctx, res, deadline)
+	if !ok {
+		herr = &HookError{Name: h.name, Err: fmt.Errorf("abandoned: still running %v after it was called: %w",
+			time.Since(start).Round(time.Millisecond), context.DeadlineExceeded)}
+		log.Error("shutdown hook abandoned; running the next", "hook", h.name, "duration", time.Since(start), "err", herr.Err)
+		return herr
+	}
+	d := time.Since(start)
+	switch {
+	case herr == nil:
+		log.Info("shutdown hook done", "hook", h.name, "duration", d)
+		return nil
+	case herr.Panicked:
+		log.Error("shutdown hook panicked", "hook", h.name, "duration", d, "err", herr.Err, "stack", string(herr.Stack))
+	default:
+		log.Error("shutdown hook failed", "hook", h.name, "duration", d, "err", herr.Err)
+	}
+	return herr
+}
+
+// waitHook waits for the hook's result until hookGrace after ctx is done,
+// and no later than maxOverrun after the overall deadline. ok is false if
+// the hook has not returned by then.
+func waitHook(ctx context.Context, res <-chan *HookError, deadline time.Time) (herr *HookError, ok bool) {
+	select {
+	case herr = <-res:
+		return herr, true
+	case <-ctx.Done():
+	}
+	if grace := min(hookGrace, time.Until(deadline.Add(maxOverrun))); grace > 0 {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case herr = <-res:
+			return herr, true
+		case <-t.C:
+		}
+	}
+	select {
+	case herr = <-res: // it returned just now
+		return herr, true
+	default:
+		return nil, false
+	}
+}

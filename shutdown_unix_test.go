@@ -1,0 +1,522 @@
+//go:build unix
+
+package instancelock
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func init() {
+	helpers["shutdown-child"] = shutdownChild
+	helpers["shutdown-idle"] = shutdownIdle
+}
+
+// shutdownChild is a small backend: it acquires SHUTDOWN_PIDFILE, registers
+// the hooks of SHUTDOWN_HOOKS ("name:kind,…", kinds below), starts the
+// helper with the default signals, prints "ready", waits for the shutdown,
+// prints a "done" line and exits with ExitCode. Every hook prints
+// "hook NAME state=… pidfile=…" when it is called. SHUTDOWN_TIMEOUT and
+// SHUTDOWN_HOOK_TIMEOUT set the deadlines, SHUTDOWN_LOG=1 logs to stderr.
+//
+// A human can run it too:
+//
+//	go test -c -o /tmp/il.test
+//	INSTANCELOCK_HELPER=shutdown-child SHUTDOWN_PIDFILE=/tmp/il.pid SHUTDOWN_HOOKS=db:slow,http:ok SHUTDOWN_LOG=1 /tmp/il.test
+//	# then Ctrl-C (once, or twice), or kill -TERM from another terminal
+func shutdownChild() {
+	lk, err := Acquire(os.Getenv("SHUTDOWN_PIDFILE"))
+	if err != nil {
+		fmt.Println("acquire:", err)
+		os.Exit(3)
+	}
+	g := NewGracefulShutdown(lk)
+	g.Timeout = sdEnvDuration("SHUTDOWN_TIMEOUT")
+	g.HookTimeout = sdEnvDuration("SHUTDOWN_HOOK_TIMEOUT")
+	if os.Getenv("SHUTDOWN_LOG") == "1" {
+		g.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	for _, spec := range strings.Split(os.Getenv("SHUTDOWN_HOOKS"), ",") {
+		if spec != "" {
+			name, kind, _ := strings.Cut(spec, ":")
+			g.Add(name, sdChildHook(g, lk.Path(), name, kind))
+		}
+	}
+	if err := g.Start(context.Background()); err != nil {
+		fmt.Println("start:", err)
+		os.Exit(3)
+	}
+	if err := g.State().Set(StatusRunning); err != nil {
+		fmt.Println("state:", err)
+		os.Exit(3)
+	}
+	fmt.Println("ready")
+	err = g.Wait()
+	_, statErr := os.Lstat(lk.Path())
+	fmt.Printf("done state=%s cause=%v pidfile=%t err=%s\n", g.State().Status(), context.Cause(g.Context()),
+		statErr == nil, strings.ReplaceAll(sdErrString(err), "\n", " | "))
+	os.Exit(g.ExitCode())
+}
+
+// sdChildHook returns a hook of the given kind: ok, err (returns an error),
+// panic, slow (waits for its context, returns ctx.Err()) or hang (ignores its
+// context and never returns).
+func sdChildHook(g *GracefulShutdown, path, name, kind string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := os.Lstat(path)
+		fmt.Printf("hook %s state=%s pidfile=%t\n", name, g.State().Status(), err == nil)
+		switch kind {
+		case "ok":
+			return nil
+		case "err":
+			return errors.New("failed on purpose")
+		case "panic":
+			panic("panicked on purpose")
+		case "slow":
+			<-ctx.Done()
+			return ctx.Err()
+		case "hang":
+			select {}
+		}
+		return fmt.Errorf("unknown hook kind %q", kind)
+	}
+}
+
+func sdEnvDuration(name string) time.Duration {
+	d, _ := time.ParseDuration(os.Getenv(name))
+	return d
+}
+
+// shutdownIdle creates a GracefulShutdown and, with SHUTDOWN_CYCLE=1, starts
+// it and runs a whole shutdown; then it prints "idle" and sleeps. A signal
+// must then kill it: nothing may remain installed.
+func shutdownIdle() {
+	g := NewGracefulShutdown(nil)
+	if os.Getenv("SHUTDOWN_CYCLE") == "1" {
+		if err := g.Start(context.Background()); err != nil {
+			fmt.Println("start:", err)
+			os.Exit(3)
+		}
+		if err := g.Shutdown(nil); err != nil {
+			fmt.Println("shutdown:", err)
+			os.Exit(3)
+		}
+	}
+	fmt.Println("idle")
+	time.Sleep(time.Minute)
+	os.Exit(4)
+}
+
+// sdChild is a running shutdownChild.
+type sdChild struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	lr   *lineReader
+	path string
+	errb *sdLogBuffer
+}
+
+func sdStartChild(t *testing.T, env ...string) *sdChild {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "app.pid")
+	cmd := helperCmd(t, "shutdown-child", append([]string{"SHUTDOWN_PIDFILE=" + path, "SHUTDOWN_LOG=1"}, env...)...)
+	c := &sdChild{t: t, cmd: cmd, path: path, errb: &sdLogBuffer{}}
+	cmd.Stderr = c.errb
+	c.lr = newLineReader(t, cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("child's log:\n%s", c.errb.String())
+		}
+	})
+	if l := c.lr.next(sdLiveness); l != "ready" {
+		t.Fatalf("child said %q, want ready", l)
+	}
+	holder, err := (&Locker{path: path, fsys: OSFS{}}).Holder()
+	if err != nil || holder.PID != cmd.Process.Pid {
+		t.Fatalf("the child does not hold the PID file: %+v, %v", holder, err)
+	}
+	return c
+}
+
+func (c *sdChild) signal(sig os.Signal) {
+	c.t.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// finish reads the child's output to the end, waits for it, and returns its
+// lines and exit code (-1 if it died of a signal).
+func (c *sdChild) finish() ([]string, int) {
+	c.t.Helper()
+	var lines []string
+	timeout := time.After(sdLiveness)
+	for done := false; !done; {
+		select {
+		case l, ok := <-c.lr.lines:
+			if !ok {
+				done = true
+				break
+			}
+			lines = append(lines, l)
+		case <-timeout:
+			c.t.Fatalf("the child did not exit; it said %q", lines)
+		}
+	}
+	err := c.cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		c.t.Fatal(err)
+	}
+	return lines, c.cmd.ProcessState.ExitCode()
+}
+
+func (c *sdChild) pidFileGone() {
+	c.t.Helper()
+	if sdFileExists(c.t, c.path) {
+		c.t.Errorf("the PID file %s is still there", c.path)
+	}
+}
+
+func TestShutdownChildOnSignal(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			c := sdStartChild(t, "SHUTDOWN_HOOKS=agents:ok,database:ok,http:ok")
+			c.signal(sig)
+			lines, code := c.finish()
+			want := []string{
+				"hook http state=stopping pidfile=true",
+				"hook database state=stopping pidfile=true",
+				"hook agents state=stopping pidfile=true",
+				"done state=stopped cause=received signal " + sig.String() + " pidfile=false err=<nil>",
+			}
+			if !slices.Equal(lines, want) {
+				t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+			}
+			if code != 0 {
+				t.Errorf("exit code %d, want 0", code)
+			}
+			c.pidFileGone()
+		})
+	}
+}
+
+func TestShutdownChildHungHook(t *testing.T) {
+	t.Parallel()
+	const timeout = 500 * time.Millisecond
+	const margin = 1500 * time.Millisecond // sdLiveness under -race on a busy machine, not a speed goal
+	for _, tc := range []struct {
+		name        string
+		hookTimeout time.Duration
+		min, max    time.Duration
+	}{
+		{"overall deadline", 0, timeout, timeout + margin},
+		{"per-hook limit", 100 * time.Millisecond, 100 * time.Millisecond, timeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := sdStartChild(t, "SHUTDOWN_HOOKS=first:ok,hang:hang,last:ok",
+				"SHUTDOWN_TIMEOUT="+timeout.String(), "SHUTDOWN_HOOK_TIMEOUT="+tc.hookTimeout.String())
+			start := time.Now()
+			c.signal(syscall.SIGTERM)
+			lines, code := c.finish()
+			took := time.Since(start)
+			if took < tc.min || took > tc.max {
+				t.Errorf("the child exited %v after SIGTERM, want between %v and %v", took, tc.min, tc.max)
+			}
+			if len(lines) != 4 || lines[0] != "hook last state=stopping pidfile=true" ||
+				lines[1] != "hook hang state=stopping pidfile=true" || lines[2] != "hook first state=stopping pidfile=true" {
+				t.Fatalf("child said %q, want the three hooks in reverse order", lines)
+			}
+			for _, want := range []string{"state=stopped", "pidfile=false", `"hang": abandoned`, "deadline exceeded"} {
+				if !strings.Contains(lines[3], want) {
+					t.Errorf("done line %q lacks %q", lines[3], want)
+				}
+			}
+			if code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			c.pidFileGone()
+		})
+	}
+}
+
+func TestShutdownChildFailingHooks(t *testing.T) {
+	t.Parallel()
+	c := sdStartChild(t, "SHUTDOWN_HOOKS=first:ok,boom:panic,bad:err,last:ok")
+	c.signal(syscall.SIGTERM)
+	lines, code := c.finish()
+	var hooks []string
+	for _, l := range lines[:len(lines)-1] {
+		name, _, _ := strings.Cut(strings.TrimPrefix(l, "hook "), " ")
+		hooks = append(hooks, name)
+	}
+	if want := []string{"last", "bad", "boom", "first"}; !slices.Equal(hooks, want) {
+		t.Errorf("hooks ran %q, want %q", hooks, want)
+	}
+	done := lines[len(lines)-1]
+	for _, want := range []string{`"bad": failed on purpose`, `"boom" panicked: panicked on purpose`, "pidfile=false", "state=stopped"} {
+		if !strings.Contains(done, want) {
+			t.Errorf("done line %q lacks %q", done, want)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if log := c.errb.String(); !strings.Contains(log, "shutdown hook panicked") || !strings.Contains(log, "shutdown_unix_test.go") {
+		t.Errorf("the panic is not logged with its stack:\n%s", log)
+	}
+	c.pidFileGone()
+}
+
+func TestShutdownChildSecondSignalForcesExit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		first, second syscall.Signal
+		code          int
+	}{
+		{syscall.SIGINT, syscall.SIGINT, 130},
+		{syscall.SIGTERM, syscall.SIGTERM, 143},
+		{syscall.SIGTERM, syscall.SIGINT, 130},
+	} {
+		t.Run(tc.first.String()+" then "+tc.second.String(), func(t *testing.T) {
+			t.Parallel()
+			c := sdStartChild(t, "SHUTDOWN_HOOKS=after:ok,slow:slow", "SHUTDOWN_TIMEOUT=1m")
+			c.signal(tc.first)
+			if l := c.lr.next(sdLiveness); l != "hook slow state=stopping pidfile=true" {
+				t.Fatalf("child said %q", l)
+			}
+			start := time.Now()
+			c.signal(tc.second)
+			lines, code := c.finish()
+			// "At once" against a one-minute deadline; the bound is sdLiveness only.
+			if took := time.Since(start); took > sdLiveness/2 {
+				t.Errorf("the child took %v to exit after the second signal", took)
+			}
+			if len(lines) != 0 {
+				t.Errorf("the child went on after the second signal: %q", lines)
+			}
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
+			}
+			if log := c.errb.String(); !strings.Contains(log, "second signal during shutdown") {
+				t.Errorf("the forced exit is not logged:\n%s", log)
+			}
+			c.pidFileGone()
+		})
+	}
+}
+
+// A signal kills a process that created a GracefulShutdown but did not
+// start it, and one whose shutdown has finished: no handler is installed
+// before Start or left after the shutdown.
+func TestShutdownChildNoHandlerOutsideStartToDone(t *testing.T) {
+	t.Parallel()
+	for _, cycle := range []string{"0", "1"} {
+		t.Run("cycle="+cycle, func(t *testing.T) {
+			t.Parallel()
+			cmd := helperCmd(t, "shutdown-idle", "SHUTDOWN_CYCLE="+cycle)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			if l, err := bufio.NewReader(out).ReadString('\n'); l != "idle\n" {
+				t.Fatalf("child said %q, %v", l, err)
+			}
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+				t.Errorf("the child was not killed by SIGTERM: %v", cmd.ProcessState)
+			}
+		})
+	}
+}
+
+// The signal path in this process, with the exit replaced: the first
+// signal starts the shutdown and is the cause, the second "exits" with
+// 128+signal after releasing the lock, and every goroutine ends.
+func TestShutdownSignalsInProcess(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	codes := make(chan int, 1)
+	osExit = func(code int) { codes <- code }
+	defer func() { osExit = os.Exit }()
+
+	lk, path := sdAcquire(t)
+	g := NewGracefulShutdown(lk)
+	g.Signals = []os.Signal{syscall.SIGUSR1}
+	g.Timeout = sdLiveness
+	entered, release := make(chan struct{}), make(chan struct{})
+	g.Add("slow", func(ctx context.Context) error {
+		close(entered)
+		select {
+		case <-ctx.Done():
+		case <-release:
+		}
+		return nil
+	})
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(sdLiveness):
+		t.Fatal("the signal did not start the shutdown")
+	}
+	var se *SignalError
+	if cause := context.Cause(g.Context()); !errors.As(cause, &se) || se.Signal != syscall.SIGUSR1 {
+		t.Errorf("cause = %v, want a *SignalError for SIGUSR1", cause)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-codes:
+		if want := 128 + int(syscall.SIGUSR1); code != want {
+			t.Errorf("forced exit code %d, want %d", code, want)
+		}
+	case <-time.After(sdLiveness):
+		t.Fatal("the second signal did not force the exit")
+	}
+	if sdFileExists(t, path) {
+		t.Error("the PID file is still there at the forced exit")
+	}
+	// The fake exit returned, so the shutdown goes on: let the hook end.
+	close(release)
+	sdWaitDone(t, g)
+}
+
+func TestSignalExitCode(t *testing.T) {
+	for sig, want := range map[os.Signal]int{syscall.SIGINT: 130, syscall.SIGTERM: 143, syscall.SIGHUP: 129, os.Interrupt: 130} {
+		if got := signalExitCode(sig); got != want {
+			t.Errorf("signalExitCode(%v) = %d, want %d", sig, got, want)
+		}
+	}
+	if got := signalExitCode(sdFakeSignal{}); got != 1 {
+		t.Errorf("signalExitCode of a non-syscall signal = %d, want 1", got)
+	}
+}
+
+type sdFakeSignal struct{}
+
+func (sdFakeSignal) Signal()        {}
+func (sdFakeSignal) String() string { return "fake" }
+
+// BenchmarkShutdownSignalToExit measures, over b.N runs of a helper process
+// with no hooks, the time from sending SIGTERM to the process's exit as
+// its parent sees it (wait4 returns). It reports the median and the 95th
+// percentile in milliseconds.
+//
+//	go test -run '^$' -bench ShutdownSignalToExit -benchtime 200x
+func BenchmarkShutdownSignalToExit(b *testing.B) {
+	ds := make([]time.Duration, 0, b.N)
+	for range b.N {
+		b.StopTimer()
+		cmd, ready := sdStartBenchChild(b)
+		<-ready
+		b.StartTimer()
+		start := time.Now()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			b.Fatal(err)
+		}
+		err := cmd.Wait()
+		ds = append(ds, time.Since(start))
+		if err != nil {
+			b.Fatalf("child: %v", err)
+		}
+	}
+	sdReportPercentiles(b, ds, 0, "")
+}
+
+// BenchmarkShutdownHungHookOvershoot measures how far past a 100 ms overall
+// deadline a process whose only hook never returns exits after SIGTERM. It
+// reports the median and 95th percentile of the overshoot in milliseconds.
+//
+//	go test -run '^$' -bench ShutdownHungHookOvershoot -benchtime 50x
+func BenchmarkShutdownHungHookOvershoot(b *testing.B) {
+	const timeout = 100 * time.Millisecond
+	ds := make([]time.Duration, 0, b.N)
+	for range b.N {
+		b.StopTimer()
+		cmd, ready := sdStartBenchChild(b, "SHUTDOWN_HOOKS=hang:hang", "SHUTDOWN_TIMEOUT="+timeout.String())
+		<-ready
+		b.StartTimer()
+		start := time.Now()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			b.Fatal(err)
+		}
+		cmd.Wait()
+		ds = append(ds, time.Since(start))
+		if code := cmd.ProcessState.ExitCode(); code != 1 {
+			b.Fatalf("exit code %d, want 1", code)
+		}
+	}
+	sdReportPercentiles(b, ds, timeout, "overshoot-")
+}
+
+// sdStartBenchChild starts shutdownChild quietly; ready is closed once it has
+// said "ready".
+func sdStartBenchChild(b *testing.B, env ...string) (*exec.Cmd, <-chan struct{}) {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "app.pid")
+	cmd := helperCmd(b, "shutdown-child", append([]string{"SHUTDOWN_PIDFILE=" + path}, env...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		l, _ := bufio.NewReader(out).ReadString('\n')
+		if l == "ready\n" {
+			close(ready)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(sdLiveness):
+		cmd.Process.Kill()
+		b.Fatal("the child did not get ready")
+	}
+	return cmd, ready
+}
+
+func sdReportPercentiles(b *testing.B, ds []time.Duration, minus time.Duration, prefix string) {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	at := func(p float64) float64 {
+		return float64(ds[int(p*float64(len(ds)-1))]-minus) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(0.50), prefix+"p50-ms")
+	b.ReportMetric(at(0.95), prefix+"p95-ms")
+	b.ReportMetric(float64(ds[len(ds)-1]-minus)/float64(time.Millisecond), prefix+"max-ms")
+}
