@@ -93,7 +93,7 @@ type Health struct {
 	Public func(*http.Request) bool
 
 	state     *State
-	lk        *Locker
+	lk        Mutex
 	pid       int
 	startedAt time.Time
 	fixed     []byte // `,"startedAt":"…"` rendered once
@@ -134,10 +134,12 @@ type Check struct {
 }
 
 // NewHealth returns the health handler of the instance whose lifecycle is
-// state and whose lock is lk. state may be nil: the lifecycle then counts
+// state and whose lock is lk (a *Locker or any other Mutex). state may be
+// nil: the lifecycle then counts
 // as running and startedAt is the process's start time. lk may be nil: the
 // lock is then not checked. The pid is os.Getpid().
-func NewHealth(state *State, lk *Locker) *Health {
+func NewHealth(state *State, lk Mutex) *Health {
+	lk = nilMutex(lk)
 	h := &Health{state: state, lk: lk, pid: os.Getpid()}
 	id := ""
 	switch {

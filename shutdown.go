@@ -124,7 +124,7 @@ type GracefulShutdown struct {
 	// Logger receives one record per step; nil means silent.
 	Logger *slog.Logger
 
-	lk     *Locker
+	lk     Mutex
 	state  *State
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -143,12 +143,13 @@ type namedHook struct {
 	fn   func(context.Context) error
 }
 
-// NewGracefulShutdown returns a helper that releases lk (which may be nil)
-// as the last step of the shutdown. The helper owns a State created with
+// NewGracefulShutdown returns a helper that releases lk (a *Locker or any
+// other Mutex; it may be nil) as the last step of the shutdown. The helper owns a State created with
 // NewState(lk.InstanceID()) (a random id when lk is nil), in
 // StatusStarting: the host moves it to StatusRunning when it is ready to
 // serve. Nothing is installed until Start.
-func NewGracefulShutdown(lk *Locker) *GracefulShutdown {
+func NewGracefulShutdown(lk Mutex) *GracefulShutdown {
+	lk = nilMutex(lk)
 	id := ""
 	if lk != nil {
 		id = lk.InstanceID()
