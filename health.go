@@ -135,9 +135,9 @@ type Check struct {
 
 // NewHealth returns the health handler of the instance whose lifecycle is
 // state and whose lock is lk (a *Locker or any other Mutex). state may be
-// nil: the lifecycle then counts
-// as running and startedAt is the process's start time. lk may be nil: the
-// lock is then not checked. The pid is os.Getpid().
+// nil: the lifecycle then counts as running and startedAt is the process's
+// start time. lk may be nil: the lock is then not checked. The pid is
+// os.Getpid().
 func NewHealth(state *State, lk Mutex) *Health {
 	lk = nilMutex(lk)
 	h := &Health{state: state, lk: lk, pid: os.Getpid()}
