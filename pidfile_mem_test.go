@@ -1,0 +1,1113 @@
+//go:build !plan9
+
+package instancelock
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// These tests drive the Locker through MemFS and MemProcesses, to reach
+// the branches a real disk and process table rarely show: injected I/O
+// errors, files changing between two calls, PID reuse on demand.
+
+// memPIDPath is not a directory on disk, so Lock polls instead of watching
+// it with inotify.
+const memPIDPath = "/srv/instancelock-memtest/run/app.pid"
+
+var memPIDDir = filepath.Dir(memPIDPath)
+
+// memRig is a MemFS and a MemProcesses in which this process is alive with
+// the start token "self-token", and pid 4242 is free.
+type memRig struct {
+	t     *testing.T
+	fs    *MemFS
+	procs *MemProcesses
+	host  string
+	log   *memLogBuffer
+}
+
+func newMemRig(t *testing.T) *memRig {
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	r := &memRig{t: t, fs: NewMemFS(), procs: NewMemProcesses(), host: host, log: &memLogBuffer{}}
+	r.procs.Add(os.Getpid(), "self-token", time.Now().Add(-time.Hour))
+	return r
+}
+
+// locker returns a Locker on memPIDPath in the rig, without watcher unless
+// opts ask for one.
+func (r *memRig) locker(opts ...Option) *Locker {
+	r.t.Helper()
+	logger := slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	l, err := New(memPIDPath, append([]Option{WithFS(r.fs), WithProcessTable(r.procs),
+		WithWatchInterval(-1), WithLogger(logger)}, opts...)...)
+	require.NoError(r.t, err)
+	return l
+}
+
+// write puts content at memPIDPath, unlocked, as a tool that takes no lock
+// (or a dead process) left it.
+func (r *memRig) write(content string) {
+	r.t.Helper()
+	require.NoError(r.t, r.fs.MkdirAll(memPIDDir, 0o755))
+	require.NoError(r.t, r.fs.WriteFile(memPIDPath, []byte(content), 0o644))
+}
+
+// hold writes content and keeps the file's lock through an open file, as
+// a live holder process does. Closing the file is the holder's death.
+func (r *memRig) hold(content string) File {
+	r.t.Helper()
+	r.write(content)
+	f, err := r.fs.OpenFile(memPIDPath, os.O_RDONLY, 0)
+	require.NoError(r.t, err)
+	require.NoError(r.t, f.TryLock())
+	r.t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func (r *memRig) content() string {
+	r.t.Helper()
+	data, err := r.fs.ReadFile(memPIDPath)
+	require.NoError(r.t, err)
+	return string(data)
+}
+
+// json encodes pl as a PID file, with the start time now and this host
+// unless given.
+func (r *memRig) json(pl ProcessLock) string {
+	r.t.Helper()
+	if pl.StartedAt.IsZero() {
+		pl.StartedAt = time.Now().UTC().Truncate(time.Millisecond)
+	}
+	if pl.Hostname == "" {
+		pl.Hostname = r.host
+	}
+	data, err := pl.MarshalJSON()
+	require.NoError(r.t, err)
+	return string(data) + "\n"
+}
+
+// untouched checks that the directory holds exactly names and that no file
+// is left open but those in open.
+func (r *memRig) untouched(names []string, open ...string) {
+	r.t.Helper()
+	got, err := r.fs.ListDir(memPIDDir)
+	require.NoError(r.t, err)
+	assert.ElementsMatch(r.t, names, got, "files in %s", memPIDDir)
+	assert.ElementsMatch(r.t, open, r.fs.OpenFiles(), "files left open")
+}
+
+// heldBy returns the ProcessLock in the PID file and checks that it is
+// the one l published.
+func (r *memRig) heldBy(l *Locker) {
+	r.t.Helper()
+	info, ok := l.Info()
+	require.True(r.t, ok, "the Locker does not hold the lock")
+	got, err := ParseProcessLock([]byte(r.content()))
+	require.NoError(r.t, err)
+	assert.True(r.t, got.Equal(info), "the PID file holds %v, not %v", got, info)
+}
+
+type memLogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *memLogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *memLogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestMemLockerAcquireAndRelease(t *testing.T) {
+	r := newMemRig(t)
+	l := r.locker(WithPort(8080))
+	require.NoError(t, l.TryLock())
+	r.heldBy(l)
+	info, _ := l.Info()
+	assert.Equal(t, "self-token", info.StartToken)
+	assert.Equal(t, 8080, info.Port)
+	dir, err := r.fs.Lstat(memPIDDir)
+	require.NoError(t, err)
+	assert.Equal(t, fs.ModeDir|0o755, dir.Mode())
+	fi, err := r.fs.Lstat(memPIDPath)
+	require.NoError(t, err)
+	assert.Equal(t, fs.FileMode(0o644), fi.Mode())
+	open := r.fs.OpenFiles()
+	require.Len(t, open, 1)
+	assert.True(t, strings.HasPrefix(open[0], memPIDPath+".tmp-"), open[0])
+	r.untouched([]string{"app.pid"}, open...)
+	assert.ErrorContains(t, l.TryLock(), "already held by this Locker")
+
+	// A second Locker sees this process as the holder.
+	l2 := r.locker()
+	err = l2.TryLock()
+	var are *AlreadyRunningError
+	require.ErrorAs(t, err, &are)
+	assert.Equal(t, "the holder keeps the kernel lock", are.Reason)
+	assert.True(t, are.Holder.Equal(info))
+	holder, running, err := l2.Running()
+	require.NoError(t, err)
+	assert.True(t, running)
+	assert.True(t, holder.Equal(info))
+	assert.ErrorContains(t, l2.Terminate(nil), "held by this process")
+	cleaned, err := l2.CleanStale()
+	require.NoError(t, err)
+	assert.False(t, cleaned)
+	cleaned, err = l.CleanStale()
+	require.NoError(t, err)
+	assert.False(t, cleaned)
+	r.heldBy(l)
+	assert.Empty(t, r.procs.Signals())
+
+	require.NoError(t, l.Unlock())
+	r.untouched(nil)
+	require.NoError(t, l.Unlock(), "a second Unlock")
+	assert.ErrorIs(t, l.Err(), ErrNotHeld)
+	assert.ErrorIs(t, r.locker().Err(), ErrNotHeld, "a Locker that never held")
+	_, err = Acquire(memPIDPath, WithFS(r.fs), WithPort(0))
+	assert.ErrorContains(t, err, "WithPort(0)")
+	require.NoError(t, l2.TryLock())
+	r.heldBy(l2)
+	require.NoError(t, l2.Unlock())
+}
+
+// A holder that dies leaves its file; the next instance takes it over.
+func TestMemLockerHolderDies(t *testing.T) {
+	r := newMemRig(t)
+	dead := r.locker()
+	require.NoError(t, dead.TryLock())
+	assert.Equal(t, 1, r.fs.CloseHandles(memPIDPath))
+	r.untouched([]string{"app.pid"})
+
+	l := r.locker()
+	require.NoError(t, l.TryLock())
+	r.heldBy(l)
+	assert.Contains(t, r.log.String(), "names this process's own pid")
+	r.untouched([]string{"app.pid"}, r.fs.OpenFiles()...)
+	require.Len(t, r.fs.OpenFiles(), 1)
+	require.NoError(t, l.Unlock())
+	r.untouched(nil)
+}
+
+// A failed attempt leaves no temporary file, no open file, and the
+// existing PID file as it was; once the fault is gone, TryLock works.
+func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
+	const stale = "garbage from a crash"
+	cases := []struct {
+		name     string
+		existing bool // a stale PID file is there
+		fault    func(r *memRig)
+		is       error
+		says     string
+	}{
+		{"EACCES creating the temp file", true,
+			func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EACCES) },
+			fs.ErrPermission, "creating " + memPIDPath},
+		{"read-only directory", false,
+			func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
+			fs.ErrPermission, "creating " + memPIDPath},
+		{"ENOSPC writing the temp file", true,
+			func(r *memRig) { r.fs.Fail("write", "", syscall.ENOSPC) },
+			syscall.ENOSPC, "writing " + memPIDPath},
+		{"no locks on this file system", false,
+			func(r *memRig) { r.fs.Fail("lock", "", syscall.ENOLCK) },
+			syscall.ENOLCK, "writing " + memPIDPath},
+		{"link EPERM", false,
+			func(r *memRig) { r.fs.Fail("link", "", syscall.EPERM) },
+			fs.ErrPermission, "publishing " + memPIDPath},
+		{"rename fails", true,
+			func(r *memRig) { r.fs.Fail("rename", "", syscall.EIO) },
+			syscall.EIO, "replacing the stale " + memPIDPath},
+		{"EACCES opening the existing file", true,
+			func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) },
+			fs.ErrPermission, "opening " + memPIDPath},
+		{"fstat of the existing file fails", true,
+			func(r *memRig) { r.fs.Fail("stat", memPIDPath, syscall.EIO) },
+			syscall.EIO, memPIDPath},
+		{"lock of the existing file fails", true,
+			func(r *memRig) { r.fs.Fail("lock", memPIDPath, syscall.ENOLCK) },
+			syscall.ENOLCK, memPIDPath},
+		{"lstat after locking fails", true,
+			func(r *memRig) { r.fs.FailNth("lstat", memPIDPath, 2, syscall.EIO) },
+			syscall.EIO, memPIDPath},
+		{"lstat of the path fails", true,
+			func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EACCES) },
+			fs.ErrPermission, memPIDPath},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newMemRig(t)
+			var names []string
+			if c.existing {
+				r.write(stale)
+				names = []string{"app.pid"}
+			} else {
+				require.NoError(t, r.fs.MkdirAll(memPIDDir, 0o755))
+			}
+			c.fault(r)
+			l := r.locker()
+			err := l.TryLock()
+			require.ErrorIs(t, err, c.is)
+			assert.ErrorContains(t, err, c.says)
+			r.untouched(names)
+			if c.existing {
+				assert.Equal(t, stale, r.content())
+			}
+			_, held := l.Info()
+			assert.False(t, held)
+
+			r.fs.Clear()
+			require.NoError(t, r.fs.Chmod(memPIDDir, 0o755))
+			require.NoError(t, l.TryLock())
+			r.heldBy(l)
+			require.NoError(t, l.Unlock())
+			r.untouched(nil)
+		})
+	}
+	t.Run("the directory cannot be created", func(t *testing.T) {
+		r := newMemRig(t)
+		r.fs.Fail("mkdir", "", syscall.EACCES)
+		err := r.locker().TryLock()
+		require.ErrorIs(t, err, fs.ErrPermission)
+		assert.ErrorContains(t, err, "creating the directory of "+memPIDPath)
+		_, err = r.fs.Lstat(memPIDDir)
+		assert.ErrorIs(t, err, fs.ErrNotExist)
+	})
+}
+
+// A temporary name that cannot be removed after the link is only worth a
+// warning: the lock is held.
+func TestMemLockerTempNameNotRemoved(t *testing.T) {
+	r := newMemRig(t)
+	r.fs.Fail("remove", memPIDPath+".tmp-*", syscall.EIO)
+	l := r.locker()
+	require.NoError(t, l.TryLock())
+	r.heldBy(l)
+	assert.Contains(t, r.log.String(), "could not remove the temporary name")
+	require.NoError(t, l.Unlock())
+}
+
+// An EIO on the existing file: a held file is reported with an unknown
+// holder; an unlocked one cannot be a live holder's and is taken over.
+func TestMemLockerEIOReadingTheExistingFile(t *testing.T) {
+	t.Run("held", func(t *testing.T) {
+		r := newMemRig(t)
+		h := r.hold(r.json(ProcessLock{PID: 4242}))
+		r.procs.Add(4242, "", time.Now())
+		r.fs.Fail("read", memPIDPath, syscall.EIO)
+		l := r.locker()
+		err := l.TryLock()
+		var are *AlreadyRunningError
+		require.ErrorAs(t, err, &are)
+		assert.Zero(t, are.Holder.PID)
+		assert.Contains(t, err.Error(), "could not be read")
+		assert.Contains(t, are.Help("app"), "PID:      unknown")
+		r.untouched([]string{"app.pid"}, memPIDPath)
+
+		_, err = l.Holder()
+		var pe *fs.PathError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "read", pe.Op)
+		assert.ErrorIs(t, err, syscall.EIO)
+		// Running sees the lock held; Terminate has no pid to signal.
+		holder, running, err := l.Running()
+		require.NoError(t, err)
+		assert.True(t, running)
+		assert.Zero(t, holder.PID)
+		assert.ErrorIs(t, l.Terminate(nil), ErrNotRunning)
+		assert.Empty(t, r.procs.Signals())
+		require.NoError(t, h.Close())
+	})
+	for _, op := range []string{"read", "seek"} {
+		t.Run("unlocked, "+op+" fails", func(t *testing.T) {
+			r := newMemRig(t)
+			r.write(r.json(ProcessLock{PID: 4242}))
+			r.procs.Add(4242, "", time.Now())
+			r.fs.Fail(op, memPIDPath, syscall.EIO)
+			l := r.locker()
+			require.NoError(t, l.TryLock())
+			r.heldBy(l)
+			assert.Contains(t, r.log.String(), "unreadable PID file")
+			require.NoError(t, l.Unlock())
+		})
+	}
+}
+
+// memReaderAtFS is an FS whose files can be read again from the start
+// only with ReadAt, not Seek.
+type memReaderAtFS struct{ *MemFS }
+
+type memReaderAtFile struct {
+	File
+	io.ReaderAt
+}
+
+func (m memReaderAtFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	f, err := m.MemFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return memReaderAtFile{f, f.(io.ReaderAt)}, nil
+}
+
+// A file system whose files cannot Seek is read again with ReadAt.
+func TestMemLockerReadsAgainWithReadAt(t *testing.T) {
+	r := newMemRig(t)
+	r.write("4242\n")
+	r.procs.Add(4242, "", time.Now().Add(-time.Hour))
+	l, err := New(memPIDPath, WithFS(memReaderAtFS{r.fs}), WithProcessTable(r.procs), WithWatchInterval(-1))
+	require.NoError(t, err)
+	var are *AlreadyRunningError
+	require.ErrorAs(t, l.TryLock(), &are)
+	assert.Equal(t, 4242, are.Holder.PID)
+	assert.Equal(t, "process 4242 is alive", are.Reason)
+	r.procs.Remove(4242)
+	require.NoError(t, l.TryLock())
+	r.heldBy(l)
+	require.NoError(t, l.Unlock())
+}
+
+// Files that change between two steps of TryLock: the attempt is retried.
+func TestMemLockerFileChangesUnderfoot(t *testing.T) {
+	once := func(fn func()) func() {
+		var o sync.Once
+		return func() { o.Do(fn) }
+	}
+	replace := func(r *memRig) func() {
+		return func() {
+			require.NoError(r.t, r.fs.WriteFile(memPIDPath+".new", []byte("another"), 0o644))
+			require.NoError(r.t, r.fs.Rename(memPIDPath+".new", memPIDPath))
+		}
+	}
+	remove := func(r *memRig) func() { return func() { require.NoError(r.t, r.fs.Remove(memPIDPath)) } }
+	cases := []struct {
+		name  string
+		setup func(r *memRig)
+	}{
+		{"removed before it is opened", func(r *memRig) { r.fs.Before("open", memPIDPath, once(remove(r))) }},
+		{"removed before it is locked", func(r *memRig) { r.fs.Before("lock", memPIDPath, once(remove(r))) }},
+		{"replaced before it is locked", func(r *memRig) { r.fs.Before("lock", memPIDPath, once(replace(r))) }},
+		{"replaced before the temp file is linked", func(r *memRig) { r.fs.Before("link", "", once(replace(r))) }},
+		{"open fails as if it vanished", func(r *memRig) { r.fs.FailNth("open", memPIDPath, 1, syscall.ENOENT) }},
+		{"temp name taken", func(r *memRig) { r.fs.FailNth("open", memPIDPath+".tmp-*", 1, syscall.EEXIST) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newMemRig(t)
+			r.write("stale")
+			c.setup(r)
+			l := r.locker()
+			require.NoError(t, l.TryLock())
+			r.fs.Clear()
+			r.heldBy(l)
+			r.untouched([]string{"app.pid"}, r.fs.OpenFiles()...)
+			require.Len(t, r.fs.OpenFiles(), 1)
+			require.NoError(t, l.Unlock())
+			r.untouched(nil)
+		})
+	}
+	t.Run("replaced every time", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write("stale")
+		r.fs.Before("lock", memPIDPath, replace(r))
+		err := r.locker().TryLock()
+		var pe *fs.PathError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "lock", pe.Op)
+		assert.ErrorIs(t, err, errContended)
+		r.untouched([]string{"app.pid"})
+		assert.Equal(t, "another", r.content())
+	})
+	t.Run("a symlink appears", func(t *testing.T) {
+		r := newMemRig(t)
+		require.NoError(t, r.fs.MkdirAll(memPIDDir, 0o755))
+		r.fs.Before("link", "", once(func() { require.NoError(t, r.fs.Symlink("/etc/passwd", memPIDPath)) }))
+		err := r.locker().TryLock()
+		assert.ErrorIs(t, err, errSymlink)
+		assert.ErrorContains(t, err, memPIDPath)
+		r.untouched([]string{"app.pid"})
+	})
+}
+
+// Anything but a regular file at the path is refused by every method,
+// with an error naming the path, and nothing is created.
+func TestMemLockerRefusesBadPaths(t *testing.T) {
+	cases := map[string]struct {
+		make func(r *memRig) error
+		why  error
+	}{
+		"symlink":          {func(r *memRig) error { return r.fs.Symlink("target", memPIDPath) }, errSymlink},
+		"symlink to a pid": {func(r *memRig) error { return r.fs.Symlink("/etc/passwd", memPIDPath) }, errSymlink},
+		"fifo":             {func(r *memRig) error { return r.fs.Mkfifo(memPIDPath) }, errNotRegular},
+		"directory":        {func(r *memRig) error { return r.fs.MkdirAll(memPIDPath, 0o755) }, errNotRegular},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := newMemRig(t)
+			require.NoError(t, r.fs.MkdirAll(memPIDDir, 0o755))
+			require.NoError(t, c.make(r))
+			l := r.locker()
+			for what, err := range map[string]error{
+				"TryLock":    l.TryLock(),
+				"Lock":       l.Lock(context.Background()),
+				"Holder":     memErr2(l.Holder()),
+				"Running":    memErr3(l.Running()),
+				"CleanStale": memErr2(l.CleanStale()),
+				"Terminate":  l.Terminate(nil),
+			} {
+				var pe *fs.PathError
+				if assert.ErrorAs(t, err, &pe, what) {
+					assert.Equal(t, memPIDPath, pe.Path, what)
+				}
+				assert.ErrorIs(t, err, c.why, what)
+			}
+			r.untouched([]string{"app.pid"})
+			_, err := r.fs.Lstat("/etc/passwd")
+			assert.ErrorIs(t, err, fs.ErrNotExist, "a symlink's target was created")
+			assert.Empty(t, r.procs.Signals())
+		})
+	}
+}
+
+// Unlocked files are judged by their content: whether the process that
+// wrote them is still the one with that pid.
+func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
+	mtime := time.Now().Add(-time.Hour).Truncate(time.Second)
+	cases := []struct {
+		name    string
+		content func(r *memRig) string
+		procs   func(p *MemProcesses)
+		stale   bool
+		why     string
+	}{
+		{"pid reused: another start token",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *MemProcesses) { p.Add(4242, "tok-b", time.Now()) },
+			true, "now belongs to another process"},
+		{"same start token: the writer is alive",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *MemProcesses) { p.Add(4242, "tok-a", time.Now()) },
+			false, "that wrote the file is alive"},
+		{"dead pid",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *MemProcesses) {},
+			true, "process 4242 is not running"},
+		{"start token unknown",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *MemProcesses) { p.Add(4242, "tok-b", time.Now()); p.Fail("start", 4242, errors.ErrUnsupported) },
+			false, "process 4242 is alive"},
+		{"probe fails",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242}) },
+			func(p *MemProcesses) { p.Fail("alive", 4242, syscall.EINVAL) },
+			false, "could not probe"},
+		{"legacy pid started after the file was written",
+			func(r *memRig) string { return "4242\n" },
+			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(time.Minute)) },
+			true, "after the file was written"},
+		{"legacy pid started before the file was written",
+			func(r *memRig) string { return "4242\n" },
+			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(-time.Minute)) },
+			false, "process 4242 is alive"},
+		{"legacy pid started within the clock slack",
+			func(r *memRig) string { return "4242\n" },
+			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(time.Second)) },
+			false, "process 4242 is alive"},
+		{"JSON without token, pid started after",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartedAt: mtime}) },
+			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(time.Hour)) },
+			true, "after the file was written"},
+		{"JSON without token, pid started before",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartedAt: mtime}) },
+			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(-time.Hour)) },
+			false, "process 4242 is alive"},
+		{"our own pid",
+			func(r *memRig) string { return r.json(ProcessLock{PID: os.Getpid(), StartToken: "self-token"}) },
+			func(p *MemProcesses) {},
+			true, "this process's own pid"},
+		{"our own pid, legacy",
+			func(r *memRig) string { return strconv.Itoa(os.Getpid()) },
+			func(p *MemProcesses) {},
+			true, "this process's own pid"},
+		{"another host",
+			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, Hostname: "web-2"}) },
+			func(p *MemProcesses) { p.Add(4242, "", time.Now().Add(-48*time.Hour)) },
+			true, "written on host web-2"},
+		{"garbled", func(r *memRig) string { return "\x00{garbage" }, func(p *MemProcesses) {},
+			true, "unreadable PID file"},
+		{"empty", func(r *memRig) string { return "" }, func(p *MemProcesses) {},
+			true, "unreadable PID file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			setup := func() *memRig {
+				r := newMemRig(t)
+				r.write(c.content(r))
+				require.NoError(t, r.fs.SetModTime(memPIDPath, mtime))
+				c.procs(r.procs)
+				return r
+			}
+			// TryLock.
+			r := setup()
+			before := r.content()
+			l := r.locker()
+			err := l.TryLock()
+			if c.stale {
+				require.NoError(t, err)
+				r.heldBy(l)
+				assert.Contains(t, r.log.String(), c.why)
+				require.NoError(t, l.Unlock())
+			} else {
+				var are *AlreadyRunningError
+				require.ErrorAs(t, err, &are)
+				assert.Contains(t, are.Reason, c.why)
+				assert.Equal(t, 4242, are.Holder.PID)
+				assert.Equal(t, before, r.content())
+				r.untouched([]string{"app.pid"})
+			}
+			// Running agrees, and says who.
+			r = setup()
+			holder, running, err := r.locker().Running()
+			require.NoError(t, err)
+			assert.Equal(t, !c.stale, running)
+			if c.why != "unreadable PID file" {
+				assert.NotZero(t, holder.PID)
+			}
+			// CleanStale removes exactly the stale ones.
+			r = setup()
+			cleaned, err := r.locker().CleanStale()
+			require.NoError(t, err)
+			assert.Equal(t, c.stale, cleaned)
+			_, err = r.fs.Lstat(memPIDPath)
+			assert.Equal(t, c.stale, errors.Is(err, fs.ErrNotExist))
+			r.untouched(r.mustList())
+		})
+	}
+}
+
+func (r *memRig) mustList() []string {
+	r.t.Helper()
+	names, err := r.fs.ListDir(memPIDDir)
+	require.NoError(r.t, err)
+	return names
+}
+
+// Files whose kernel lock is held: the holder is alive, whatever its pid
+// says, except that a holder seen dead on this host is a reader peeking at
+// the file, and TryLock tries again.
+func TestMemLockerHeldFiles(t *testing.T) {
+	t.Run("live holder", func(t *testing.T) {
+		r := newMemRig(t)
+		content := r.json(ProcessLock{PID: 4242, StartToken: "tok-a", Port: 3000})
+		h := r.hold(content)
+		r.procs.Add(4242, "tok-a", time.Now())
+		l := r.locker()
+		err := l.TryLock()
+		var are *AlreadyRunningError
+		require.ErrorAs(t, err, &are)
+		assert.Equal(t, 4242, are.Holder.PID)
+		assert.Equal(t, 3000, are.Holder.Port)
+		assert.Equal(t, memPIDPath, are.Path)
+		assert.Contains(t, are.Help(""), "kill 4242")
+		r.untouched([]string{"app.pid"}, memPIDPath)
+		assert.Equal(t, content, r.content())
+		// The holder dies (its lock is dropped, its pid freed): its file is
+		// taken over.
+		require.NoError(t, h.Close())
+		r.procs.Remove(4242)
+		require.NoError(t, l.TryLock())
+		r.heldBy(l)
+		require.NoError(t, l.Unlock())
+	})
+	t.Run("holder seen dead keeps the lock", func(t *testing.T) {
+		r := newMemRig(t)
+		content := r.json(ProcessLock{PID: 4242})
+		r.hold(content)
+		attempts := 0
+		r.fs.Before("open", memPIDPath+".tmp-*", func() { attempts++ })
+		l := r.locker()
+		err := l.TryLock()
+		var are *AlreadyRunningError
+		require.ErrorAs(t, err, &are)
+		assert.Equal(t, 4242, are.Holder.PID)
+		assert.Equal(t, maxAttempts, attempts, "TryLock tries again while a reader may hold the lock")
+		r.untouched([]string{"app.pid"}, memPIDPath)
+		assert.Equal(t, content, r.content())
+
+		_, err = l.CleanStale()
+		var pe *fs.PathError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "clean", pe.Op)
+		assert.ErrorIs(t, err, errContended)
+		r.untouched([]string{"app.pid"}, memPIDPath)
+	})
+	t.Run("holder on another host", func(t *testing.T) {
+		r := newMemRig(t)
+		r.hold(r.json(ProcessLock{PID: 4242, Hostname: "web-2"}))
+		attempts := 0
+		r.fs.Before("open", memPIDPath+".tmp-*", func() { attempts++ })
+		l := r.locker()
+		var are *AlreadyRunningError
+		require.ErrorAs(t, l.TryLock(), &are)
+		assert.Equal(t, "web-2", are.Holder.Hostname)
+		assert.Equal(t, 1, attempts, "a pid of another host is not probed here")
+		assert.ErrorContains(t, l.Terminate(nil), "another host")
+		cleaned, err := l.CleanStale()
+		require.NoError(t, err)
+		assert.False(t, cleaned)
+		assert.Empty(t, r.procs.Signals())
+	})
+}
+
+func TestMemTerminate(t *testing.T) {
+	held := func(t *testing.T, token string) (*memRig, *Locker) {
+		r := newMemRig(t)
+		r.hold(r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}))
+		r.procs.Add(4242, token, time.Now())
+		return r, r.locker()
+	}
+	t.Run("signals the holder", func(t *testing.T) {
+		r, l := held(t, "tok-a")
+		require.NoError(t, l.Terminate(nil))
+		require.NoError(t, l.Terminate(os.Interrupt))
+		assert.Equal(t, []SentSignal{{4242, defaultSignal}, {4242, os.Interrupt}}, r.procs.Signals())
+		assert.Contains(t, r.log.String(), "signalled the holder")
+	})
+	t.Run("no PID file", func(t *testing.T) {
+		r := newMemRig(t)
+		assert.ErrorIs(t, r.locker().Terminate(nil), ErrNotRunning)
+	})
+	t.Run("stale PID file", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write(r.json(ProcessLock{PID: 4242}))
+		assert.ErrorIs(t, r.locker().Terminate(nil), ErrNotRunning)
+		assert.Empty(t, r.procs.Signals())
+	})
+	t.Run("pid now belongs to another process", func(t *testing.T) {
+		r, l := held(t, "tok-b")
+		err := l.Terminate(nil)
+		assert.ErrorIs(t, err, ErrNotRunning)
+		assert.ErrorContains(t, err, "no longer belongs")
+		assert.Empty(t, r.procs.Signals())
+	})
+	t.Run("holder exits before the signal", func(t *testing.T) {
+		r, l := held(t, "tok-a")
+		r.procs.Remove(4242)
+		err := l.Terminate(nil)
+		assert.ErrorIs(t, err, ErrNotRunning)
+		assert.ErrorIs(t, err, ErrNoProcess)
+	})
+	t.Run("signal refused", func(t *testing.T) {
+		r, l := held(t, "tok-a")
+		r.procs.Fail("signal", 4242, syscall.EPERM)
+		err := l.Terminate(nil)
+		assert.ErrorIs(t, err, syscall.EPERM)
+		assert.NotErrorIs(t, err, ErrNotRunning)
+		assert.Empty(t, r.procs.Signals())
+	})
+	t.Run("the file cannot be read", func(t *testing.T) {
+		r, l := held(t, "tok-a")
+		r.fs.Fail("lstat", memPIDPath, syscall.EACCES)
+		assert.ErrorIs(t, l.Terminate(nil), fs.ErrPermission)
+		assert.Empty(t, r.procs.Signals())
+	})
+}
+
+func TestMemRunningAndHolderErrors(t *testing.T) {
+	content := func(r *memRig) string { return r.json(ProcessLock{PID: 4242}) }
+	t.Run("no file", func(t *testing.T) {
+		r := newMemRig(t)
+		l := r.locker()
+		_, running, err := l.Running()
+		require.NoError(t, err)
+		assert.False(t, running)
+		_, err = l.Holder()
+		assert.ErrorIs(t, err, ErrNotRunning)
+		assert.ErrorIs(t, err, fs.ErrNotExist)
+	})
+	t.Run("file vanishes between lstat and open", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write(content(r))
+		r.fs.Fail("open", memPIDPath, syscall.ENOENT)
+		l := r.locker()
+		_, running, err := l.Running()
+		require.NoError(t, err)
+		assert.False(t, running)
+		_, err = l.Holder()
+		assert.ErrorIs(t, err, ErrNotRunning)
+	})
+	t.Run("not a PID file", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write("hello")
+		_, err := r.locker().Holder()
+		var pe *fs.PathError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "parse", pe.Op)
+		assert.ErrorIs(t, err, ErrInvalidLock)
+	})
+	faults := []struct{ op, name string }{
+		{"lstat", memPIDPath}, {"open", memPIDPath}, {"stat", memPIDPath}, {"lock", memPIDPath},
+	}
+	for _, f := range faults {
+		t.Run(f.op+" fails", func(t *testing.T) {
+			r := newMemRig(t)
+			r.write(content(r))
+			r.fs.Fail(f.op, f.name, syscall.EIO)
+			_, _, err := r.locker().Running()
+			assert.ErrorIs(t, err, syscall.EIO)
+			assert.Empty(t, r.fs.OpenFiles())
+		})
+	}
+	t.Run("open fails in Holder", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write(content(r))
+		r.fs.Fail("open", memPIDPath, syscall.EACCES)
+		_, err := r.locker().Holder()
+		assert.ErrorIs(t, err, fs.ErrPermission)
+	})
+}
+
+func TestMemCleanStale(t *testing.T) {
+	t.Run("stale file removed", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write(r.json(ProcessLock{PID: 4242}))
+		cleaned, err := r.locker().CleanStale()
+		require.NoError(t, err)
+		assert.True(t, cleaned)
+		r.untouched(nil)
+	})
+	t.Run("no file", func(t *testing.T) {
+		r := newMemRig(t)
+		cleaned, err := r.locker().CleanStale()
+		require.NoError(t, err)
+		assert.False(t, cleaned)
+	})
+	t.Run("live holder kept", func(t *testing.T) {
+		r := newMemRig(t)
+		r.hold(r.json(ProcessLock{PID: 4242}))
+		r.procs.Add(4242, "", time.Now())
+		cleaned, err := r.locker().CleanStale()
+		require.NoError(t, err)
+		assert.False(t, cleaned)
+		r.untouched([]string{"app.pid"}, memPIDPath)
+	})
+	t.Run("removal fails", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write("stale")
+		r.fs.Fail("remove", memPIDPath, syscall.EACCES)
+		cleaned, err := r.locker().CleanStale()
+		assert.False(t, cleaned)
+		assert.ErrorIs(t, err, fs.ErrPermission)
+		assert.ErrorContains(t, err, "removing the stale "+memPIDPath)
+		r.untouched([]string{"app.pid"})
+	})
+	t.Run("open fails", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write("stale")
+		r.fs.Fail("open", memPIDPath, syscall.EACCES)
+		cleaned, err := r.locker().CleanStale()
+		assert.False(t, cleaned)
+		assert.ErrorIs(t, err, fs.ErrPermission)
+		assert.ErrorContains(t, err, memPIDPath)
+	})
+	t.Run("open fails, then the file vanishes", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write("stale")
+		r.fs.FailNth("open", memPIDPath, 1, syscall.EIO)
+		r.fs.Before("lstat", memPIDPath, func() { r.fs.Remove(memPIDPath) })
+		cleaned, err := r.locker().CleanStale()
+		assert.False(t, cleaned)
+		assert.ErrorIs(t, err, syscall.EIO)
+		assert.ErrorContains(t, err, "opening "+memPIDPath)
+		r.untouched(nil)
+	})
+	t.Run("fstat fails", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write("stale")
+		r.fs.Fail("stat", memPIDPath, syscall.EIO)
+		_, err := r.locker().CleanStale()
+		assert.ErrorIs(t, err, syscall.EIO)
+		r.untouched([]string{"app.pid"})
+	})
+	t.Run("file replaced before it is locked", func(t *testing.T) {
+		r := newMemRig(t)
+		r.write("stale")
+		var o sync.Once
+		r.fs.Before("lock", memPIDPath, func() {
+			o.Do(func() {
+				require.NoError(t, r.fs.WriteFile(memPIDPath+".new", []byte("also stale"), 0o644))
+				require.NoError(t, r.fs.Rename(memPIDPath+".new", memPIDPath))
+			})
+		})
+		cleaned, err := r.locker().CleanStale()
+		require.NoError(t, err)
+		assert.True(t, cleaned)
+		r.untouched(nil)
+	})
+}
+
+func TestMemUnlock(t *testing.T) {
+	t.Run("removal fails", func(t *testing.T) {
+		r := newMemRig(t)
+		l := r.locker()
+		require.NoError(t, l.TryLock())
+		r.fs.Fail("remove", memPIDPath, syscall.EACCES)
+		err := l.Unlock()
+		assert.ErrorIs(t, err, fs.ErrPermission)
+		assert.ErrorContains(t, err, "removing "+memPIDPath)
+		r.untouched([]string{"app.pid"}) // closed all the same: the lock is free
+		r.fs.Clear()
+		l2 := r.locker()
+		require.NoError(t, l2.TryLock())
+		require.NoError(t, l2.Unlock())
+	})
+	t.Run("close fails", func(t *testing.T) {
+		r := newMemRig(t)
+		l := r.locker()
+		require.NoError(t, l.TryLock())
+		r.fs.Fail("close", "", syscall.EIO)
+		err := l.Unlock()
+		assert.ErrorIs(t, err, syscall.EIO)
+		assert.ErrorContains(t, err, "closing "+memPIDPath)
+		r.untouched(nil)
+	})
+	t.Run("file already gone", func(t *testing.T) {
+		r := newMemRig(t)
+		l := r.locker()
+		require.NoError(t, l.TryLock())
+		r.fs.Before("remove", memPIDPath, func() { r.fs.Clear(); require.NoError(t, r.fs.Remove(memPIDPath)) })
+		require.NoError(t, l.Unlock(), "a file removed during Unlock is not an error")
+		r.untouched(nil)
+	})
+}
+
+// The watcher reports a removed file, and keeps the lock when it cannot
+// tell (fstat or lstat failing).
+func TestMemWatcher(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	r := newMemRig(t)
+	l := r.locker(WithWatchInterval(time.Millisecond))
+	require.NoError(t, l.TryLock())
+	ticks := make(chan struct{}, 1)
+	tick := func() {
+		select {
+		case ticks <- struct{}{}:
+		default:
+		}
+	}
+	waitTicks := func(n int) {
+		t.Helper()
+		for range n {
+			select {
+			case <-ticks:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the watcher did not run")
+			}
+		}
+	}
+	r.fs.Before("stat", memPIDPath+".tmp-*", tick)
+	r.fs.Fail("stat", memPIDPath+".tmp-*", syscall.EIO)
+	waitTicks(3)
+	assert.NoError(t, l.Err())
+	r.fs.Clear()
+	r.fs.Before("lstat", memPIDPath, tick)
+	r.fs.Fail("lstat", memPIDPath, syscall.EIO)
+	waitTicks(3)
+	assert.NoError(t, l.Err())
+	select {
+	case <-l.Lost():
+		t.Fatal("lost while the watcher could not tell")
+	default:
+	}
+	r.fs.Clear()
+	require.NoError(t, r.fs.Remove(memPIDPath))
+	select {
+	case <-l.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removal was not noticed")
+	}
+	assert.ErrorIs(t, l.Err(), ErrLockLost)
+	assert.ErrorContains(t, l.Err(), "removed")
+	// A new instance starts; Unlock of the lost lock leaves its file.
+	l2 := r.locker()
+	require.NoError(t, l2.TryLock())
+	require.NoError(t, l.Unlock())
+	r.heldBy(l2)
+	require.NoError(t, l2.Unlock())
+}
+
+// Lock waits while the holder lives and takes over when it dies; it gives
+// up when the context ends; other errors end the wait at once.
+func TestMemLock(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	t.Run("holder dies", func(t *testing.T) {
+		r := newMemRig(t)
+		h := r.hold(r.json(ProcessLock{PID: 4242}))
+		r.procs.Add(4242, "", time.Now())
+		attempts := make(chan struct{}, 100)
+		r.fs.Before("open", memPIDPath+".tmp-*", func() {
+			select {
+			case attempts <- struct{}{}:
+			default:
+			}
+		})
+		l := r.locker()
+		done := make(chan error, 1)
+		go func() { done <- l.Lock(context.Background()) }()
+		for range 2 {
+			select {
+			case <-attempts:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Lock did not try")
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Lock returned %v while the holder lives", err)
+		default:
+		}
+		require.NoError(t, h.Close())
+		r.procs.Remove(4242)
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("Lock did not take over")
+		}
+		r.heldBy(l)
+		require.NoError(t, l.Unlock())
+	})
+	t.Run("context ends", func(t *testing.T) {
+		r := newMemRig(t)
+		r.hold(r.json(ProcessLock{PID: 4242, Hostname: "web-2"}))
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		err := r.locker().Lock(ctx)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.ErrorIs(t, err, ErrAlreadyRunning)
+	})
+}
+
+// attemptInPlace is the Windows way (lock the file at the path, then
+// write it in place). publishByRename is a constant, so TryLock on Unix
+// never takes this path; these tests call it directly.
+func TestMemAttemptInPlace(t *testing.T) {
+	data := func(l *Locker) []byte {
+		b, err := ProcessLock{PID: os.Getpid(), StartedAt: time.Now(), InstanceID: l.id, Hostname: l.hostname}.MarshalJSON()
+		require.NoError(t, err)
+		return append(b, '\n')
+	}
+	setup := func(t *testing.T) (*memRig, *Locker) {
+		r := newMemRig(t)
+		require.NoError(t, r.fs.MkdirAll(memPIDDir, 0o755))
+		return r, r.locker()
+	}
+	t.Run("fresh, then contended", func(t *testing.T) {
+		r, l := setup(t)
+		want := data(l)
+		f, err := l.attemptInPlace(want)
+		require.NoError(t, err)
+		defer f.Close()
+		assert.Equal(t, string(want), r.content())
+		l2 := r.locker()
+		_, err = l2.attemptInPlace(data(l2))
+		var rt retryable
+		require.ErrorAs(t, err, &rt)
+		assert.False(t, rt.retry, "the holder (this process) is alive")
+		assert.Equal(t, os.Getpid(), rt.Holder.PID)
+		assert.Equal(t, string(want), r.content())
+		assert.Equal(t, []string{memPIDPath}, r.fs.OpenFiles())
+	})
+	t.Run("empty file being created by another", func(t *testing.T) {
+		r, l := setup(t)
+		r.hold("")
+		_, err := l.attemptInPlace(data(l))
+		var rt retryable
+		require.ErrorAs(t, err, &rt)
+		assert.True(t, rt.retry)
+		assert.Len(t, r.fs.OpenFiles(), 1)
+	})
+	t.Run("stale file rewritten", func(t *testing.T) {
+		r, l := setup(t)
+		r.write(strings.Repeat("garbage ", 100))
+		want := data(l)
+		f, err := l.attemptInPlace(want)
+		require.NoError(t, err)
+		defer f.Close()
+		assert.Equal(t, string(want), r.content())
+	})
+	t.Run("live legacy holder", func(t *testing.T) {
+		r, l := setup(t)
+		r.write("4242\n")
+		require.NoError(t, r.fs.SetModTime(memPIDPath, time.Now()))
+		r.procs.Add(4242, "", time.Now().Add(-time.Hour))
+		_, err := l.attemptInPlace(data(l))
+		var are *AlreadyRunningError
+		require.ErrorAs(t, err, &are)
+		assert.Equal(t, "4242\n", r.content())
+		assert.Empty(t, r.fs.OpenFiles())
+	})
+	for _, how := range []string{"removed", "replaced"} {
+		t.Run("new file "+how+" before it is locked", func(t *testing.T) {
+			r, l := setup(t)
+			r.fs.Before("lock", memPIDPath, func() {
+				r.fs.Clear()
+				require.NoError(t, r.fs.Remove(memPIDPath))
+				if how == "replaced" {
+					require.NoError(t, r.fs.WriteFile(memPIDPath, nil, 0o644))
+				}
+			})
+			_, err := l.attemptInPlace(data(l))
+			assert.ErrorIs(t, err, errRetry)
+			assert.Empty(t, r.fs.OpenFiles())
+		})
+	}
+	bad := map[string]struct {
+		setup func(r *memRig)
+		is    error
+		says  string
+	}{
+		"symlink":      {func(r *memRig) { require.NoError(r.t, r.fs.Symlink("x", memPIDPath)) }, errSymlink, memPIDPath},
+		"directory":    {func(r *memRig) { require.NoError(r.t, r.fs.MkdirAll(memPIDPath, 0o755)) }, errNotRegular, memPIDPath},
+		"open EACCES":  {func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) }, fs.ErrPermission, "opening " + memPIDPath},
+		"fstat fails":  {func(r *memRig) { r.fs.Fail("stat", memPIDPath, syscall.EIO) }, syscall.EIO, memPIDPath},
+		"lock fails":   {func(r *memRig) { r.fs.Fail("lock", memPIDPath, syscall.ENOLCK) }, syscall.ENOLCK, memPIDPath},
+		"lstat fails":  {func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EIO) }, errRetry, ""},
+		"truncate":     {func(r *memRig) { r.fs.Fail("truncate", memPIDPath, syscall.EIO) }, syscall.EIO, "writing " + memPIDPath},
+		"write ENOSPC": {func(r *memRig) { r.fs.Fail("write", memPIDPath, syscall.ENOSPC) }, syscall.ENOSPC, "writing " + memPIDPath},
+	}
+	for name, c := range bad {
+		t.Run(name, func(t *testing.T) {
+			r, l := setup(t)
+			c.setup(r)
+			_, err := l.attemptInPlace(data(l))
+			assert.ErrorIs(t, err, c.is)
+			assert.ErrorContains(t, err, c.says)
+			assert.Empty(t, r.fs.OpenFiles())
+		})
+	}
+}
+
+func memErr3[A, B any](_ A, _ B, err error) error { return err }
