@@ -36,6 +36,9 @@ type FS interface {
 // File is an open file of an FS. The usual implementation wraps *os.File.
 type File interface {
 	io.ReadWriteCloser
+	io.Seeker
+	io.ReaderAt
+	io.WriterAt
 	Name() string
 	Stat() (fs.FileInfo, error)
 	Truncate(size int64) error

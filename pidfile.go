@@ -190,6 +190,8 @@ type Locker struct {
 	watch    time.Duration
 	hostname string
 	id       string
+	byRename bool   // publishByRename; a field so tests can run the other mode
+	leftover string // set by attemptRename for hold; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -204,6 +206,7 @@ type tenure struct {
 	stop chan struct{} // closed by Unlock to stop the watcher
 	done chan struct{} // closed when the watcher has returned
 	err  atomic.Pointer[error]
+	tmp  string // a temporary name that could not be removed, retried at Unlock
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). It
@@ -244,7 +247,7 @@ func New(path string, opts ...Option) (*Locker, error) {
 	}
 	return &Locker{
 		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
-		hostname: c.hostname, id: uuid.NewString(),
+		hostname: c.hostname, id: uuid.NewString(), byRename: publishByRename,
 		log: c.logger.With("pidfile", path),
 	}, nil
 }
@@ -397,7 +400,7 @@ func (l *Locker) tryLock() error {
 	var last *AlreadyRunningError
 	for range maxAttempts {
 		var f File
-		if publishByRename {
+		if l.byRename {
 			f, err = l.attemptRename(data)
 		} else {
 			f, err = l.attemptInPlace(data)
@@ -478,6 +481,7 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 	if err == nil {
 		if err := l.fsys.Remove(tmp.Name()); err != nil {
 			l.log.Warn("could not remove the temporary name", "tmp", tmp.Name(), "err", err)
+			l.leftover = tmp.Name()
 		}
 		l.log.Debug("acquired")
 		return tmp, nil
@@ -679,8 +683,10 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		_, err = l.judgeLocked(f)
 	}
 	if err == nil {
-		if err = f.Truncate(0); err == nil {
-			_, err = f.(io.WriterAt).WriteAt(data, 0)
+		// Write over the old content, then cut what is left of it: a
+		// failed write leaves a file that is still judged stale.
+		if _, err = f.WriteAt(data, 0); err == nil {
+			err = f.Truncate(int64(len(data)))
 		}
 		if err != nil {
 			err = fmt.Errorf("instancelock: writing %s: %w", l.path, err)
@@ -695,7 +701,8 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 
 // hold records a new tenure and starts the watcher.
 func (l *Locker) hold(f File, info ProcessLock) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), tmp: l.leftover}
+	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
 	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID)
@@ -716,7 +723,7 @@ func (l *Locker) watchFile(t *tenure) {
 		case <-t.stop:
 			return
 		case <-tick.C:
-			if err := l.check(t); err != nil {
+			if err := l.check(t, false); err != nil {
 				t.err.Store(&err)
 				l.log.Error("lock lost: another instance may start", "err", err)
 				close(t.lost)
@@ -727,10 +734,15 @@ func (l *Locker) watchFile(t *tenure) {
 }
 
 // check returns an error matching ErrLockLost if the file at the path is no
-// longer the one t holds.
-func (l *Locker) check(t *tenure) error {
+// longer the one t holds. When it cannot tell (a stat fails), it returns
+// nil unless strict, when it returns the failure: Unlock removes the path
+// only when it is sure the file there is its own.
+func (l *Locker) check(t *tenure, strict bool) error {
 	mine, err := t.f.Stat()
 	if err != nil {
+		if strict {
+			return err
+		}
 		return nil // cannot tell; try again next time
 	}
 	now, err := l.fsys.Lstat(l.path)
@@ -738,6 +750,9 @@ func (l *Locker) check(t *tenure) error {
 	case errors.Is(err, fs.ErrNotExist):
 		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w (removed)", ErrLockLost)}
 	case err != nil:
+		if strict {
+			return err
+		}
 		return nil
 	case !l.fsys.SameFile(mine, now):
 		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w (replaced)", ErrLockLost)}
@@ -761,12 +776,16 @@ func (l *Locker) Unlock() error {
 	<-t.done
 	l.t = nil
 	var err error
-	cerr := l.check(t)
+	if t.tmp != "" {
+		// The temporary name could not be removed at acquisition.
+		l.fsys.Remove(t.tmp)
+	}
+	cerr := l.check(t, true)
 	switch {
 	case cerr != nil:
-		l.log.Warn("releasing a lost lock; leaving the path alone", "err", cerr)
+		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", cerr)
 		err = t.f.Close()
-	case publishByRename:
+	case l.byRename:
 		// Unlink first, then close: a waiter that opened this file before
 		// the unlink finds, once it gets the lock, that the file is no
 		// longer at the path, and tries again.
@@ -882,8 +901,10 @@ func (l *Locker) CleanStale() (bool, error) {
 			return false, nil
 		}
 		if err != nil {
-			if _, err := l.openForRead(); err != nil && !errors.Is(err, ErrNotRunning) {
-				return false, err
+			if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
+				if merr := l.checkMode(fi); merr != nil {
+					return false, merr
+				}
 			}
 			return false, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
 		}
@@ -962,16 +983,7 @@ func readLimited(f File) ([]byte, error) {
 
 // readAt0 reads the file again from the start.
 func readAt0(f File) ([]byte, error) {
-	if s, ok := f.(io.Seeker); ok {
-		if _, err := s.Seek(0, io.SeekStart); err != nil {
-			return nil, err
-		}
-		return readLimited(f)
-	}
-	if ra, ok := f.(io.ReaderAt); ok {
-		return io.ReadAll(io.NewSectionReader(ra, 0, MaxFileSize+1))
-	}
-	return nil, errors.ErrUnsupported
+	return io.ReadAll(io.NewSectionReader(f, 0, MaxFileSize+1))
 }
 
 var goVersion = runtime.Version()

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -307,7 +306,67 @@ func TestMemLockerTempNameNotRemoved(t *testing.T) {
 	require.NoError(t, l.TryLock())
 	r.heldBy(l)
 	assert.Contains(t, r.log.String(), "could not remove the temporary name")
+	r.fs.Clear()
 	require.NoError(t, l.Unlock())
+	assert.Empty(t, r.mustList(), "Unlock removes the leftover temporary name too")
+}
+
+// Unlock removes the path only when it is sure the file there is its own:
+// when its own file cannot be stat'ed, a file that a second instance put
+// at the path after ours vanished is left alone.
+func TestMemUnlockWhenItCannotTell(t *testing.T) {
+	r := newMemRig(t)
+	a := r.locker()
+	require.NoError(t, a.TryLock())
+	require.NoError(t, r.fs.Remove(memPIDPath)) // a temp cleaner
+	b := r.locker()
+	require.NoError(t, b.TryLock())
+	r.fs.Fail("stat", memPIDPath+".tmp-*", syscall.EIO) // a's file, still known by its first name
+	require.NoError(t, a.Unlock())
+	r.fs.Clear()
+	assert.Contains(t, r.log.String(), "leaving the path alone")
+	r.heldBy(b)
+	require.NoError(t, b.Unlock())
+}
+
+// CleanStale closes what it opened, also when the first open fails.
+func TestMemCleanStaleOpenFailsOnce(t *testing.T) {
+	r := newMemRig(t)
+	r.write("stale")
+	r.fs.FailNth("open", memPIDPath, 1, syscall.EIO)
+	_, err := r.locker().CleanStale()
+	assert.ErrorIs(t, err, syscall.EIO)
+	assert.Empty(t, r.fs.OpenFiles())
+}
+
+// The in-place mode (Windows) through the public API: the file is locked,
+// then written in place; a failed write leaves a stale file stale.
+func TestMemInPlaceThroughTryLock(t *testing.T) {
+	r := newMemRig(t)
+	r.write(r.json(ProcessLock{PID: 4242}) + strings.Repeat(" ", 300)) // longer than ours
+	a := r.locker()
+	a.byRename = false
+	require.NoError(t, a.TryLock())
+	info, _ := a.Info()
+	got, err := ParseProcessLock([]byte(r.content()))
+	require.NoError(t, err, "the old, longer content was cut")
+	assert.True(t, got.Equal(info))
+	b := r.locker()
+	b.byRename = false
+	assert.ErrorIs(t, b.TryLock(), ErrAlreadyRunning)
+	require.NoError(t, a.Unlock())
+	_, err = r.fs.Lstat(memPIDPath)
+	assert.ErrorIs(t, err, fs.ErrNotExist, "released: closed, then removed")
+
+	r.write(r.json(ProcessLock{PID: 4242}))
+	r.fs.Fail("write", memPIDPath, syscall.ENOSPC)
+	err = b.TryLock()
+	assert.ErrorIs(t, err, syscall.ENOSPC)
+	r.fs.Clear()
+	pl, err := ParseProcessLock([]byte(r.content()))
+	require.NoError(t, err, "a failed write leaves the stale content whole")
+	assert.Equal(t, 4242, pl.PID)
+	assert.Empty(t, r.fs.OpenFiles())
 }
 
 // An EIO on the existing file: a held file is reported with an unknown
@@ -341,7 +400,7 @@ func TestMemLockerEIOReadingTheExistingFile(t *testing.T) {
 		assert.Empty(t, r.procs.Signals())
 		require.NoError(t, h.Close())
 	})
-	for _, op := range []string{"read", "seek"} {
+	for _, op := range []string{"read"} {
 		t.Run("unlocked, "+op+" fails", func(t *testing.T) {
 			r := newMemRig(t)
 			r.write(r.json(ProcessLock{PID: 4242}))
@@ -354,40 +413,6 @@ func TestMemLockerEIOReadingTheExistingFile(t *testing.T) {
 			require.NoError(t, l.Unlock())
 		})
 	}
-}
-
-// memReaderAtFS is an FS whose files can be read again from the start
-// only with ReadAt, not Seek.
-type memReaderAtFS struct{ *MemFS }
-
-type memReaderAtFile struct {
-	File
-	io.ReaderAt
-}
-
-func (m memReaderAtFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	f, err := m.MemFS.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return memReaderAtFile{f, f.(io.ReaderAt)}, nil
-}
-
-// A file system whose files cannot Seek is read again with ReadAt.
-func TestMemLockerReadsAgainWithReadAt(t *testing.T) {
-	r := newMemRig(t)
-	r.write("4242\n")
-	r.procs.Add(4242, "", time.Now().Add(-time.Hour))
-	l, err := New(memPIDPath, WithFS(memReaderAtFS{r.fs}), WithProcessTable(r.procs), WithWatchInterval(-1))
-	require.NoError(t, err)
-	var are *AlreadyRunningError
-	require.ErrorAs(t, l.TryLock(), &are)
-	assert.Equal(t, 4242, are.Holder.PID)
-	assert.Equal(t, "process 4242 is alive", are.Reason)
-	r.procs.Remove(4242)
-	require.NoError(t, l.TryLock())
-	r.heldBy(l)
-	require.NoError(t, l.Unlock())
 }
 
 // Files that change between two steps of TryLock: the attempt is retried.
