@@ -1,0 +1,341 @@
+// Command backend is a small backend in the shape the instancelock library
+// is made for: an SQLite database in WAL mode, a few background agents that
+// write to it, and an HTTP API, all of which a second copy of the process
+// would corrupt or fight over. It takes the instance lock before anything
+// else, and shuts down in order on SIGTERM or SIGINT.
+//
+//	cd examples/backend && go run .
+//
+// See README.md for the flags, the environment, the exit codes and the API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ad5dec64/instancelock"
+)
+
+// Exit codes. A forced exit on a second signal is 128+signal (130 for
+// SIGINT, 143 for SIGTERM), done by instancelock.GracefulShutdown.
+const (
+	exitOK    = 0 // clean shutdown
+	exitError = 1 // another instance holds the lock, the port is taken, or startup or shutdown failed
+	exitUsage = 2 // bad flags or environment
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+}
+
+// config is the parsed command line.
+type config struct {
+	PIDFile         string
+	Addr            string
+	Port            int // the port of Addr
+	DB              string
+	Agents          int
+	ShutdownTimeout time.Duration
+	Drain           time.Duration // development: readiness answers 503 this long before the hooks run
+	Warmup          time.Duration // development: time between binding the port and being ready
+	AgentInterval   time.Duration // development: how often each agent writes
+	Debug           bool
+}
+
+const (
+	defaultPIDFile = "./data/backend.pid"
+	defaultHost    = "127.0.0.1"
+	defaultPort    = 3000
+)
+
+// parseConfig reads the flags in args and the environment through getenv.
+// Flags win over the environment: PID_FILE_PATH is the default of -pidfile
+// and PORT the port of the default -addr.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+
+	pidDefault := defaultPIDFile
+	if p := getenv(instancelock.EnvPath); p != "" {
+		pidDefault = p
+	}
+	port := defaultPort
+	if p := getenv("PORT"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 65535 {
+			fmt.Fprintf(stderr, "invalid PORT=%q: want a port number 0..65535\n", p)
+			return c, fmt.Errorf("invalid PORT %q", p)
+		}
+		port = n
+	}
+	fs.StringVar(&c.PIDFile, "pidfile", pidDefault, "`path` of the PID file (env "+instancelock.EnvPath+")")
+	fs.StringVar(&c.Addr, "addr", net.JoinHostPort(defaultHost, strconv.Itoa(port)), "`host:port` to serve on (env PORT sets the port)")
+	fs.StringVar(&c.DB, "db", "", "`path` of the SQLite database (default backend.db next to the PID file)")
+	fs.IntVar(&c.Agents, "agents", 2, "number of agents started at boot")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", instancelock.DefaultShutdownTimeout, "overall deadline of the shutdown steps")
+	fs.DurationVar(&c.Drain, "drain", 0, "development: after a shutdown signal, answer 503 on readiness this long before stopping")
+	fs.DurationVar(&c.Warmup, "warmup", 0, "development: wait this long after binding the port before starting agents and becoming ready")
+	fs.DurationVar(&c.AgentInterval, "agent-interval", time.Second, "development: how often each agent writes a message")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: backend [flags]\n\n"+
+			"A single-instance backend: SQLite (WAL) + background agents + HTTP API.\n\n"+
+			"Environment: %s (PID file), PORT (port of the default -addr), %s=true (debug logs).\n"+
+			"Exit codes: 0 clean shutdown; 1 another instance running, port taken, or failure;\n"+
+			"2 bad usage; 130/143 forced by a second SIGINT/SIGTERM.\n\nFlags:\n",
+			instancelock.EnvPath, instancelock.EnvDebug)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected arguments: %q\n", fs.Args())
+		return c, errors.New("unexpected arguments")
+	}
+	_, p, err := net.SplitHostPort(c.Addr)
+	if err == nil {
+		c.Port, err = strconv.Atoi(p)
+		if err == nil && (c.Port < 0 || c.Port > 65535) {
+			err = errors.New("port outside 0..65535")
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "invalid -addr %q: want host:port, for example %s:%d (%v)\n", c.Addr, defaultHost, defaultPort, err)
+		return c, err
+	}
+	var bad []string
+	if c.PIDFile == "" {
+		bad = append(bad, "-pidfile must not be empty")
+	}
+	if c.Agents < 0 {
+		bad = append(bad, "-agents must be 0 or more")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad = append(bad, "-shutdown-timeout must be positive")
+	}
+	if c.Drain < 0 || c.Warmup < 0 {
+		bad = append(bad, "-drain and -warmup must not be negative")
+	}
+	if c.AgentInterval < time.Millisecond {
+		bad = append(bad, "-agent-interval must be at least 1ms")
+	}
+	if len(bad) > 0 {
+		fmt.Fprintln(stderr, strings.Join(bad, "\n"))
+		return c, errors.New(strings.Join(bad, "; "))
+	}
+	if c.DB == "" {
+		c.DB = filepath.Join(filepath.Dir(c.PIDFile), "backend.db")
+	}
+	c.Debug = getenv(instancelock.EnvDebug) == "true"
+	return c, nil
+}
+
+// run is the whole program; it returns the exit code.
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitUsage
+	}
+	level := slog.LevelInfo
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	// 1. The lock, before the database is opened or the port bound: a
+	// second instance must not touch either.
+	opts := []instancelock.Option{instancelock.WithLogger(log)}
+	if cfg.Port != 0 {
+		opts = append(opts, instancelock.WithPort(cfg.Port))
+	}
+	lk, err := instancelock.Acquire(cfg.PIDFile, opts...)
+	if are := (*instancelock.AlreadyRunningError)(nil); errors.As(err, &are) {
+		fmt.Fprint(stderr, are.Help(restartCommand(os.Args)))
+		return exitError
+	}
+	if err != nil {
+		log.Error("cannot take the instance lock", "pidfile", cfg.PIDFile, "err", err)
+		return exitError
+	}
+	info, _ := lk.Info()
+	log.Info("lock acquired", "pidfile", lk.Path(), "pid", info.PID, "instance", lk.InstanceID())
+
+	// 2. From here on the shutdown helper owns the lock: every way out goes
+	// through it, so the hooks run and the lock is released last.
+	g := instancelock.NewGracefulShutdown(lk)
+	g.Timeout, g.DrainDelay, g.Logger = cfg.ShutdownTimeout, cfg.Drain, log
+	if err := g.Start(context.Background()); err != nil {
+		log.Error("cannot start the shutdown handler", "err", err)
+		g.Shutdown(err)
+		return exitError
+	}
+	if err := startup(cfg, g, lk, log, stderr); err != nil {
+		if g.Context().Err() != nil {
+			// A signal came during startup: an ordinary shutdown.
+			return exitCode(g)
+		}
+		log.Error("startup failed", "err", err)
+		g.Shutdown(err)
+		return exitError
+	}
+	return exitCode(g)
+}
+
+// exitCode waits for the shutdown and returns 0 if it was asked for (by a
+// signal or by the program) and every step succeeded, 1 otherwise (a step
+// failed, the HTTP server died, or the lock was lost).
+func exitCode(g *instancelock.GracefulShutdown) int {
+	if code := g.ExitCode(); code != exitOK {
+		return code
+	}
+	cause := context.Cause(g.Context())
+	if se := (*instancelock.SignalError)(nil); errors.As(cause, &se) || errors.Is(cause, instancelock.ErrShutdownRequested) {
+		return exitOK
+	}
+	return exitError
+}
+
+// startup opens the database, starts the agents and the HTTP server and
+// marks the instance ready, registering a shutdown hook for each step as it
+// succeeds. Hooks run in reverse order, so the shutdown is: HTTP server,
+// agents, database; then GracefulShutdown releases the lock.
+func startup(cfg config, g *instancelock.GracefulShutdown, lk *instancelock.Locker, log *slog.Logger, stderr io.Writer) error {
+	ctx := g.Context() // cancelled if a signal comes during startup
+
+	db, err := OpenDB(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	log.Info("database opened", "path", db.Path(), "journal", "wal")
+	g.Add("close database", func(ctx context.Context) error {
+		frames, err := db.Close(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("database closed", "path", db.Path(), "checkpointed", frames)
+		return nil
+	})
+
+	orch := NewOrchestrator(db, os.Getpid(), lk.InstanceID(), cfg.AgentInterval, log)
+	g.Add("stop agents", func(ctx context.Context) error {
+		if err := orch.StopAll(ctx); err != nil {
+			return err
+		}
+		log.Info("agents stopped", "total", orch.Total())
+		return nil
+	})
+
+	health := instancelock.NewHealth(g.State(), lk)
+	health.AddCounter("activeAgents", orch.Active)
+	health.AddCounter("totalAgents", orch.Total)
+	health.AddCheck(instancelock.Check{Name: "databaseStatus", Run: db.Ping, Timeout: 2 * time.Second,
+		Pass: "connected", Fail: "disconnected"})
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		reportListenError(stderr, cfg, lk.Path(), err)
+		return fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler: routes(NewAPI(orch, db, log), probes{
+			health: health, ready: health.Readiness(), live: health.Liveness(),
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	g.Add("http server", func(ctx context.Context) error {
+		err := srv.Shutdown(ctx) // stops accepting, closes idle connections, waits for requests
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		log.Info("http server stopped")
+		return nil
+	})
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server failed", "err", err)
+			g.Shutdown(fmt.Errorf("http server: %w", err))
+		}
+	}()
+	log.Info("listening", "addr", ln.Addr().String())
+
+	if cfg.Warmup > 0 {
+		log.Info("warming up", "delay", cfg.Warmup)
+		t := time.NewTimer(cfg.Warmup)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		}
+	}
+	for range cfg.Agents {
+		if _, err := orch.Start(""); err != nil {
+			return err
+		}
+	}
+	if err := g.State().Set(instancelock.StatusRunning); err != nil {
+		return context.Cause(ctx) // the shutdown began meanwhile
+	}
+	log.Info("ready", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+"/api/health",
+		"pid", os.Getpid(), "pidfile", lk.Path(), "db", db.Path(), "agents", cfg.Agents)
+	return nil
+}
+
+// reportListenError explains on stderr why the port could not be bound.
+func reportListenError(w io.Writer, cfg config, pidfile string, err error) {
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		fmt.Fprintf(w, "\nCannot listen on %s: %v\n\n", cfg.Addr, err)
+		return
+	}
+	other := net.JoinHostPort(hostOf(cfg.Addr), strconv.Itoa(cfg.Port%65535+1))
+	fmt.Fprintf(w, "\n"+
+		"Port %d is already in use by another program (cannot listen on %s).\n"+
+		"It is not an instance of this backend using %s: this process holds that lock.\n"+
+		"\n"+
+		"To see what uses the port:  ss -ltnp 'sport = :%d'   (or: lsof -i :%d)\n"+
+		"To use another port:        -addr %s   (or PORT=%d when -addr is not given)\n\n",
+		cfg.Port, cfg.Addr, pidfile, cfg.Port, cfg.Port, other, cfg.Port%65535+1)
+}
+
+func hostOf(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
+}
+
+// restartCommand is the command line that starts this program again, for
+// the already-running message: "go run ." when run that way.
+func restartCommand(argv []string) string {
+	if len(argv) == 0 {
+		return "backend"
+	}
+	cmd := argv[0]
+	if strings.Contains(filepath.ToSlash(cmd), "/go-build") {
+		cmd = "go run ."
+	}
+	parts := []string{cmd}
+	for _, a := range argv[1:] {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?;&|<>()") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
