@@ -313,11 +313,12 @@ func (g *GracefulShutdown) Wait() error {
 }
 
 // ExitCode waits until Done is closed, then returns the status the process
-// should exit with: 0 if Wait returns nil, otherwise 1. (A shutdown started
-// by a signal that completes cleanly exits 0; a forced exit never gets
-// here.)
+// should exit with: 1 if Wait returns an error or the shutdown was caused by
+// the loss of the lock (so that a supervisor restarts the instance),
+// otherwise 0. A shutdown started by a signal that completes cleanly exits
+// 0; a forced exit never gets here.
 func (g *GracefulShutdown) ExitCode() int {
-	if g.Wait() != nil {
+	if g.Wait() != nil || errors.Is(context.Cause(g.ctx), ErrLockLost) {
 		return 1
 	}
 	return 0

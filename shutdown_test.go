@@ -491,6 +491,9 @@ func TestShutdownOnLockLost(t *testing.T) {
 	if g.State().Status() != StatusStopped {
 		t.Errorf("status = %v", g.State().Status())
 	}
+	if code := g.ExitCode(); code != 1 {
+		t.Errorf("ExitCode = %d after a lost lock, want 1", code)
+	}
 }
 
 func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
