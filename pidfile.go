@@ -44,9 +44,9 @@ var (
 	ErrNotRunning = errors.New("no instance is running")
 	// ErrNotHeld: this Locker does not hold the lock.
 	ErrNotHeld = errors.New("lock is not held by this Locker")
-	// ErrLockLost: the PID file of a held lock was removed or replaced by
-	// something else than this Locker.
-	ErrLockLost = errors.New("lock lost: the PID file was removed or replaced")
+	// ErrLockLost: a held lock was lost; for the PID-file Locker, its file
+	// was removed or replaced by something else than this Locker.
+	ErrLockLost = errors.New("lock lost")
 
 	errNoLocks    = errors.New("the file system does not support file locks (NFS without a lock manager?)")
 	errNotRegular = errors.New("not a regular file")
@@ -100,9 +100,14 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	if h.Hostname != "" {
 		lines = append(lines, "  Host:     "+h.Hostname)
 	}
-	lines = append(lines, "  PID file: "+e.Path, "",
-		"To stop it:        kill "+pid,
-		"To force it:       kill -9 "+pid+" && "+restart)
+	lines = append(lines, "  Lock:     "+e.Path, "")
+	if host, _ := os.Hostname(); h.Hostname != "" && h.Hostname != host {
+		lines = append(lines, "It runs on another host: stop it there, then run: "+restart)
+	} else {
+		lines = append(lines,
+			"To stop it:        kill "+pid,
+			"To force it:       kill -9 "+pid+" && "+restart)
+	}
 	if h.Port != 0 {
 		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
 	}
@@ -748,14 +753,14 @@ func (l *Locker) check(t *tenure, strict bool) error {
 	now, err := l.fsys.Lstat(l.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w (removed)", ErrLockLost)}
+		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the PID file was removed", ErrLockLost)}
 	case err != nil:
 		if strict {
 			return err
 		}
 		return nil
 	case !l.fsys.SameFile(mine, now):
-		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w (replaced)", ErrLockLost)}
+		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the PID file was replaced", ErrLockLost)}
 	}
 	return nil
 }

@@ -1,0 +1,391 @@
+package pglock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ad5dec64/instancelock"
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	_ instancelock.Mutex  = (*Locker)(nil)
+	_ instancelock.Fencer = (*Locker)(nil)
+)
+
+func TestNewRejectsBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		name, dsn, lock string
+		opts            []Option
+	}{
+		{"empty name", "postgres://localhost/x", "", nil},
+		{"bad connection string", "postgres://%zz", "n", nil},
+		{"port 0", "postgres://localhost/x", "n", []Option{WithPort(0)}},
+		{"port 65536", "postgres://localhost/x", "n", []Option{WithPort(65536)}},
+		{"keep-alive 0", "postgres://localhost/x", "n", []Option{WithKeepAlive(0)}},
+		{"keep-alive 1ms", "postgres://localhost/x", "n", []Option{WithKeepAlive(time.Millisecond)}},
+		{"timeout 0", "postgres://localhost/x", "n", []Option{WithTimeout(0)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := New(tc.dsn, tc.lock, tc.opts...)
+			require.Error(t, err)
+			require.Nil(t, l)
+		})
+	}
+	l, err := New("postgres://localhost/x", "n", WithPort(3000), WithKeepAlive(time.Second), WithTimeout(time.Second))
+	require.NoError(t, err)
+	require.Equal(t, "n", l.Name())
+	require.NotEmpty(t, l.InstanceID())
+}
+
+// The key is part of the protocol between versions of this package in one
+// fleet: it must never change.
+func TestKeyIsStable(t *testing.T) {
+	require.Equal(t, int64(1240578411992124563), Key("orchestrator"))
+	require.Equal(t, int64(-2039914840885289964), Key(""))
+	require.NotEqual(t, Key("a"), Key("b"))
+}
+
+// A Locker that holds nothing: Unlock is a no-op, Err says ErrNotHeld, no
+// channel, no token; an unreachable server is an error that is not
+// ErrAlreadyRunning, and leaves nothing held.
+func TestNotHeld(t *testing.T) {
+	port, err := freePort() // nothing listens there
+	require.NoError(t, err)
+	l, err := New(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=5", port), "n")
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock())
+	require.NoError(t, l.Unlock())
+	require.ErrorIs(t, l.Err(), instancelock.ErrNotHeld)
+	require.Nil(t, l.Lost())
+	_, ok := l.FencingToken()
+	require.False(t, ok)
+
+	err = l.TryLock()
+	require.Error(t, err)
+	require.NotErrorIs(t, err, instancelock.ErrAlreadyRunning)
+	require.ErrorIs(t, l.Err(), instancelock.ErrNotHeld)
+	err = l.Lock(context.Background())
+	require.Error(t, err)
+	require.NotErrorIs(t, err, instancelock.ErrAlreadyRunning)
+	_, err = l.Holder()
+	require.Error(t, err)
+	require.NotErrorIs(t, err, instancelock.ErrNotRunning)
+}
+
+// The whole life of a holding, seen by the holder and by a contender.
+func TestLifecycle(t *testing.T) {
+	needPG(t)
+	checkNoGoroutineLeak(t)
+	name := lockName(t)
+	a := newLocker(t, name, WithPort(3000))
+	b := newLocker(t, name)
+
+	_, err := a.Holder()
+	require.ErrorIs(t, err, instancelock.ErrNotRunning, "nobody holds it yet")
+
+	require.NoError(t, a.TryLock())
+	require.NoError(t, a.Err())
+	require.NotNil(t, a.Lost())
+	select {
+	case <-a.Lost():
+		t.Fatal("Lost closed while held")
+	default:
+	}
+	tokA, ok := a.FencingToken()
+	require.True(t, ok)
+	require.Positive(t, tokA)
+
+	err = a.TryLock()
+	require.Error(t, err, "a second TryLock on a held Locker")
+	require.NotErrorIs(t, err, instancelock.ErrAlreadyRunning)
+
+	// The contender is refused and told who holds the lock.
+	err = b.TryLock()
+	require.ErrorIs(t, err, instancelock.ErrAlreadyRunning)
+	var are *instancelock.AlreadyRunningError
+	require.ErrorAs(t, err, &are)
+	require.Equal(t, fmt.Sprintf("postgres lock %q", name), are.Path)
+	require.Equal(t, os.Getpid(), are.Holder.PID)
+	require.Equal(t, a.InstanceID(), are.Holder.InstanceID)
+	require.Equal(t, 3000, are.Holder.Port)
+	host, _ := os.Hostname()
+	require.Equal(t, host, are.Holder.Hostname)
+	require.ErrorIs(t, b.Err(), instancelock.ErrNotHeld)
+	require.Nil(t, b.Lost())
+
+	for _, l := range []*Locker{a, b} {
+		h, err := l.Holder()
+		require.NoError(t, err)
+		require.Equal(t, a.InstanceID(), h.InstanceID)
+		require.Equal(t, os.Getpid(), h.PID)
+		require.NoError(t, h.Validate())
+	}
+
+	lost := a.Lost()
+	require.NoError(t, a.Unlock())
+	require.NoError(t, a.Unlock(), "Unlock is idempotent")
+	require.ErrorIs(t, a.Err(), instancelock.ErrNotHeld)
+	require.Nil(t, a.Lost())
+	_, ok = a.FencingToken()
+	require.False(t, ok)
+	select {
+	case <-lost:
+		t.Fatal("Unlock closed the Lost channel")
+	default:
+	}
+	_, err = b.Holder()
+	require.ErrorIs(t, err, instancelock.ErrNotRunning, "the row is left, but nobody holds the lock")
+
+	require.NoError(t, b.TryLock(), "released: the contender gets it at once")
+	tokB, ok := b.FencingToken()
+	require.True(t, ok)
+	require.Greater(t, tokB, tokA)
+	h, err := a.Holder()
+	require.NoError(t, err)
+	require.Equal(t, b.InstanceID(), h.InstanceID)
+	require.NoError(t, b.Unlock())
+}
+
+// Tokens grow with every holder, whichever Locker it is.
+func TestFencingTokensStrictlyIncrease(t *testing.T) {
+	name := lockName(t)
+	ls := []*Locker{newLocker(t, name), newLocker(t, name), newLocker(t, name)}
+	var last uint64
+	for i := range 12 {
+		l := ls[i%len(ls)]
+		require.NoError(t, l.TryLock())
+		tok, ok := l.FencingToken()
+		require.True(t, ok)
+		require.Greater(t, tok, last, "acquisition %d", i)
+		last = tok
+		require.NoError(t, l.Unlock())
+	}
+}
+
+// Lock waits while another holds the lock, returns the context's cause
+// with the holder when it gives up, and takes the lock when it is
+// released.
+func TestLockWaitsUntilReleased(t *testing.T) {
+	needPG(t)
+	checkNoGoroutineLeak(t)
+	name := lockName(t)
+	a := newLocker(t, name)
+	b := newLocker(t, name)
+	require.NoError(t, a.TryLock())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := b.Lock(ctx)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, instancelock.ErrAlreadyRunning)
+	var are *instancelock.AlreadyRunningError
+	require.ErrorAs(t, err, &are)
+	require.Equal(t, a.InstanceID(), are.Holder.InstanceID)
+
+	cause := errors.New("shutting down")
+	ctx, cancelCause := context.WithCancelCause(context.Background())
+	go func() { time.Sleep(100 * time.Millisecond); cancelCause(cause) }()
+	require.ErrorIs(t, b.Lock(ctx), cause)
+
+	done := make(chan error, 1)
+	go func() { done <- b.Lock(context.Background()) }()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("Lock returned while the lock was held: %v", err)
+	default:
+	}
+	require.NoError(t, a.Unlock())
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lock did not take the released lock")
+	}
+	require.NoError(t, b.Err())
+	require.NoError(t, b.Unlock())
+}
+
+// The server ends the holder's session: the holder is told within the
+// keep-alive interval, Holder at once reports nobody (the row is left but
+// the lock is not held), and a waiter becomes the holder only after the
+// old holder was told.
+func TestTerminatedSessionIsReportedBeforeTakeover(t *testing.T) {
+	needPG(t)
+	const keepAlive = 500 * time.Millisecond
+	name := lockName(t)
+	a := newLocker(t, name, WithKeepAlive(keepAlive))
+	b := newLocker(t, name, WithKeepAlive(keepAlive))
+	c := admin(t)
+	require.NoError(t, a.TryLock())
+	tokA, _ := a.FencingToken()
+
+	var mu sync.Mutex
+	var events []string
+	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	lostAt := make(chan time.Time, 1)
+	go func() { <-a.Lost(); note("a lost"); lostAt <- time.Now() }()
+	acquired := make(chan error, 1)
+	go func() { err := b.Lock(context.Background()); note("b acquired"); acquired <- err }()
+	time.Sleep(100 * time.Millisecond) // b is polling
+
+	pid := backendOf(t, c, name)
+	require.NotZero(t, pid)
+	terminated := time.Now()
+	terminate(t, c, pid)
+
+	var took time.Duration
+	select {
+	case at := <-lostAt:
+		took = at.Sub(terminated)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder was not told")
+	}
+	t.Logf("holder told %v after pg_terminate_backend (keep-alive interval %v)", took.Round(time.Millisecond), keepAlive)
+	err := a.Err()
+	require.ErrorIs(t, err, instancelock.ErrLockLost)
+	require.Contains(t, err.Error(), "terminating connection")
+	_, ok := a.FencingToken()
+	require.False(t, ok)
+
+	select {
+	case err := <-acquired:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter did not take over")
+	}
+	mu.Lock()
+	require.Equal(t, []string{"a lost", "b acquired"}, events)
+	mu.Unlock()
+	tokB, ok := b.FencingToken()
+	require.True(t, ok)
+	require.Greater(t, tokB, tokA)
+
+	require.NoError(t, a.Unlock(), "Unlock of a lost lock")
+	require.ErrorIs(t, a.Err(), instancelock.ErrLockLost, "the loss stays reported after Unlock")
+	require.NoError(t, b.Unlock())
+}
+
+// A row left by a session that is gone does not make a holder.
+func TestHolderIgnoresRowOfEndedSession(t *testing.T) {
+	name := lockName(t)
+	a := newLocker(t, name)
+	c := admin(t)
+	require.NoError(t, a.TryLock())
+	terminate(t, c, backendOf(t, c, name))
+	require.Eventually(t, func() bool { return backendOf(t, c, name) == 0 }, 10*time.Second, 5*time.Millisecond)
+	_, err := newLocker(t, name).Holder()
+	require.ErrorIs(t, err, instancelock.ErrNotRunning)
+}
+
+// A session that is not a Locker holds the key: contenders are refused and
+// say they cannot name the holder; Holder says who holds it but not that
+// nobody does.
+func TestForeignSessionHoldsTheKey(t *testing.T) {
+	name := lockName(t)
+	c := admin(t)
+	var got bool
+	require.NoError(t, c.QueryRow(context.Background(), "SELECT pg_try_advisory_lock($1)", Key(name)).Scan(&got))
+	require.True(t, got)
+	var pid int32
+	require.NoError(t, c.QueryRow(context.Background(), "SELECT pg_backend_pid()").Scan(&pid))
+
+	l := newLocker(t, name)
+	err := l.TryLock()
+	var are *instancelock.AlreadyRunningError
+	require.ErrorAs(t, err, &are)
+	require.Zero(t, are.Holder.PID)
+	require.Contains(t, are.Reason, fmt.Sprint(pid))
+	_, err = l.Holder()
+	require.Error(t, err)
+	require.NotErrorIs(t, err, instancelock.ErrNotRunning)
+	require.Contains(t, err.Error(), fmt.Sprint(pid))
+
+	require.NoError(t, c.QueryRow(context.Background(), "SELECT pg_advisory_unlock($1)", Key(name)).Scan(&got))
+	require.True(t, got)
+	require.NoError(t, l.TryLock())
+	require.NoError(t, l.Unlock())
+}
+
+// Sessions racing to create the metadata table all succeed.
+func TestConcurrentTableCreation(t *testing.T) {
+	c := admin(t)
+	_, err := c.Exec(context.Background(), "DROP TABLE IF EXISTS "+Table)
+	require.NoError(t, err)
+	base := lockName(t)
+	const n = 8
+	ls := make([]*Locker, n)
+	for i := range ls {
+		ls[i] = newLocker(t, fmt.Sprintf("%s-%d", base, i))
+	}
+	_, err = ls[0].Holder()
+	require.ErrorIs(t, err, instancelock.ErrNotRunning, "no table yet")
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for _, l := range ls {
+		go func() { <-start; errs <- l.TryLock() }()
+	}
+	close(start)
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	for i, l := range ls {
+		h, err := l.Holder()
+		require.NoError(t, err, "locker %d", i)
+		require.Equal(t, l.InstanceID(), h.InstanceID)
+		require.NoError(t, l.Unlock())
+	}
+}
+
+// A holder that crashes while it waits for its predecessor to notice the
+// loss does not shorten that wait for the next holder: the settle time
+// only moves forward. Here the predecessor is in this process and the next
+// holders too, so every wait is the full keep-alive interval; the row's
+// settle_until must be in the past when Lock returns.
+func TestSettleTimeIsRespected(t *testing.T) {
+	needPG(t)
+	const keepAlive = 400 * time.Millisecond
+	name := lockName(t)
+	a := newLocker(t, name, WithKeepAlive(keepAlive))
+	b := newLocker(t, name, WithKeepAlive(keepAlive))
+	c := admin(t)
+	require.NoError(t, a.TryLock())
+	terminate(t, c, backendOf(t, c, name))
+
+	// b takes over and waits; it gives up half-way (its context ends),
+	// leaving its row behind without a release.
+	ctx, cancel := context.WithTimeout(context.Background(), keepAlive/2)
+	err := b.Lock(ctx)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var settle time.Time
+	require.NoError(t, c.QueryRow(context.Background(), "SELECT settle_until FROM "+Table+" WHERE name = $1", name).Scan(&settle))
+
+	require.NoError(t, b.Lock(context.Background()))
+	var passed bool
+	require.NoError(t, c.QueryRow(context.Background(), "SELECT clock_timestamp() >= $1", settle).Scan(&passed))
+	require.True(t, passed, "Lock returned before the settle time of the earlier takeover")
+	select {
+	case <-a.Lost():
+	default:
+		t.Fatal("the new holder returned before the old one was told")
+	}
+}
+
+func BenchmarkTryLockUnlock(b *testing.B) {
+	l := newLocker(b, lockName(b))
+	for b.Loop() {
+		if err := l.TryLock(); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Unlock(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
