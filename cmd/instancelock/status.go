@@ -1,0 +1,244 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/ad5dec64/instancelock"
+)
+
+// LSB init-script status codes.
+const (
+	statusRunning = 0 // the holder is alive and holds the lock
+	statusStale   = 1 // the PID file exists but nothing holds the lock
+	statusAbsent  = 3 // no PID file
+	statusUnknown = 4 // cannot tell: unreadable, not a PID file, other host
+)
+
+const statusUsage = `Usage: instancelock status [-json] PIDFILE
+
+Prints who holds the lock of PIDFILE: pid, start time, uptime, port, host,
+instance id, whether the process is alive and whether the lock is held.
+
+Exit codes (LSB init-script convention):
+  0  running: a live process holds the lock
+  1  stale: the PID file exists but its process is dead (or its PID now
+     belongs to another program); the next start takes it over
+  3  not running: there is no PID file
+  4  unknown: the file cannot be read, is not a PID file, or was written on
+     another host (its process cannot be checked from here); also bad usage
+
+Flags:
+  -json   print one JSON object: the PID file's fields (pid, startedAt, port,
+          goVersion, instanceId, hostname, startToken) plus path, status
+          ("running", "stale", "not running", "unknown"), alive, stale,
+          uptimeSeconds and error
+
+Examples:
+  instancelock status data/backend.pid
+  instancelock status -json /run/backend/backend.pid | jq .uptimeSeconds
+  if instancelock status /run/job.pid >/dev/null; then echo running; fi
+`
+
+// statusReport is what status found. Its JSON form is the -json output.
+type statusReport struct {
+	Path   string `json:"path"`
+	Status string `json:"status"`
+
+	// The PID file's fields, named as in the file.
+	PID        int    `json:"pid,omitempty"`
+	StartedAt  string `json:"startedAt,omitempty"`
+	Port       int    `json:"port,omitempty"`
+	GoVersion  string `json:"goVersion,omitempty"`
+	InstanceID string `json:"instanceId,omitempty"`
+	Hostname   string `json:"hostname,omitempty"`
+	StartToken string `json:"startToken,omitempty"`
+
+	UptimeSeconds float64 `json:"uptimeSeconds,omitempty"`
+	Alive         bool    `json:"alive"` // the process that wrote the file is alive
+	Stale         bool    `json:"stale"` // the file exists but nothing holds the lock
+	Error         string  `json:"error,omitempty"`
+
+	code    int
+	locked  bool   // a live process holds the lock (Locker.Running)
+	process string // what is known of the process, for the text form
+	reason  string // one line: why the status is unknown
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("status")
+	asJSON := fs.Bool("json", false, "")
+	pos, code, ok := parse(fs, args, true, stdout, stderr, statusUnknown)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "instancelock status: want exactly one PIDFILE argument, got %d (see instancelock status -h)\n", len(pos))
+		return statusUnknown
+	}
+	r := status(pos[0], time.Now())
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(r)
+	} else {
+		r.writeText(stdout)
+	}
+	if r.code == statusUnknown {
+		fmt.Fprintf(stderr, "instancelock status: %s\n", r.reason)
+	}
+	return r.code
+}
+
+// status inspects the PID file at path. It never changes anything.
+func status(path string, now time.Time) *statusReport {
+	r := &statusReport{Path: path}
+	l, err := instancelock.New(path)
+	if err != nil {
+		return r.unknown(err.Error())
+	}
+	h, err := l.Holder()
+	switch {
+	case errors.Is(err, instancelock.ErrNotRunning):
+		r.code, r.Status = statusAbsent, "not running"
+		return r
+	case errors.Is(err, instancelock.ErrInvalidLock):
+		return r.unknown(fmt.Sprintf("%s is not a PID file: %s", path, pathErr(path, err)))
+	case err != nil:
+		return r.unknown(fmt.Sprintf("cannot read %s: %s", path, pathErr(path, err)))
+	}
+	r.setHolder(h, now)
+	if host := hostname(); h.Hostname != "" && h.Hostname != host {
+		return r.unknown(fmt.Sprintf("%s was written on host %s, not %s: pid %d cannot be checked from here", path, h.Hostname, host, h.PID))
+	}
+	cur, running, err := l.Running()
+	if err != nil {
+		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", path, pathErr(path, err)))
+	}
+	if running && cur.PID > 0 {
+		h = cur
+		r.setHolder(h, now)
+	}
+	if !running {
+		// The holder may have exited and removed its file since Holder.
+		if _, err := l.Holder(); errors.Is(err, instancelock.ErrNotRunning) {
+			*r = statusReport{Path: path, Status: "not running", code: statusAbsent}
+			return r
+		}
+	}
+	r.locked = running
+	r.Alive, r.process = probe(h)
+	if running && !r.Alive {
+		r.process += ", yet another process holds the lock (a child that inherited it?)"
+	}
+	if running {
+		r.code, r.Status = statusRunning, "running"
+		return r
+	}
+	r.code, r.Status, r.Stale = statusStale, "stale", true
+	return r
+}
+
+func (r *statusReport) unknown(reason string) *statusReport {
+	r.code, r.Status, r.reason, r.Error = statusUnknown, "unknown", reason, reason
+	return r
+}
+
+func (r *statusReport) setHolder(h instancelock.ProcessLock, now time.Time) {
+	r.PID, r.Port, r.GoVersion, r.InstanceID, r.Hostname, r.StartToken =
+		h.PID, h.Port, h.GoVersion, h.InstanceID, h.Hostname, h.StartToken
+	r.StartedAt, r.UptimeSeconds = "", 0
+	if !h.StartedAt.IsZero() {
+		r.StartedAt = h.StartedAt.UTC().Format(timeLayout)
+		r.UptimeSeconds = now.Sub(h.StartedAt).Round(time.Millisecond).Seconds()
+	}
+}
+
+// timeLayout is the PID file's format of startedAt.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// probe tells whether the process that wrote h is alive, and describes it:
+// "is alive", "is not running", or "now belongs to another program" when
+// the PID was reused (its start token differs from the file's).
+func probe(h instancelock.ProcessLock) (bool, string) {
+	var procs instancelock.OSProcesses
+	alive, err := procs.Alive(h.PID)
+	switch {
+	case err != nil:
+		return false, "cannot be checked: " + oneLine(err)
+	case !alive:
+		return false, "is not running"
+	}
+	if h.StartToken != "" {
+		if token, _, err := procs.Start(h.PID); err == nil && token != h.StartToken {
+			return false, "now belongs to another program (PID reused)"
+		}
+	}
+	return true, "is alive"
+}
+
+// pathErr is err on one line, without the "op path:" prefix of an
+// *fs.PathError about path (the caller names the path).
+func pathErr(path string, err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == path {
+		err = pe.Err
+	}
+	return oneLine(err)
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+func (r *statusReport) writeText(w io.Writer) {
+	switch r.code {
+	case statusAbsent:
+		fmt.Fprintf(w, "%s: not running (no PID file)\n", r.Path)
+		return
+	case statusUnknown:
+		if r.PID == 0 {
+			return // the reason goes to stderr
+		}
+		fmt.Fprintf(w, "%s: unknown\n", r.Path)
+	case statusRunning:
+		fmt.Fprintf(w, "%s: running, pid %d holds the lock\n", r.Path, r.PID)
+	case statusStale:
+		fmt.Fprintf(w, "%s: stale, pid %d %s and the lock is free\n", r.Path, r.PID, r.process)
+	}
+	row := func(k, v string) { fmt.Fprintf(w, "  %-12s %s\n", k+":", v) }
+	row("pid", fmt.Sprint(r.PID))
+	started := "unknown"
+	if r.StartedAt != "" {
+		up := time.Duration(r.UptimeSeconds * float64(time.Second)).Round(time.Second)
+		started = fmt.Sprintf("%s (uptime %s)", r.StartedAt, up)
+	}
+	row("started", started)
+	row("port", orDash(r.Port))
+	row("host", orDash(r.Hostname))
+	row("instance id", orDash(r.InstanceID))
+	row("go version", orDash(r.GoVersion))
+	if r.code == statusUnknown {
+		return
+	}
+	row("process", r.process)
+	lock := "free"
+	if r.locked {
+		lock = "held"
+	}
+	row("lock", lock)
+}
+
+func orDash[T comparable](v T) string {
+	var zero T
+	if v == zero {
+		return "-"
+	}
+	return fmt.Sprint(v)
+}
