@@ -38,7 +38,8 @@ func TestMain(m *testing.M) {
 func helperCmd(t testing.TB, name string, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name}, env...)...)
+	// GORACE: the race runtime otherwise sleeps 1 s at every exit.
+	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name, "GORACE=atexit_sleep_ms=0"}, env...)...)
 	cmd.Stderr = os.Stderr
 	return cmd
 }

@@ -54,6 +54,21 @@ func processStart(pid int) (string, time.Time, error) {
 	return "linux:" + id + ":" + strconv.FormatUint(ticks, 10), at, nil
 }
 
+// zombie reports whether pid is a zombie: state Z (or X, dead) in
+// /proc/<pid>/stat.
+func zombie(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) {
+		return false
+	}
+	state := data[i+2]
+	return state == 'Z' || state == 'X'
+}
+
 // parseStatStart returns field 22 of a /proc/<pid>/stat line. The command
 // name (field 2) is in parentheses and may itself contain spaces and
 // parentheses, so fields are counted from the last ')'.

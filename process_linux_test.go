@@ -1,8 +1,10 @@
 package instancelock
 
 import (
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -16,4 +18,19 @@ func TestParseStatStart(t *testing.T) {
 	n, err := parseStatStart([]byte("42 (we ird) ) R " + strings.Repeat("0 ", 18) + "777 0 0"))
 	require.NoError(t, err)
 	assert.Equal(t, uint64(777), n)
+}
+
+// A holder that was killed but not yet reaped (a zombie) is dead.
+func TestZombieIsDead(t *testing.T) {
+	cmd := helperCmd(t, "pidfile-sleep")
+	require.NoError(t, cmd.Start())
+	require.NoError(t, cmd.Process.Kill())
+	pid := cmd.Process.Pid
+	require.Eventually(t, func() bool { return zombie(pid) }, 10*time.Second, time.Millisecond)
+	alive, err := OSProcesses{}.Alive(pid)
+	require.NoError(t, err)
+	assert.False(t, alive, "a zombie is not alive")
+	require.Error(t, cmd.Wait())
+	assert.False(t, zombie(pid))
+	assert.False(t, zombie(os.Getpid()))
 }

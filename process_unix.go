@@ -12,12 +12,14 @@ import (
 )
 
 // processAlive probes pid with signal 0. Only ESRCH means dead: EPERM is a
-// live process of another user.
+// live process of another user. A zombie counts as dead.
 func processAlive(pid int) (bool, error) {
 	err := unix.Kill(pid, 0)
 	switch {
 	case err == nil, errors.Is(err, unix.EPERM):
-		return true, nil
+		// A zombie (dead, not yet reaped by its parent) still answers
+		// signal 0, but it holds no files and runs nothing.
+		return !zombie(pid), nil
 	case errors.Is(err, unix.ESRCH):
 		return false, nil
 	}
