@@ -2,16 +2,16 @@ package instancelock
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,16 +187,17 @@ func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
 // open file that is closed on exec, so the lock dies with the process and
 // is never inherited by children.
 type Locker struct {
-	path     string
-	fsys     FS
-	procs    ProcessTable
-	log      *slog.Logger
-	port     int
-	watch    time.Duration
-	hostname string
-	id       string
-	byRename bool   // publishByRename; a field so tests can run the other mode
-	leftover string // set by attemptRename for hold; guarded by mu
+	path      string
+	fsys      FS
+	procs     ProcessTable
+	log       *slog.Logger
+	port      int
+	watch     time.Duration
+	hostname  string
+	id        string
+	byRename  bool    // publishByRename; a field so tests can run the other mode
+	leftover  string  // set by attemptRename for hold; guarded by mu
+	selfToken *string // this process's start token, read once; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -208,10 +209,14 @@ type tenure struct {
 	f    File
 	info ProcessLock
 	lost chan struct{} // closed when the file is found removed or replaced
-	stop chan struct{} // closed by Unlock to stop the watcher
-	done chan struct{} // closed when the watcher has returned
 	err  atomic.Pointer[error]
-	tmp  string // a temporary name that could not be removed, retried at Unlock
+
+	// The watcher is a timer, not a goroutine: each firing checks the file
+	// and re-arms the timer. wmu serialises a firing with Unlock.
+	wmu     sync.Mutex
+	timer   *time.Timer
+	stopped bool
+	tmp     string // a temporary name that could not be removed, retried at Unlock
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). It
@@ -396,7 +401,11 @@ func (l *Locker) tryLock() error {
 		InstanceID: l.id,
 		Hostname:   l.hostname,
 	}
-	info.StartToken, _, _ = l.procs.Start(info.PID)
+	if l.selfToken == nil {
+		token, _, _ := l.procs.Start(info.PID)
+		l.selfToken = &token
+	}
+	info.StartToken = *l.selfToken
 	data, err := info.MarshalJSON()
 	if err != nil {
 		return err
@@ -443,7 +452,7 @@ type retryable struct {
 }
 
 // checkPath refuses a path whose last component is a symbolic link or not a
-// regular file, and creates the directory.
+// regular file.
 func (l *Locker) checkPath() error {
 	fi, err := l.fsys.Lstat(l.path)
 	switch {
@@ -452,10 +461,20 @@ func (l *Locker) checkPath() error {
 	case !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
-	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
-		return fmt.Errorf("instancelock: creating the directory of %s: %w", l.path, err)
-	}
 	return nil
+}
+
+// create opens name with flag (which includes O_CREATE) and mode 0644; if
+// the directory is missing, it creates it (0755) and tries again.
+func (l *Locker) create(name string, flag int) (File, error) {
+	f, err := l.fsys.OpenFile(name, flag, 0o644)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return f, err
+	}
+	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
+		return nil, fmt.Errorf("creating the directory of %s: %w", l.path, err)
+	}
+	return l.fsys.OpenFile(name, flag, 0o644)
 }
 
 func (l *Locker) checkMode(fi fs.FileInfo) error {
@@ -510,10 +529,8 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 
 // writeTemp creates, locks and fills a new file next to the PID file.
 func (l *Locker) writeTemp(data []byte) (File, error) {
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	name := l.path + ".tmp-" + hex.EncodeToString(rnd[:])
-	f, err := l.fsys.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	name := l.path + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 	if errors.Is(err, fs.ErrExist) {
 		return nil, errRetry
 	}
@@ -662,7 +679,7 @@ func (l *Locker) sameHost(h ProcessLock) bool { return h.Hostname == "" || h.Hos
 // attemptInPlace is one try on Windows, where a file held open cannot be
 // renamed: open or create the PID file, lock it, and write it in place.
 func (l *Locker) attemptInPlace(data []byte) (File, error) {
-	f, err := l.fsys.OpenFile(l.path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := l.create(l.path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
 		if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
 			if merr := l.checkMode(fi); merr != nil {
@@ -706,35 +723,43 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 
 // hold records a new tenure and starts the watcher.
 func (l *Locker) hold(f File, info ProcessLock) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), tmp: l.leftover}
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
 	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID)
 	if l.watch > 0 {
-		go l.watchFile(t)
-	} else {
-		close(t.done)
+		t.wmu.Lock()
+		t.timer = time.AfterFunc(l.watch, func() { l.watchFile(t) })
+		t.wmu.Unlock()
 	}
 }
 
-// watchFile checks every interval that the held file is still at the path.
+// watchFile runs every interval while the lock is held: it checks that the
+// held file is still at the path, and re-arms the timer.
 func (l *Locker) watchFile(t *tenure) {
-	defer close(t.done)
-	tick := time.NewTicker(l.watch)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.stop:
-			return
-		case <-tick.C:
-			if err := l.check(t, false); err != nil {
-				t.err.Store(&err)
-				l.log.Error("lock lost: another instance may start", "err", err)
-				close(t.lost)
-				return
-			}
-		}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.stopped {
+		return
+	}
+	if err := l.check(t, false); err != nil {
+		t.err.Store(&err)
+		l.log.Error("lock lost: another instance may start", "err", err)
+		close(t.lost)
+		return
+	}
+	t.timer.Reset(l.watch)
+}
+
+// stopWatch stops the watcher; when it returns, no check is running and
+// none will run.
+func (t *tenure) stopWatch() {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.stopped = true
+	if t.timer != nil {
+		t.timer.Stop()
 	}
 }
 
@@ -777,8 +802,7 @@ func (l *Locker) Unlock() error {
 	if t == nil {
 		return nil
 	}
-	close(t.stop)
-	<-t.done
+	t.stopWatch()
 	l.t = nil
 	var err error
 	if t.tmp != "" {

@@ -41,9 +41,12 @@ func newWaiter(dir, base string) (*waiter, error) {
 	return &waiter{ino: ino, efd: efd, base: []byte(base), buf: make([]byte, 64<<10)}, nil
 }
 
+// close releases the descriptors. Closing an inotify descriptor that has a
+// watch waits for the kernel's SRCU grace period (8-25 ms measured), so it
+// is done in the background: Lock returns the moment it holds the lock.
 func (w *waiter) close() {
-	unix.Close(w.ino)
 	unix.Close(w.efd)
+	go unix.Close(w.ino)
 }
 
 // wait returns when an event names the PID file, the process pid (if > 0)
