@@ -14,6 +14,7 @@ import (
 var (
 	errNoAgent  = errors.New("no such agent")
 	errStopping = errors.New("the orchestrator is stopping; no new agents")
+	errStandby  = errors.New("this instance is a standby: only the holder of the fleet lock runs agents (see GET /api/fleet)")
 )
 
 // AgentStatus is "running" or "stopped".
@@ -35,6 +36,7 @@ type AgentInfo struct {
 	Messages  int64       `json:"messages"` // rows committed by this agent
 	Errors    int64       `json:"errors"`   // writes that failed
 	LastError string      `json:"lastError,omitempty"`
+	Fence     uint64      `json:"fence,omitempty"` // the fencing token its rows carry; 0 without a fleet lock
 }
 
 // agent is one background worker: a goroutine that writes a message row
@@ -43,6 +45,7 @@ type agent struct {
 	num    int    // 1 for the first agent started
 	id     string // info.ID, readable without the lock
 	name   string // info.Name, readable without the lock
+	fence  uint64 // info.Fence, readable without the lock
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the goroutine has returned
 
@@ -62,8 +65,13 @@ func (a *agent) snapshot() AgentInfo {
 }
 
 // Orchestrator runs the agents. Each agent's rows carry this process's
-// PID and instance id, so rows written by two processes can be told apart.
+// PID and instance id, so rows written by two processes can be told apart,
+// and the fencing token it was started with (0 without a fleet lock).
 // It is safe for concurrent use.
+//
+// With a fleet lock the orchestrator is either leading (Promote: agents may
+// run) or a standby (Demote: no agent runs and Start refuses); without one
+// it always leads, with fencing token 0.
 type Orchestrator struct {
 	db         *DB
 	pid        int
@@ -75,6 +83,8 @@ type Orchestrator struct {
 	agents  map[string]*agent
 	nextID  int
 	closing bool
+	standby bool   // a fleet member that does not hold the fleet lock
+	fence   uint64 // the fencing token of agents started now
 }
 
 // NewOrchestrator returns an Orchestrator whose agents write to db every
@@ -88,13 +98,22 @@ func NewOrchestrator(db *DB, pid int, instanceID string, interval time.Duration,
 }
 
 // Start starts a new agent ("" names it after its id) and returns it. The
-// agent writes its first row at once, then one per interval. After StopAll
-// has begun, Start fails with errStopping.
+// agent writes its first row at once, then one per interval, each carrying
+// the current fencing token. After StopAll has begun, Start fails with
+// errStopping; on a standby (after Demote) with errStandby.
 func (o *Orchestrator) Start(name string) (AgentInfo, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closing {
+	return o.startLocked(name)
+}
+
+// startLocked is Start; o.mu is held.
+func (o *Orchestrator) startLocked(name string) (AgentInfo, error) {
+	switch {
+	case o.closing:
 		return AgentInfo{}, errStopping
+	case o.standby:
+		return AgentInfo{}, errStandby
 	}
 	o.nextID++
 	id := fmt.Sprintf("agent-%d", o.nextID)
@@ -102,12 +121,58 @@ func (o *Orchestrator) Start(name string) (AgentInfo, error) {
 		name = id
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &agent{num: o.nextID, id: id, name: name, cancel: cancel, done: make(chan struct{}),
-		info: AgentInfo{ID: id, Name: name, Status: AgentRunning, StartedAt: time.Now().UTC().Truncate(time.Millisecond)}}
+	a := &agent{num: o.nextID, id: id, name: name, fence: o.fence, cancel: cancel, done: make(chan struct{}),
+		info: AgentInfo{ID: id, Name: name, Status: AgentRunning, StartedAt: time.Now().UTC().Truncate(time.Millisecond), Fence: o.fence}}
 	o.agents[id] = a
 	go o.run(ctx, a)
-	o.log.Info("agent started", "agent", id, "name", name)
+	if o.fence != 0 {
+		o.log.Info("agent started", "agent", id, "name", name, "fence", o.fence)
+	} else {
+		o.log.Info("agent started", "agent", id, "name", name)
+	}
 	return a.snapshot(), nil
+}
+
+// Promote makes the orchestrator lead with the fencing token fence and
+// starts n agents that write with it. It is how a fleet member that has
+// just taken the fleet lock starts its work. After StopAll has begun it
+// fails with errStopping and starts nothing. Promoting a leading
+// orchestrator changes the token of agents started from then on.
+func (o *Orchestrator) Promote(fence uint64, n int) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing {
+		return errStopping
+	}
+	o.standby, o.fence = false, fence
+	for range n {
+		if _, err := o.startLocked(""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Demote makes the orchestrator a standby: Start refuses from now on, and
+// every running agent is stopped and waited for, or until ctx is done (the
+// error then names the agents still running; they were cancelled and stop
+// at their next write). It is what a fleet member does the moment it loses
+// the fleet lock, and what it is before it first gets it. Demoting a
+// standby does nothing.
+func (o *Orchestrator) Demote(ctx context.Context) error {
+	o.mu.Lock()
+	o.standby, o.fence = true, 0
+	all := o.allLocked()
+	o.mu.Unlock()
+	return o.stopEach(ctx, all)
+}
+
+// Leading reports whether agents may run (false on a standby or once
+// StopAll has begun), and the fencing token they write with.
+func (o *Orchestrator) Leading() (bool, uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.standby && !o.closing, o.fence
 }
 
 func (o *Orchestrator) run(ctx context.Context, a *agent) {
@@ -118,7 +183,7 @@ func (o *Orchestrator) run(ctx context.Context, a *agent) {
 	for {
 		seq++
 		_, err := o.db.Insert(ctx, Message{AgentID: a.id, Seq: seq, PID: o.pid, InstanceID: o.instanceID,
-			Body: fmt.Sprintf("%s says hello #%d", a.name, seq)})
+			Fence: a.fence, Body: fmt.Sprintf("%s says hello #%d", a.name, seq)})
 		if ctx.Err() != nil {
 			// Stopped while writing: the row may or may not be committed;
 			// the count below only includes acknowledged rows.
@@ -185,11 +250,22 @@ func (o *Orchestrator) stop(ctx context.Context, a *agent) error {
 func (o *Orchestrator) StopAll(ctx context.Context) error {
 	o.mu.Lock()
 	o.closing = true
+	all := o.allLocked()
+	o.mu.Unlock()
+	return o.stopEach(ctx, all)
+}
+
+// allLocked returns every agent; o.mu is held.
+func (o *Orchestrator) allLocked() []*agent {
 	all := make([]*agent, 0, len(o.agents))
 	for _, a := range o.agents {
 		all = append(all, a)
 	}
-	o.mu.Unlock()
+	return all
+}
+
+// stopEach cancels every agent of all at once, then waits for each.
+func (o *Orchestrator) stopEach(ctx context.Context, all []*agent) error {
 	for _, a := range all {
 		a.cancel()
 	}
@@ -204,10 +280,7 @@ func (o *Orchestrator) StopAll(ctx context.Context) error {
 // order they were started.
 func (o *Orchestrator) List() []AgentInfo {
 	o.mu.Lock()
-	all := make([]*agent, 0, len(o.agents))
-	for _, a := range o.agents {
-		all = append(all, a)
-	}
+	all := o.allLocked()
 	o.mu.Unlock()
 	sort.Slice(all, func(i, j int) bool { return all[i].num < all[j].num })
 	infos := make([]AgentInfo, 0, len(all))

@@ -168,3 +168,99 @@ func TestOrchestratorWriteErrorsAreCounted(t *testing.T) {
 		t.Fatalf("agent after failed writes: %+v", a)
 	}
 }
+
+func TestOrchestratorPromoteDemote(t *testing.T) {
+	ctx := context.Background()
+	o, db := newTestOrchestrator(t)
+	if leading, fence := o.Leading(); !leading || fence != 0 {
+		t.Fatalf("a new orchestrator: Leading = %v, %d; want true, 0 (no fleet lock)", leading, fence)
+	}
+	if err := o.Demote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Start(""); !errors.Is(err, errStandby) {
+		t.Fatalf("Start on a standby = %v; want errStandby", err)
+	}
+	if leading, _ := o.Leading(); leading {
+		t.Fatal("Leading after Demote")
+	}
+
+	if err := o.Promote(5, 2); err != nil {
+		t.Fatal(err)
+	}
+	if leading, fence := o.Leading(); !leading || fence != 5 {
+		t.Fatalf("Leading = %v, %d; want true, 5", leading, fence)
+	}
+	waitFor(t, 10*time.Second, "rows from both agents", func() bool {
+		for _, a := range o.List() {
+			if a.Messages == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, a := range o.List() {
+		if a.Fence != 5 || a.Status != AgentRunning {
+			t.Fatalf("agent after Promote(5): %+v", a)
+		}
+	}
+	// An agent started through the API while leading writes with the token.
+	api, err := o.Start("scribe")
+	if err != nil || api.Fence != 5 {
+		t.Fatalf("Start while leading = %+v, %v", api, err)
+	}
+
+	// Demote stops every agent, and nothing is written after it returns.
+	if err := o.Demote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o.Active() != 0 || o.Total() != 3 {
+		t.Fatalf("after Demote: Active %d Total %d; want 0, 3", o.Active(), o.Total())
+	}
+	n, _ := db.Count(ctx)
+	time.Sleep(30 * time.Millisecond) // six intervals
+	if m, _ := db.Count(ctx); m != n {
+		t.Fatalf("rows went from %d to %d after Demote", n, m)
+	}
+	if err := o.Demote(ctx); err != nil { // a standby: nothing to do
+		t.Fatal(err)
+	}
+
+	// Promoted again with a greater token.
+	if err := o.Promote(6, 1); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := o.Get("agent-4")
+	if a.Fence != 6 || a.Status != AgentRunning {
+		t.Fatalf("agent-4 = %+v; want running with token 6", a)
+	}
+	waitFor(t, 10*time.Second, "a row with token 6", func() bool { a, _ := o.Get("agent-4"); return a.Messages > 0 })
+	var rows5, rows6, others int64
+	if err := db.sql.QueryRow(`SELECT count(*) FILTER (WHERE fence = 5), count(*) FILTER (WHERE fence = 6),
+		count(*) FILTER (WHERE fence NOT IN (5, 6)) FROM messages`).Scan(&rows5, &rows6, &others); err != nil {
+		t.Fatal(err)
+	}
+	if rows5 < 2 || rows6 < 1 || others != 0 {
+		t.Fatalf("rows with token 5: %d, 6: %d, other: %d", rows5, rows6, others)
+	}
+
+	// After StopAll, Promote refuses and starts nothing.
+	if err := o.StopAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Promote(7, 2); !errors.Is(err, errStopping) {
+		t.Fatalf("Promote after StopAll = %v; want errStopping", err)
+	}
+	if o.Total() != 4 {
+		t.Fatalf("Total after a refused Promote = %d; want 4", o.Total())
+	}
+}
+
+func mustCount(t *testing.T, db *DB) int64 {
+	t.Helper()
+	n, err := db.Count(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

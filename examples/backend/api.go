@@ -9,19 +9,21 @@ import (
 	"strconv"
 )
 
-// API serves the agents and messages endpoints.
+// API serves the agents, messages and fleet endpoints.
 type API struct {
-	orch *Orchestrator
-	db   *DB
-	log  *slog.Logger
+	orch  *Orchestrator
+	db    *DB
+	fleet *Fleet // nil without a fleet lock
+	log   *slog.Logger
 }
 
-// NewAPI returns the API over o and db; log nil discards its logs.
-func NewAPI(o *Orchestrator, db *DB, log *slog.Logger) *API {
+// NewAPI returns the API over o, db and fleet (nil without a fleet lock);
+// log nil discards its logs.
+func NewAPI(o *Orchestrator, db *DB, fleet *Fleet, log *slog.Logger) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &API{orch: o, db: db, log: log}
+	return &API{orch: o, db: db, fleet: fleet, log: log}
 }
 
 // probes are the health endpoints, served by instancelock.Health.
@@ -39,6 +41,7 @@ type probes struct {
 //	GET    /api/agents/{id}  one agent
 //	DELETE /api/agents/{id}  stop an agent
 //	GET    /api/messages     row counts per writing process and the last rows
+//	GET    /api/fleet        the fleet lock: is this instance active, who holds it
 func routes(api *API, p probes) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/health", p.health)
@@ -49,6 +52,7 @@ func routes(api *API, p probes) http.Handler {
 	mux.HandleFunc("GET /api/agents/{id}", api.getAgent)
 	mux.HandleFunc("DELETE /api/agents/{id}", api.stopAgent)
 	mux.HandleFunc("GET /api/messages", api.messages)
+	mux.HandleFunc("GET /api/fleet", api.fleetStatus)
 	return mux
 }
 
@@ -78,7 +82,7 @@ func (api *API) startAgent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a, err := api.orch.Start(req.Name)
-	if errors.Is(err, errStopping) {
+	if errors.Is(err, errStopping) || errors.Is(err, errStandby) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
@@ -136,6 +140,14 @@ func (api *API) messages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+func (api *API) fleetStatus(w http.ResponseWriter, r *http.Request) {
+	if api.fleet == nil {
+		writeError(w, http.StatusNotFound, "no fleet lock: this instance runs with the PID-file lock only (start it with -lock)")
+		return
+	}
+	writeJSON(w, http.StatusOK, api.fleet.Status())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

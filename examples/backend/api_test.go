@@ -58,7 +58,7 @@ func (c apiClient) do(method, path, body string, out any) *http.Response {
 func newTestAPI(t *testing.T) (apiClient, *Orchestrator) {
 	t.Helper()
 	o, db := newTestOrchestrator(t)
-	srv := httptest.NewServer(routes(NewAPI(o, db, nil), probes{
+	srv := httptest.NewServer(routes(NewAPI(o, db, nil, nil), probes{
 		health: stubProbe{200, "health"}, ready: stubProbe{503, "ready"}, live: stubProbe{200, "live"},
 	}))
 	t.Cleanup(srv.Close)
@@ -162,5 +162,46 @@ func TestAPIProbesAreMounted(t *testing.T) {
 		if resp.StatusCode != want.code || string(b) != want.body {
 			t.Errorf("GET %s = %d %q; want %d %q", path, resp.StatusCode, b, want.code, want.body)
 		}
+	}
+}
+
+func TestAPIFleet(t *testing.T) {
+	// Without -lock: 404 saying so.
+	c, _ := newTestAPI(t)
+	var e map[string]string
+	if r := c.do("GET", "/api/fleet", "", &e); r.StatusCode != 404 || !strings.Contains(e["error"], "-lock") {
+		t.Fatalf("GET /api/fleet without a fleet lock = %d %v", r.StatusCode, e)
+	}
+
+	// With a fleet lock: a standby refuses new agents, and says who leads.
+	o, db := newTestOrchestrator(t)
+	lk := newFakeLock()
+	fleet := NewFleet(lockSpec{desc: `fake lock "orchestrator"`, open: func() (fleetLock, error) { return lk, nil }}, o, 1, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fleet.Start(ctx)
+	srv := httptest.NewServer(routes(NewAPI(o, db, fleet, nil), probes{stubProbe{200, "h"}, stubProbe{200, "r"}, stubProbe{200, "l"}}))
+	defer srv.Close()
+	c = apiClient{t, srv.URL}
+	if r := c.do("POST", "/api/agents", "", &e); r.StatusCode != 503 || !strings.Contains(e["error"], "standby") {
+		t.Fatalf("POST /api/agents on a standby = %d %v; want 503", r.StatusCode, e)
+	}
+	var st fleetStatus
+	if r := c.do("GET", "/api/fleet", "", &st); r.StatusCode != 200 || st.Active || st.Holder != nil || st.Lock != `fake lock "orchestrator"` {
+		t.Fatalf("GET /api/fleet on a standby = %d %+v", r.StatusCode, st)
+	}
+	lk.grants <- 12
+	waitFor(t, 10*time.Second, "promotion", func() bool { return fleet.Active() == 1 })
+	if r := c.do("GET", "/api/fleet", "", &st); r.StatusCode != 200 || !st.Active || st.FenceToken != 12 || st.Holder == nil || st.Holder.Port != 3000 {
+		t.Fatalf("GET /api/fleet on the holder = %d %+v", r.StatusCode, st)
+	}
+	var a AgentInfo
+	if r := c.do("POST", "/api/agents", "", &a); r.StatusCode != 201 || a.Fence != 12 {
+		t.Fatalf("POST /api/agents on the holder = %d %+v", r.StatusCode, a)
+	}
+	cancel()
+	o.StopAll(context.Background())
+	if err := fleet.Release(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +30,7 @@ type Message struct {
 	Seq        int64     `json:"seq"`
 	PID        int       `json:"pid"`
 	InstanceID string    `json:"instanceId"`
+	Fence      uint64    `json:"fence"` // the writer's fencing token; 0 without a fleet lock
 	Body       string    `json:"body"`
 	CreatedAt  time.Time `json:"createdAt"`
 }
@@ -47,8 +49,21 @@ const schema = `CREATE TABLE IF NOT EXISTS messages (
 	pid         INTEGER NOT NULL,
 	instance_id TEXT    NOT NULL,
 	body        TEXT    NOT NULL,
-	created_at  TEXT    NOT NULL
+	created_at  TEXT    NOT NULL,
+	fence       INTEGER NOT NULL DEFAULT 0
 )`
+
+// fenceColumn adds the fence column to a database created before it
+// existed; fenceIndex makes max(fence) a lookup.
+const (
+	fenceColumn = `ALTER TABLE messages ADD COLUMN fence INTEGER NOT NULL DEFAULT 0`
+	fenceIndex  = `CREATE INDEX IF NOT EXISTS messages_fence ON messages (fence)`
+)
+
+// errStaleFence is the error of a write whose fencing token is lower than
+// one the database has already accepted: the writer lost the fleet lock
+// and another instance has written since.
+var errStaleFence = errors.New("refused: a newer holder of the fleet lock has written (stale fencing token)")
 
 // OpenDB opens (creating it and its directory if needed) the database at
 // path, switches it to WAL mode and creates the schema. It fails if the
@@ -78,11 +93,30 @@ func OpenDB(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: journal mode is %q, want wal", path, mode)
 	}
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if err := migrate(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// migrate creates the table, or adds the fence column to a table made
+// before it existed, and the fence index.
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		return err
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'fence'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		if _, err := db.ExecContext(ctx, fenceColumn); err != nil {
+			return err
+		}
+	}
+	_, err := db.ExecContext(ctx, fenceIndex)
+	return err
 }
 
 // Path returns the database file's path.
@@ -98,17 +132,34 @@ func (d *DB) Ping(ctx context.Context) error {
 	return d.sql.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
-// Insert writes m (its ID and CreatedAt are set here) and returns its row
-// id.
+// Insert writes m (its ID is set here, and CreatedAt when zero) and returns
+// its row id.
+//
+// A message with a fencing token (Fence > 0) is written only if no row
+// with a greater token exists: the check and the write are one statement,
+// under SQLite's write lock. Otherwise nothing is written and the error is
+// errStaleFence. This is the resource side of fencing: a writer that lost
+// the fleet lock, and does not know it yet, is refused once the new holder
+// has written. Messages without a token (no fleet lock) are not checked.
 func (d *DB) Insert(ctx context.Context, m Message) (int64, error) {
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = time.Now()
 	}
+	if m.Fence > math.MaxInt64 {
+		return 0, fmt.Errorf("fencing token %d does not fit in an SQLite integer", m.Fence)
+	}
 	res, err := d.sql.ExecContext(ctx,
-		`INSERT INTO messages (agent_id, seq, pid, instance_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		m.AgentID, m.Seq, m.PID, m.InstanceID, m.Body, m.CreatedAt.UTC().Format(time.RFC3339Nano))
+		`INSERT INTO messages (agent_id, seq, pid, instance_id, fence, body, created_at)
+		 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+		 WHERE ?5 = 0 OR ?5 >= (SELECT coalesce(max(fence), 0) FROM messages)`,
+		m.AgentID, m.Seq, m.PID, m.InstanceID, int64(m.Fence), m.Body, m.CreatedAt.UTC().Format(time.RFC3339Nano))
 	if err != nil {
 		return 0, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return 0, err
+	} else if n == 0 {
+		return 0, fmt.Errorf("fencing token %d: %w", m.Fence, errStaleFence)
 	}
 	return res.LastInsertId()
 }
@@ -174,7 +225,7 @@ func (d *DB) Recent(ctx context.Context, n int) ([]Message, error) { return rece
 
 func recentOf(ctx context.Context, q queryer, n int) ([]Message, error) {
 	rows, err := q.QueryContext(ctx,
-		`SELECT id, agent_id, seq, pid, instance_id, body, created_at FROM messages ORDER BY id DESC LIMIT ?`, n)
+		`SELECT id, agent_id, seq, pid, instance_id, fence, body, created_at FROM messages ORDER BY id DESC LIMIT ?`, n)
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +234,11 @@ func recentOf(ctx context.Context, q queryer, n int) ([]Message, error) {
 	for rows.Next() {
 		var m Message
 		var created string
-		if err := rows.Scan(&m.ID, &m.AgentID, &m.Seq, &m.PID, &m.InstanceID, &m.Body, &created); err != nil {
+		var fence int64
+		if err := rows.Scan(&m.ID, &m.AgentID, &m.Seq, &m.PID, &m.InstanceID, &fence, &m.Body, &created); err != nil {
 			return nil, err
 		}
+		m.Fence = uint64(fence)
 		m.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
 		ms = append(ms, m)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io/fs"
 	"os"
@@ -125,4 +126,68 @@ func TestOpenDBErrors(t *testing.T) {
 	if _, err := OpenDB(context.Background(), junk); err == nil {
 		t.Error("a junk file was opened as a database")
 	}
+}
+
+// The database refuses a write whose fencing token is lower than one it
+// has already accepted, in the same statement as the write.
+func TestDBFenceGuard(t *testing.T) {
+	ctx := context.Background()
+	db := openTestDB(t, filepath.Join(t.TempDir(), "backend.db"))
+	insert := func(fence uint64) error {
+		_, err := db.Insert(ctx, Message{AgentID: "agent-1", PID: 1, InstanceID: "i", Fence: fence, Body: "m"})
+		return err
+	}
+	for _, step := range []struct {
+		fence uint64
+		stale bool
+	}{
+		{5, false}, {5, false}, // the same holder, again
+		{3, true},  // an older holder, after a newer one wrote
+		{0, false}, // no fleet lock: not checked
+		{7, false}, {6, true}, {7, false},
+	} {
+		before := mustCount(t, db)
+		err := insert(step.fence)
+		if step.stale != errors.Is(err, errStaleFence) || !step.stale && err != nil {
+			t.Fatalf("Insert with token %d = %v; want stale %v", step.fence, err, step.stale)
+		}
+		written := mustCount(t, db) - before
+		if step.stale && written != 0 || !step.stale && written != 1 {
+			t.Fatalf("Insert with token %d wrote %d rows", step.fence, written)
+		}
+	}
+	recent, err := db.Recent(ctx, 1)
+	if err != nil || len(recent) != 1 || recent[0].Fence != 7 {
+		t.Fatalf("Recent = %+v, %v; want the last row with token 7", recent, err)
+	}
+	if err := insert(1 << 63); err == nil || errors.Is(err, errStaleFence) {
+		t.Fatalf("Insert with a token beyond int64 = %v; want an error", err)
+	}
+}
+
+// A database made before the fence column existed gets it on open; its
+// old rows have token 0.
+func TestDBAddsTheFenceColumn(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL,
+		seq INTEGER NOT NULL, pid INTEGER NOT NULL, instance_id TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL);
+		INSERT INTO messages (agent_id, seq, pid, instance_id, body, created_at) VALUES ('agent-1', 1, 9, 'old', 'hi', '2025-11-27T20:00:00Z')`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	db := openTestDB(t, path)
+	if _, err := db.Insert(ctx, Message{AgentID: "agent-1", PID: 10, InstanceID: "new", Fence: 2, Body: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	recent, err := db.Recent(ctx, 2)
+	if err != nil || len(recent) != 2 || recent[0].Fence != 2 || recent[1].Fence != 0 || recent[1].InstanceID != "old" {
+		t.Fatalf("Recent = %+v, %v", recent, err)
+	}
+	db.Close(ctx)
+	openTestDB(t, path) // opening again changes nothing
 }

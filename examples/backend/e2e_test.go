@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	code := m.Run()
+	stopServers() // the PostgreSQL and Redis of the fleet tests
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

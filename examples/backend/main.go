@@ -6,6 +6,10 @@
 //
 //	cd examples/backend && go run .
 //
+// With -lock postgres://… or -lock redis://… it is one member of a fleet:
+// every member serves HTTP, and only the holder of the fleet lock runs the
+// agents (see docs/fleet.md).
+//
 // See README.md for the flags, the environment, the exit codes and the API.
 package main
 
@@ -26,6 +30,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/redislock"
 )
 
 // Exit codes. A forced exit on a second signal is 128+signal (130 for
@@ -51,6 +56,8 @@ type config struct {
 	Drain           time.Duration // development: readiness answers 503 this long before the hooks run
 	Warmup          time.Duration // development: time between binding the port and being ready
 	AgentInterval   time.Duration // development: how often each agent writes
+	Lock            string        // URL of the fleet lock; "" for none
+	LockTTL         time.Duration // development: the lease TTL of a redis:// lock; 0 for its default
 	Debug           bool
 }
 
@@ -89,10 +96,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.Drain, "drain", 0, "development: after a shutdown signal, answer 503 on readiness this long before stopping")
 	fs.DurationVar(&c.Warmup, "warmup", 0, "development: wait this long after binding the port before starting agents and becoming ready")
 	fs.DurationVar(&c.AgentInterval, "agent-interval", time.Second, "development: how often each agent writes a message")
+	fs.StringVar(&c.Lock, "lock", getenv("LOCK_URL"), "`URL` of a fleet lock, postgres://… or redis://… (env LOCK_URL): only its holder runs agents")
+	fs.DurationVar(&c.LockTTL, "lock-ttl", 0, "development: the lease TTL of a redis:// -lock (default 10s)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: backend [flags]\n\n"+
-			"A single-instance backend: SQLite (WAL) + background agents + HTTP API.\n\n"+
-			"Environment: %s (PID file), PORT (port of the default -addr), %s=true (debug logs).\n"+
+			"A single-instance backend: SQLite (WAL) + background agents + HTTP API.\n"+
+			"With -lock, one member of a fleet: only the holder of the fleet lock runs agents.\n\n"+
+			"Environment: %s (PID file), PORT (port of the default -addr), LOCK_URL (default of -lock),\n"+
+			"%s=true (debug logs).\n"+
 			"Exit codes: 0 clean shutdown; 1 another instance running, port taken, or failure;\n"+
 			"2 bad usage; 130/143 forced by a second SIGINT/SIGTERM.\n\nFlags:\n",
 			instancelock.EnvPath, instancelock.EnvDebug)
@@ -132,6 +143,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.AgentInterval < time.Millisecond {
 		bad = append(bad, "-agent-interval must be at least 1ms")
 	}
+	scheme := lockScheme(c.Lock)
+	if c.Lock != "" && scheme == "" {
+		bad = append(bad, "invalid -lock (or LOCK_URL): want postgres://…, postgresql://…, redis://… or rediss://…, or nothing for the PID-file lock only")
+	}
+	if c.LockTTL != 0 && scheme != "redis" {
+		bad = append(bad, "-lock-ttl applies to a redis:// -lock only")
+	} else if c.LockTTL != 0 && c.LockTTL < redislock.MinTTL {
+		bad = append(bad, fmt.Sprintf("-lock-ttl must be at least %v", redislock.MinTTL))
+	}
 	if len(bad) > 0 {
 		fmt.Fprintln(stderr, strings.Join(bad, "\n"))
 		return c, errors.New(strings.Join(bad, "; "))
@@ -157,6 +177,15 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var spec *lockSpec
+	if cfg.Lock != "" {
+		s, err := newLockSpec(cfg, log)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+		spec = &s
+	}
 
 	// 1. The lock, before the database is opened or the port bound: a
 	// second instance must not touch either.
@@ -185,7 +214,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		g.Shutdown(err)
 		return exitError
 	}
-	if err := startup(cfg, g, lk, log, stderr); err != nil {
+	if err := startup(cfg, spec, g, lk, log, stderr); err != nil {
 		if g.Context().Err() != nil {
 			// A signal came during startup: an ordinary shutdown.
 			return exitCode(g)
@@ -214,8 +243,13 @@ func exitCode(g *instancelock.GracefulShutdown) int {
 // startup opens the database, starts the agents and the HTTP server and
 // marks the instance ready, registering a shutdown hook for each step as it
 // succeeds. Hooks run in reverse order, so the shutdown is: HTTP server,
-// agents, database; then GracefulShutdown releases the lock.
-func startup(cfg config, g *instancelock.GracefulShutdown, lk *instancelock.Locker, log *slog.Logger, stderr io.Writer) error {
+// agents, (the fleet lock,) database; then GracefulShutdown releases the
+// PID-file lock.
+//
+// With a fleet lock (spec not nil) the agents are not started here: the
+// Fleet starts them when this instance gets the fleet lock, and stops them
+// when it loses it.
+func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *instancelock.Locker, log *slog.Logger, stderr io.Writer) error {
 	ctx := g.Context() // cancelled if a signal comes during startup
 
 	db, err := OpenDB(ctx, cfg.DB)
@@ -233,6 +267,13 @@ func startup(cfg config, g *instancelock.GracefulShutdown, lk *instancelock.Lock
 	})
 
 	orch := NewOrchestrator(db, os.Getpid(), lk.InstanceID(), cfg.AgentInterval, log)
+	var fleet *Fleet
+	if spec != nil {
+		// Registered before "stop agents", so it runs after it: the fleet
+		// lock is released once no agent writes.
+		fleet = NewFleet(*spec, orch, cfg.Agents, log)
+		g.Add("release fleet lock", fleet.Release)
+	}
 	g.Add("stop agents", func(ctx context.Context) error {
 		if err := orch.StopAll(ctx); err != nil {
 			return err
@@ -246,6 +287,12 @@ func startup(cfg config, g *instancelock.GracefulShutdown, lk *instancelock.Lock
 	health.AddCounter("totalAgents", orch.Total)
 	health.AddCheck(instancelock.Check{Name: "databaseStatus", Run: db.Ping, Timeout: 2 * time.Second,
 		Pass: "connected", Fail: "disconnected"})
+	if fleet != nil {
+		health.AddCounter("orchestratorActive", fleet.Active)
+		health.AddCounter("fenceToken", fleet.Fence)
+		health.AddCheck(instancelock.Check{Name: "fleetLock", Run: fleet.Check, Timeout: 2 * time.Second,
+			Optional: true, Pass: "reachable", Fail: "unreachable"})
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -253,7 +300,7 @@ func startup(cfg config, g *instancelock.GracefulShutdown, lk *instancelock.Lock
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
 	}
 	srv := &http.Server{
-		Handler: routes(NewAPI(orch, db, log), probes{
+		Handler: routes(NewAPI(orch, db, fleet, log), probes{
 			health: health, ready: health.Readiness(), live: health.Liveness(),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -286,16 +333,25 @@ func startup(cfg config, g *instancelock.GracefulShutdown, lk *instancelock.Lock
 			return context.Cause(ctx)
 		}
 	}
-	for range cfg.Agents {
-		if _, err := orch.Start(""); err != nil {
-			return err
+	if fleet == nil {
+		for range cfg.Agents {
+			if _, err := orch.Start(""); err != nil {
+				return err
+			}
 		}
 	}
 	if err := g.State().Set(instancelock.StatusRunning); err != nil {
 		return context.Cause(ctx) // the shutdown began meanwhile
 	}
-	log.Info("ready", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+"/api/health",
-		"pid", os.Getpid(), "pidfile", lk.Path(), "db", db.Path(), "agents", cfg.Agents)
+	attrs := []any{"addr", ln.Addr().String(), "url", "http://" + ln.Addr().String() + "/api/health",
+		"pid", os.Getpid(), "pidfile", lk.Path(), "db", db.Path(), "agents", cfg.Agents}
+	if fleet != nil {
+		attrs = append(attrs, "lock", spec.desc)
+	}
+	log.Info("ready", attrs...)
+	if fleet != nil {
+		fleet.Start(ctx)
+	}
 	return nil
 }
 

@@ -56,6 +56,12 @@ func TestParseConfigFlagsAndEnv(t *testing.T) {
 			func(c config) bool { return c.Debug }},
 		{"PROCESS_MANAGER_DEBUG=1 does not", nil, []string{"PROCESS_MANAGER_DEBUG=1"},
 			func(c config) bool { return !c.Debug }},
+		{"LOCK_URL is the default of -lock", nil, []string{"LOCK_URL=redis://127.0.0.1:6379"},
+			func(c config) bool { return c.Lock == "redis://127.0.0.1:6379" && c.LockTTL == 0 }},
+		{"-lock wins over LOCK_URL", []string{"-lock", "postgresql://db/app"}, []string{"LOCK_URL=redis://127.0.0.1:6379"},
+			func(c config) bool { return c.Lock == "postgresql://db/app" }},
+		{"-lock-ttl with redis", []string{"-lock", "rediss://cache:6380", "-lock-ttl", "2s"}, nil,
+			func(c config) bool { return c.Lock == "rediss://cache:6380" && c.LockTTL == 2*time.Second }},
 		{"all the flags", []string{"-agents", "0", "-shutdown-timeout", "30s", "-drain", "2s", "-warmup", "1s", "-agent-interval", "10ms"}, nil,
 			func(c config) bool {
 				return c.Agents == 0 && c.ShutdownTimeout == 30*time.Second && c.Drain == 2*time.Second &&
@@ -90,6 +96,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"-agent-interval", "0s"}, nil, "-agent-interval must be at least 1ms"},
 		{[]string{"-pidfile", ""}, nil, "-pidfile must not be empty"},
 		{[]string{"serve"}, nil, "unexpected arguments"},
+		{[]string{"-lock", "mysql://db/app"}, nil, "invalid -lock (or LOCK_URL): want postgres://"},
+		{nil, []string{"LOCK_URL=127.0.0.1:6379"}, "invalid -lock (or LOCK_URL)"},
+		{[]string{"-lock-ttl", "2s"}, nil, "-lock-ttl applies to a redis:// -lock only"},
+		{[]string{"-lock", "postgres://db/app", "-lock-ttl", "2s"}, nil, "-lock-ttl applies to a redis:// -lock only"},
+		{[]string{"-lock", "redis://cache", "-lock-ttl", "10ms"}, nil, "-lock-ttl must be at least 50ms"},
 		{[]string{"-nope"}, nil, "flag provided but not defined: -nope"},
 	} {
 		var out strings.Builder
@@ -105,7 +116,7 @@ func TestParseConfigErrors(t *testing.T) {
 	if _, err := parseConfig([]string{"-h"}, envOf(), &out); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
-	for _, want := range []string{"Usage: backend", "PID_FILE_PATH", "PORT", "PROCESS_MANAGER_DEBUG", "Exit codes", "-shutdown-timeout", "-drain"} {
+	for _, want := range []string{"Usage: backend", "PID_FILE_PATH", "PORT", "PROCESS_MANAGER_DEBUG", "Exit codes", "-shutdown-timeout", "-drain", "-lock", "LOCK_URL"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
