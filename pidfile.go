@@ -350,6 +350,13 @@ func (l *Locker) TryLock() error {
 // millisecond; elsewhere it polls with a backoff up to 50 ms. Errors other
 // than ErrAlreadyRunning end the wait.
 func (l *Locker) Lock(ctx context.Context) error {
+	err := l.TryLock()
+	var are *AlreadyRunningError
+	if !errors.As(err, &are) {
+		return err // held at once (no watch was set up), or a real error
+	}
+	// Watch before the next attempt, so no release between the attempt and
+	// the wait goes unnoticed.
 	w, werr := newWaiter(l.dir(), filepath.Base(l.path))
 	if werr != nil {
 		l.log.Debug("waiting by polling", "err", werr)
@@ -359,7 +366,6 @@ func (l *Locker) Lock(ctx context.Context) error {
 	backoff := time.Millisecond
 	for {
 		err := l.TryLock()
-		var are *AlreadyRunningError
 		if !errors.As(err, &are) {
 			return err
 		}

@@ -25,6 +25,11 @@ func processStart(pid int) (string, time.Time, error) {
 	return "darwin:" + strconv.FormatInt(st.Sec, 10) + "." + strconv.FormatInt(int64(st.Usec), 10), at, nil
 }
 
-// zombie: not detected on this system; a zombie counts as alive until its
-// parent reaps it.
-func zombie(int) bool { return false }
+// sZomb is the p_stat of a zombie (SZOMB in <sys/proc.h>).
+const sZomb = 5
+
+// zombie reports whether pid is a zombie: dead, not yet reaped.
+func zombie(pid int) bool {
+	kp, err := unix.SysctlKinfoProc("kern.proc.pid", pid)
+	return err == nil && kp.Proc.P_stat == sZomb
+}

@@ -1,0 +1,250 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ad5dec64/instancelock"
+	"github.com/gofrs/flock"
+	"github.com/nightlyone/lockfile"
+)
+
+// Benchmarks and tests that need real processes re-run this test binary as
+// a helper process: helperCmd starts it with BENCH_HELPER=name and TestMain
+// runs helpers[name] instead of the tests and benchmarks. A helper reads its
+// arguments from the environment and reports on stdout, one line per step.
+var helpers = map[string]func(){}
+
+const (
+	helperEnv = "BENCH_HELPER"
+	implEnv   = "BENCH_IMPL" // which library the helper locks with
+	pathEnv   = "BENCH_PATH" // the lock file
+)
+
+func TestMain(m *testing.M) {
+	if name := os.Getenv(helperEnv); name != "" {
+		fn, ok := helpers[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
+			os.Exit(2)
+		}
+		fn()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// helperCmd returns a command that runs helpers[name] in a child process
+// with env added to the environment. Under -race the helper skips the race
+// runtime's one-second sleep at exit (GORACE atexit_sleep_ms), which would
+// otherwise dominate the tests' time.
+func helperCmd(name string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name, "GORACE=" + gorace}, env...)...)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// helperFail reports a helper's failure on stdout, where the parent reads
+// it, and exits.
+func helperFail(format string, args ...any) {
+	fmt.Printf("error "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// lineReader reads a helper's stdout line by line.
+type lineReader struct {
+	lines chan string
+}
+
+func newLineReader(cmd *exec.Cmd) (*lineReader, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	lr := &lineReader{lines: make(chan string, 16)}
+	go func() {
+		defer close(lr.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lr.lines <- sc.Text()
+		}
+	}()
+	return lr, nil
+}
+
+// expect returns the next line if it starts with prefix, and an error if
+// it does not, if the helper ends its output, or if no line comes within d.
+func (lr *lineReader) expect(prefix string, d time.Duration) (string, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case l, ok := <-lr.lines:
+		switch {
+		case !ok:
+			return "", fmt.Errorf("helper ended its output while %q was expected", prefix)
+		case !strings.HasPrefix(l, prefix):
+			return "", fmt.Errorf("helper said %q, %q was expected", l, prefix)
+		}
+		return l, nil
+	case <-t.C:
+		return "", fmt.Errorf("no %q from the helper within %v", prefix, d)
+	}
+}
+
+// The libraries compared. floor is not a lock: it is the least work a PID
+// file lock can do (create exclusively, write, close, unlink).
+const (
+	implInstancelock = "instancelock"
+	implNoWatch      = "instancelock-nowatch" // instancelock with WithWatchInterval(-1)
+	implFloor        = "floor"
+	implNightlyone   = "nightlyone"
+	implGofrs        = "gofrs-flock"
+	// implBlocking is gofrs/flock waiting in a blocking flock(LOCK_EX),
+	// which the kernel wakes as soon as the lock is free: the floor of a
+	// hand-off. It cannot be cancelled.
+	implBlocking = "flock-blocking"
+)
+
+// gofrsRetry is the retry delay given to gofrs/flock's TryLockContext.
+const gofrsRetry = 10 * time.Millisecond
+
+// handle is one library's lock on one path, behind a common shape.
+type handle struct {
+	// try takes the lock without waiting; false with a nil error means
+	// another process holds it.
+	try func() (bool, error)
+	// wait takes the lock, waiting until ctx is done; nil when taken.
+	// Nil for libraries that cannot wait.
+	wait    func(ctx context.Context) error
+	release func() error
+}
+
+func newHandle(impl, path string) (*handle, error) {
+	switch impl {
+	case implInstancelock, implNoWatch:
+		var opts []instancelock.Option
+		if impl == implNoWatch {
+			opts = append(opts, instancelock.WithWatchInterval(-1))
+		}
+		l, err := instancelock.New(path, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &handle{
+			try: func() (bool, error) {
+				err := l.TryLock()
+				if errors.Is(err, instancelock.ErrAlreadyRunning) {
+					return false, nil
+				}
+				return err == nil, err
+			},
+			wait:    l.Lock,
+			release: l.Unlock,
+		}, nil
+	case implNightlyone:
+		lf, err := lockfile.New(path)
+		if err != nil {
+			return nil, err
+		}
+		return &handle{
+			try: func() (bool, error) {
+				err := lf.TryLock()
+				if errors.Is(err, lockfile.ErrBusy) {
+					return false, nil
+				}
+				return err == nil, err
+			},
+			release: lf.Unlock,
+		}, nil
+	case implGofrs, implBlocking:
+		f := flock.New(path)
+		wait := func(ctx context.Context) error {
+			ok, err := f.TryLockContext(ctx, gofrsRetry)
+			if err == nil && !ok {
+				err = errors.New("gofrs/flock: not locked")
+			}
+			return err
+		}
+		if impl == implBlocking {
+			wait = func(context.Context) error { return f.Lock() }
+		}
+		return &handle{try: f.TryLock, wait: wait, release: f.Unlock}, nil
+	case implFloor:
+		line := []byte(strconv.Itoa(os.Getpid()) + "\n")
+		return &handle{
+			try: func() (bool, error) {
+				fd, err := syscall.Open(path, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
+				if err != nil {
+					return false, &os.PathError{Op: "open", Path: path, Err: err}
+				}
+				_, err = syscall.Write(fd, line)
+				if cerr := syscall.Close(fd); err == nil {
+					err = cerr
+				}
+				return err == nil, err
+			},
+			release: func() error { return syscall.Unlink(path) },
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown implementation %q", impl)
+}
+
+// benchDirs are the file systems compared: the test's temporary directory
+// (ext4 or whatever backs $TMPDIR) and /dev/shm (tmpfs).
+var benchDirs = []struct {
+	name string
+	dir  func(b *testing.B) string
+}{
+	{"tmp", func(b *testing.B) string { return b.TempDir() }},
+	{"shm", func(b *testing.B) string {
+		if fi, err := os.Stat("/dev/shm"); err != nil || !fi.IsDir() {
+			b.Skip("no /dev/shm on this system")
+		}
+		dir, err := os.MkdirTemp("/dev/shm", "instancelock-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(dir) })
+		return dir
+	}},
+}
+
+// BenchmarkAcquireRelease measures one uncontended acquire + release cycle
+// of each library on the same path, on each file system.
+func BenchmarkAcquireRelease(b *testing.B) {
+	for _, fsys := range benchDirs {
+		b.Run("fs="+fsys.name, func(b *testing.B) {
+			for _, impl := range []string{implInstancelock, implNoWatch, implFloor, implNightlyone, implGofrs} {
+				b.Run("impl="+impl, func(b *testing.B) {
+					path := filepath.Join(fsys.dir(b), "bench.pid")
+					h, err := newHandle(impl, path)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.ReportAllocs()
+					for b.Loop() {
+						ok, err := h.try()
+						if !ok || err != nil {
+							b.Fatalf("acquire: held=%v, err=%v", ok, err)
+						}
+						if err := h.release(); err != nil {
+							b.Fatalf("release: %v", err)
+						}
+					}
+				})
+			}
+		})
+	}
+}
