@@ -419,6 +419,7 @@ func (l *Locker) tryLock() error {
 	}
 	data = append(data, '\n')
 	var last *AlreadyRunningError
+	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
 	for range maxAttempts {
 		var f File
 		if l.byRename {
@@ -433,7 +434,8 @@ func (l *Locker) tryLock() error {
 				return r.AlreadyRunningError
 			}
 			last = r.AlreadyRunningError
-			time.Sleep(time.Millisecond)
+			time.Sleep(pause)
+			pause = min(2*pause, 2*time.Millisecond)
 			continue
 		case errors.Is(err, errRetry):
 			continue
