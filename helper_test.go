@@ -1,8 +1,6 @@
 package instancelock
 
 import (
-	"bufio"
-	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -10,26 +8,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 // Tests that need real processes re-run this test binary as a helper
-// process: helperCmd starts it with INSTANCELOCK_HELPER=name, and TestMain
-// runs helpers[name] instead of the tests. A helper reads its arguments from
-// the environment and reports on stdout, one line per step.
+// process (internal/proctest): helperCmd starts it with
+// INSTANCELOCK_HELPER=name, and TestMain runs helpers[name] instead of the
+// tests. A helper reads its arguments from the environment and reports on
+// stdout, one line per step, which the test reads with proctest.NewLines.
 var helpers = map[string]func(){}
 
 const helperEnv = "INSTANCELOCK_HELPER"
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(helperEnv); name != "" {
-		fn, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
-		}
-		fn()
-		os.Exit(0)
-	}
+	proctest.RunHelper(helperEnv, helpers)
 	os.Exit(m.Run())
 }
 
@@ -37,62 +30,7 @@ func TestMain(m *testing.M) {
 // with env added to the environment.
 func helperCmd(t testing.TB, name string, env ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	// GORACE: the race runtime otherwise sleeps 1 s at every exit.
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name, "GORACE=atexit_sleep_ms=0"}, env...)...)
-	cmd.Stderr = os.Stderr
-	return cmd
-}
-
-// lineReader reads a helper's stdout line by line, failing the test when a
-// line does not come in time.
-type lineReader struct {
-	t     testing.TB
-	lines chan string
-}
-
-func newLineReader(t testing.TB, cmd *exec.Cmd) *lineReader {
-	t.Helper()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lr := &lineReader{t: t, lines: make(chan string, 100)}
-	go func() {
-		defer close(lr.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lr.lines <- sc.Text()
-		}
-	}()
-	return lr
-}
-
-// next returns the next line, or fails the test after d.
-func (lr *lineReader) next(d time.Duration) string {
-	lr.t.Helper()
-	select {
-	case l, ok := <-lr.lines:
-		if !ok {
-			lr.t.Fatal("helper closed its output")
-		}
-		return l
-	case <-time.After(d):
-		lr.t.Fatalf("no line from the helper within %v", d)
-	}
-	return ""
-}
-
-// expect reads lines until one starts with prefix and returns it.
-func (lr *lineReader) expect(prefix string, d time.Duration) string {
-	lr.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		l := lr.next(time.Until(deadline))
-		if strings.HasPrefix(l, prefix) {
-			return l
-		}
-	}
+	return proctest.Command(helperEnv, name, env...)
 }
 
 // checkNoGoroutineLeak fails the test if goroutines started during the test

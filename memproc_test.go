@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 func init() {
@@ -83,12 +85,12 @@ func TestMemProcessesMatchesOS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lr := newLineReader(t, cmd)
+		lr := proctest.NewLines(t, cmd)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		defer stdin.Close()
-		lr.expect("ready", 30*time.Second)
+		lr.Expect("ready", 30*time.Second)
 		memProcContract(t, OSProcesses{}, cmd.Process.Pid, gone.Process.Pid, func() {
 			err := cmd.Wait() // reaps the child killed by Signal
 			if err == nil {

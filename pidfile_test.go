@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -70,7 +71,7 @@ func helperHold() {
 // holder is a helper process that holds the lock.
 type holder struct {
 	cmd *exec.Cmd
-	out *lineReader
+	out *proctest.Lines
 	in  interface{ Write([]byte) (int, error) }
 	pid int
 }
@@ -80,11 +81,11 @@ func startHolder(t *testing.T, path string, env ...string) *holder {
 	cmd := helperCmd(t, "pidfile-hold", append([]string{"PIDFILE=" + path}, env...)...)
 	in, err := cmd.StdinPipe()
 	require.NoError(t, err)
-	out := newLineReader(t, cmd)
+	out := proctest.NewLines(t, cmd)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	h := &holder{cmd: cmd, out: out, in: in}
-	line := out.next(20 * time.Second)
+	line := out.Next(20 * time.Second)
 	require.True(t, strings.HasPrefix(line, "locked "), line)
 	h.pid, _ = strconv.Atoi(strings.TrimPrefix(line, "locked "))
 	return h
@@ -260,7 +261,7 @@ func TestLockWaitsForReleaseAndForDeath(t *testing.T) {
 			}
 			if how == "unlock" {
 				fmt.Fprintln(h.in, "unlock")
-				assert.Equal(t, "unlocked <nil>", h.out.next(10*time.Second))
+				assert.Equal(t, "unlocked <nil>", h.out.Next(10*time.Second))
 			} else {
 				h.kill(t)
 			}
@@ -297,7 +298,7 @@ func TestChildDoesNotInheritTheLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.pid")
 	h := startHolder(t, path)
 	fmt.Fprintln(h.in, "spawn")
-	line := h.out.expect("child ", 10*time.Second)
+	line := h.out.Expect("child ", 10*time.Second)
 	child, err := strconv.Atoi(strings.TrimPrefix(line, "child "))
 	require.NoError(t, err)
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 func init() {
@@ -123,7 +125,7 @@ func shutdownIdle() {
 type sdChild struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	lr   *lineReader
+	lr   *proctest.Lines
 	path string
 	errb *sdLogBuffer
 }
@@ -134,7 +136,7 @@ func sdStartChild(t *testing.T, env ...string) *sdChild {
 	cmd := helperCmd(t, "shutdown-child", append([]string{"SHUTDOWN_PIDFILE=" + path, "SHUTDOWN_LOG=1"}, env...)...)
 	c := &sdChild{t: t, cmd: cmd, path: path, errb: &sdLogBuffer{}}
 	cmd.Stderr = c.errb
-	c.lr = newLineReader(t, cmd)
+	c.lr = proctest.NewLines(t, cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,7 @@ func sdStartChild(t *testing.T, env ...string) *sdChild {
 			t.Logf("child's log:\n%s", c.errb.String())
 		}
 	})
-	if l := c.lr.next(sdLiveness); l != "ready" {
+	if l := c.lr.Next(sdLiveness); l != "ready" {
 		t.Fatalf("child said %q, want ready", l)
 	}
 	holder, err := (&Locker{path: path, fsys: OSFS{}}).Holder()
@@ -167,18 +169,16 @@ func (c *sdChild) signal(sig os.Signal) {
 func (c *sdChild) finish() ([]string, int) {
 	c.t.Helper()
 	var lines []string
-	timeout := time.After(sdLiveness)
-	for done := false; !done; {
-		select {
-		case l, ok := <-c.lr.lines:
-			if !ok {
-				done = true
-				break
-			}
-			lines = append(lines, l)
-		case <-timeout:
+	deadline := time.Now().Add(sdLiveness)
+	for {
+		l, err := c.lr.Line(time.Until(deadline))
+		if err == proctest.ErrClosed {
+			break
+		}
+		if err != nil {
 			c.t.Fatalf("the child did not exit; it said %q", lines)
 		}
+		lines = append(lines, l)
 	}
 	err := c.cmd.Wait()
 	var ee *exec.ExitError
@@ -302,7 +302,7 @@ func TestShutdownChildSecondSignalForcesExit(t *testing.T) {
 			t.Parallel()
 			c := sdStartChild(t, "SHUTDOWN_HOOKS=after:ok,slow:slow", "SHUTDOWN_TIMEOUT=1m")
 			c.signal(tc.first)
-			if l := c.lr.next(sdLiveness); l != "hook slow state=stopping pidfile=true" {
+			if l := c.lr.Next(sdLiveness); l != "hook slow state=stopping pidfile=true" {
 				t.Fatalf("child said %q", l)
 			}
 			start := time.Now()

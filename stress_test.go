@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 )
 
 func init() { helpers["stress-contender"] = helperContender }
@@ -47,16 +48,11 @@ func helperContender() {
 		verb, round, _ := strings.Cut(in.Text(), " ")
 		switch verb {
 		case "go":
-			b, err := os.Open(os.Getenv("BARRIER"))
-			if err != nil {
+			if err := proctest.WaitBarrier(os.Getenv("BARRIER"), func() { fmt.Println("ready", round) }); err != nil {
 				fmt.Println("err", round, err)
 				continue
 			}
-			fmt.Println("ready", round)
-			for unix.Flock(int(b.Fd()), unix.LOCK_SH) == unix.EINTR {
-			}
-			b.Close()
-			err = l.TryLock()
+			err := l.TryLock()
 			var are *AlreadyRunningError
 			switch {
 			case err == nil:
@@ -90,29 +86,22 @@ func TestStressExactlyOneHolder(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "data", "backend.pid")
 	barrier := filepath.Join(dir, "barrier")
+	bar := proctest.NewBarrier(t, barrier)
 	ledger := filepath.Join(dir, "ledger")
-	require.NoError(t, os.WriteFile(barrier, nil, 0o644))
 	require.NoError(t, os.WriteFile(ledger, nil, 0o644))
 	host, _ := os.Hostname()
 
 	type contender struct {
-		in  *os.File
-		out *lineReader
+		in  io.Writer
+		out *proctest.Lines
 		pid int
 	}
 	cs := make([]*contender, procs)
 	for i := range cs {
 		cmd := helperCmd(t, "stress-contender", "PIDFILE="+path, "BARRIER="+barrier, "LEDGER="+ledger)
-		w, err := cmd.StdinPipe()
-		require.NoError(t, err)
-		out := newLineReader(t, cmd)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { w.Close(); cmd.Process.Kill(); cmd.Wait() })
-		cs[i] = &contender{in: w.(*os.File), out: out, pid: cmd.Process.Pid}
+		in, out := proctest.Start(t, cmd)
+		cs[i] = &contender{in: in, out: out, pid: cmd.Process.Pid}
 	}
-	bar, err := os.OpenFile(barrier, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer bar.Close()
 
 	scenarios := []string{"absent", "killed holder", "dead pid", "empty", "garbled", "legacy dead pid"}
 	dead := deadPID(t)
@@ -138,20 +127,19 @@ func TestStressExactlyOneHolder(t *testing.T) {
 		case "legacy dead pid":
 			writeFile(t, path, strconv.Itoa(dead)+"\n")
 		}
-		require.NoError(t, unix.Flock(int(bar.Fd()), unix.LOCK_EX))
+		bar.Hold()
 		for _, c := range cs {
 			fmt.Fprintf(c.in, "go %d\n", r)
 		}
 		for _, c := range cs {
-			require.Equal(t, fmt.Sprintf("ready %d", r), c.out.next(30*time.Second))
+			require.Equal(t, fmt.Sprintf("ready %d", r), c.out.Next(30*time.Second))
 		}
-		time.Sleep(5 * time.Millisecond) // let them all block at the barrier
-		require.NoError(t, unix.Flock(int(bar.Fd()), unix.LOCK_UN))
+		bar.Release() // after a pause that lets them all block at the barrier
 
 		var winners []int
 		var losers []string
 		for _, c := range cs {
-			line := c.out.next(30 * time.Second)
+			line := c.out.Next(30 * time.Second)
 			switch {
 			case line == fmt.Sprintf("won %d", r):
 				winners = append(winners, c.pid)
@@ -174,7 +162,7 @@ func TestStressExactlyOneHolder(t *testing.T) {
 			fmt.Fprintf(c.in, "release %d\n", r)
 		}
 		for _, c := range cs {
-			require.Equal(t, fmt.Sprintf("released %d", r), c.out.next(30*time.Second))
+			require.Equal(t, fmt.Sprintf("released %d", r), c.out.Next(30*time.Second))
 		}
 	}
 	t.Logf("%d processes × %d rounds: %v", procs, rounds, counts)

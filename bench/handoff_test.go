@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 // The holder of a hand-off round is a separate process (the test binary
@@ -102,7 +104,7 @@ func handoffRound(w *handle, impl, path string, kill bool) (time.Duration, error
 	if err != nil {
 		return 0, err
 	}
-	lr, err := newLineReader(cmd)
+	lr, err := proctest.ReadLines(cmd)
 	if err != nil {
 		return 0, err
 	}
@@ -119,7 +121,7 @@ func handoffRound(w *handle, impl, path string, kill bool) (time.Duration, error
 			cmd.Wait()
 		}
 	}()
-	if _, err := lr.expect("locked", 10*time.Second); err != nil {
+	if _, err := expect(lr, "locked", 10*time.Second); err != nil {
 		return 0, err
 	}
 
@@ -163,7 +165,7 @@ func handoffRound(w *handle, impl, path string, kill bool) (time.Duration, error
 		if _, err := io.WriteString(stdin, "release\n"); err != nil {
 			return 0, err
 		}
-		line, err := lr.expect("released ", 10*time.Second)
+		line, err := expect(lr, "released ", 10*time.Second)
 		if err != nil {
 			return 0, err
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 // A contender of the stale-file race: the test binary re-run as helper
@@ -87,7 +89,7 @@ func TestStalePIDFileRace(t *testing.T) {
 // it, leaving whatever the library leaves behind.
 func leaveStaleFile(impl, path string) error {
 	cmd := helperCmd("lock-holder", implEnv+"="+impl, pathEnv+"="+path)
-	lr, err := newLineReader(cmd)
+	lr, err := proctest.ReadLines(cmd)
 	if err != nil {
 		return err
 	}
@@ -99,7 +101,7 @@ func leaveStaleFile(impl, path string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	_, err = lr.expect("locked", 10*time.Second)
+	_, err = expect(lr, "locked", 10*time.Second)
 	cmd.Process.Kill()
 	cmd.Wait()
 	if err != nil {

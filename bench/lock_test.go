@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,12 +14,13 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/gofrs/flock"
 	"github.com/nightlyone/lockfile"
 )
 
 // Benchmarks and tests that need real processes re-run this test binary as
-// a helper process: helperCmd starts it with BENCH_HELPER=name and TestMain
+// a helper process (internal/proctest): helperCmd starts it with BENCH_HELPER=name and TestMain
 // runs helpers[name] instead of the tests and benchmarks. A helper reads its
 // arguments from the environment and reports on stdout, one line per step.
 var helpers = map[string]func(){}
@@ -32,28 +32,16 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(helperEnv); name != "" {
-		fn, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
-		}
-		fn()
-		os.Exit(0)
-	}
+	proctest.RunHelper(helperEnv, helpers)
 	os.Exit(m.Run())
 }
 
 // helperCmd returns a command that runs helpers[name] in a child process
-// with env added to the environment. Under -race the helper skips the race
-// runtime's one-second sleep at exit (GORACE atexit_sleep_ms), which would
-// otherwise dominate the tests' time.
+// with env added to the environment (see proctest.Command: under -race the
+// helper skips the race runtime's one-second sleep at exit, which would
+// otherwise dominate the tests' time).
 func helperCmd(name string, env ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name, "GORACE=" + gorace}, env...)...)
-	cmd.Stderr = os.Stderr
-	return cmd
+	return proctest.Command(helperEnv, name, env...)
 }
 
 // helperFail reports a helper's failure on stdout, where the parent reads
@@ -63,44 +51,18 @@ func helperFail(format string, args ...any) {
 	os.Exit(1)
 }
 
-// lineReader reads a helper's stdout line by line.
-type lineReader struct {
-	lines chan string
-}
-
-func newLineReader(cmd *exec.Cmd) (*lineReader, error) {
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
+// expect returns the next line of lr if it starts with prefix, and an
+// error if it does not, if the helper ends its output, or if no line comes
+// within d.
+func expect(lr *proctest.Lines, prefix string, d time.Duration) (string, error) {
+	l, err := lr.Line(d)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("waiting for %q: %w", prefix, err)
+	case !strings.HasPrefix(l, prefix):
+		return "", fmt.Errorf("helper said %q, %q was expected", l, prefix)
 	}
-	lr := &lineReader{lines: make(chan string, 16)}
-	go func() {
-		defer close(lr.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lr.lines <- sc.Text()
-		}
-	}()
-	return lr, nil
-}
-
-// expect returns the next line if it starts with prefix, and an error if
-// it does not, if the helper ends its output, or if no line comes within d.
-func (lr *lineReader) expect(prefix string, d time.Duration) (string, error) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case l, ok := <-lr.lines:
-		switch {
-		case !ok:
-			return "", fmt.Errorf("helper ended its output while %q was expected", prefix)
-		case !strings.HasPrefix(l, prefix):
-			return "", fmt.Errorf("helper said %q, %q was expected", l, prefix)
-		}
-		return l, nil
-	case <-t.C:
-		return "", fmt.Errorf("no %q from the helper within %v", prefix, d)
-	}
+	return l, nil
 }
 
 // The libraries compared. floor is not a lock: it is the least work a PID

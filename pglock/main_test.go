@@ -1,7 +1,6 @@
 package pglock
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
@@ -33,8 +33,8 @@ var (
 )
 
 // Tests that need real processes re-run this test binary as a helper
-// process: helperCmd starts it with PGLOCK_HELPER=name, and TestMain runs
-// helpers[name] instead of the tests.
+// process (internal/proctest): helperCmd starts it with PGLOCK_HELPER=name,
+// and TestMain runs helpers[name] instead of the tests.
 var helpers = map[string]func(){}
 
 const (
@@ -43,15 +43,9 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(helperEnv); name != "" {
-		fn, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
-		}
-		testDSN = os.Getenv(dsnEnv)
-		fn()
-		os.Exit(0)
+	if os.Getenv(helperEnv) != "" {
+		testDSN = os.Getenv(dsnEnv) // set by helperCmd
+		proctest.RunHelper(helperEnv, helpers)
 	}
 	os.Exit(runTests(m))
 }
@@ -244,46 +238,7 @@ func terminate(t testing.TB, c *pgx.Conn, pid int) {
 // against the test server, with env added to the environment.
 func helperCmd(t testing.TB, name string, env ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name, dsnEnv + "=" + testDSN}, env...)...)
-	cmd.Stderr = os.Stderr
-	return cmd
-}
-
-// lineReader reads a helper's stdout line by line.
-type lineReader struct {
-	t     testing.TB
-	lines chan string
-}
-
-func newLineReader(t testing.TB, cmd *exec.Cmd) *lineReader {
-	t.Helper()
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	lr := &lineReader{t: t, lines: make(chan string, 100)}
-	go func() {
-		defer close(lr.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lr.lines <- sc.Text()
-		}
-	}()
-	return lr
-}
-
-// next returns the next line, or fails the test after d.
-func (lr *lineReader) next(d time.Duration) string {
-	lr.t.Helper()
-	select {
-	case l, ok := <-lr.lines:
-		if !ok {
-			lr.t.Fatal("helper closed its output")
-		}
-		return l
-	case <-time.After(d):
-		lr.t.Fatalf("no line from the helper within %v", d)
-	}
-	return ""
+	return proctest.Command(helperEnv, name, append([]string{dsnEnv + "=" + testDSN}, env...)...)
 }
 
 // checkNoGoroutineLeak fails the test if goroutines of this module that

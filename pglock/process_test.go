@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -54,16 +56,11 @@ func helperContender() {
 		verb, round, _ := strings.Cut(in.Text(), " ")
 		switch verb {
 		case "go":
-			b, err := os.Open(os.Getenv("BARRIER"))
-			if err != nil {
+			if err := proctest.WaitBarrier(os.Getenv("BARRIER"), func() { fmt.Println("ready", round) }); err != nil {
 				fmt.Println("err", round, err)
 				continue
 			}
-			fmt.Println("ready", round)
-			for unix.Flock(int(b.Fd()), unix.LOCK_SH) == unix.EINTR {
-			}
-			b.Close()
-			err = l.TryLock()
+			err := l.TryLock()
 			var are *instancelock.AlreadyRunningError
 			switch {
 			case err == nil:
@@ -150,7 +147,7 @@ func helperHolder() {
 // holder is a helper process holding a lock.
 type holder struct {
 	cmd   *exec.Cmd
-	out   *lineReader
+	out   *proctest.Lines
 	token uint64
 }
 
@@ -159,10 +156,10 @@ type holder struct {
 func startHolder(t testing.TB, name string) *holder {
 	t.Helper()
 	cmd := helperCmd(t, "pglock-holder", "NAME="+name)
-	out := newLineReader(t, cmd)
+	out := proctest.NewLines(t, cmd)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := out.next(30 * time.Second)
+	line := out.Next(30 * time.Second)
 	tok, ok := strings.CutPrefix(line, "held ")
 	require.True(t, ok, line)
 	n, err := strconv.ParseUint(tok, 10, 64)
@@ -190,46 +187,38 @@ func TestStressSixteenContenders(t *testing.T) {
 	dir := t.TempDir()
 	name := lockName(t)
 	barrier := filepath.Join(dir, "barrier")
+	bar := proctest.NewBarrier(t, barrier)
 	ledger := filepath.Join(dir, "ledger")
-	require.NoError(t, os.WriteFile(barrier, nil, 0o644))
 	require.NoError(t, os.WriteFile(ledger, nil, 0o644))
 
 	type contender struct {
-		in  *os.File
-		out *lineReader
+		in  io.Writer
+		out *proctest.Lines
 		pid int
 	}
 	cs := make([]*contender, procs)
 	for i := range cs {
 		cmd := helperCmd(t, "pglock-contender", "NAME="+name, "BARRIER="+barrier, "LEDGER="+ledger)
-		w, err := cmd.StdinPipe()
-		require.NoError(t, err)
-		out := newLineReader(t, cmd)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { w.Close(); cmd.Process.Kill(); cmd.Wait() })
-		cs[i] = &contender{in: w.(*os.File), out: out, pid: cmd.Process.Pid}
+		in, out := proctest.Start(t, cmd)
+		cs[i] = &contender{in: in, out: out, pid: cmd.Process.Pid}
 	}
-	bar, err := os.OpenFile(barrier, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer bar.Close()
 
 	start := time.Now()
 	var lastToken uint64
 	for r := range rounds {
-		require.NoError(t, unix.Flock(int(bar.Fd()), unix.LOCK_EX))
+		bar.Hold()
 		for _, c := range cs {
 			fmt.Fprintf(c.in, "go %d\n", r)
 		}
 		for _, c := range cs {
-			require.Equal(t, fmt.Sprintf("ready %d", r), c.out.next(30*time.Second))
+			require.Equal(t, fmt.Sprintf("ready %d", r), c.out.Next(30*time.Second))
 		}
-		time.Sleep(5 * time.Millisecond) // let them all block at the barrier
-		require.NoError(t, unix.Flock(int(bar.Fd()), unix.LOCK_UN))
+		bar.Release() // after a pause that lets them all block at the barrier
 
 		var winners []int
 		var losers []string
 		for _, c := range cs {
-			line := c.out.next(30 * time.Second)
+			line := c.out.Next(30 * time.Second)
 			if tok, ok := strings.CutPrefix(line, fmt.Sprintf("won %d ", r)); ok {
 				winners = append(winners, c.pid)
 				n, err := strconv.ParseUint(tok, 10, 64)
@@ -250,7 +239,7 @@ func TestStressSixteenContenders(t *testing.T) {
 			fmt.Fprintf(c.in, "release %d\n", r)
 		}
 		for _, c := range cs {
-			require.Equal(t, fmt.Sprintf("released %d", r), c.out.next(30*time.Second))
+			require.Equal(t, fmt.Sprintf("released %d", r), c.out.Next(30*time.Second))
 		}
 	}
 	t.Logf("%d processes × %d rounds in %v", procs, rounds, time.Since(start).Round(time.Millisecond))
@@ -274,16 +263,16 @@ func TestStressSixteenWaiters(t *testing.T) {
 	ledger := filepath.Join(t.TempDir(), "ledger")
 	require.NoError(t, os.WriteFile(ledger, nil, 0o644))
 	name := lockName(t)
-	outs := make([]*lineReader, procs)
+	outs := make([]*proctest.Lines, procs)
 	start := time.Now()
 	for i := range outs {
 		cmd := helperCmd(t, "pglock-locker", "NAME="+name, "LEDGER="+ledger, fmt.Sprintf("ROUNDS=%d", rounds))
-		outs[i] = newLineReader(t, cmd)
+		outs[i] = proctest.NewLines(t, cmd)
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
 	for _, out := range outs {
-		require.Equal(t, "done", out.next(60*time.Second))
+		require.Equal(t, "done", out.Next(60*time.Second))
 	}
 	t.Logf("%d processes × %d acquisitions with Lock in %v", procs, rounds, time.Since(start).Round(time.Millisecond))
 	data, err := os.ReadFile(ledger)

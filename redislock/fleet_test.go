@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +18,8 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -68,16 +69,11 @@ func helperContender() {
 		verb, round, _ := strings.Cut(in.Text(), " ")
 		switch verb {
 		case "go":
-			b, err := os.Open(os.Getenv("BARRIER"))
-			if err != nil {
+			if err := proctest.WaitBarrier(os.Getenv("BARRIER"), func() { fmt.Println("ready", round) }); err != nil {
 				fmt.Println("err", round, oneLine(err))
 				continue
 			}
-			fmt.Println("ready", round)
-			for unix.Flock(int(b.Fd()), unix.LOCK_SH) == unix.EINTR {
-			}
-			b.Close()
-			err = l.TryLock()
+			err := l.TryLock()
 			var are *instancelock.AlreadyRunningError
 			switch {
 			case err == nil:
@@ -224,48 +220,40 @@ func TestFleetExactlyOneHolder(t *testing.T) {
 	}
 	dir := t.TempDir()
 	barrier := filepath.Join(dir, "barrier")
+	bar := proctest.NewBarrier(t, barrier)
 	ledger := filepath.Join(dir, "ledger")
-	require.NoError(t, os.WriteFile(barrier, nil, 0o644))
 	require.NoError(t, os.WriteFile(ledger, nil, 0o644))
 	name := t.Name()
 	observer := open(t, name)
 
 	type contender struct {
-		in  *os.File
-		out *lineReader
+		in  io.Writer
+		out *proctest.Lines
 		pid int
 	}
 	cs := make([]*contender, procs)
 	for i := range cs {
 		cmd := helperCmd(t, "fleet-contender", "LOCK_NAME="+name, "TTL=10s", "BARRIER="+barrier, "LEDGER="+ledger)
-		w, err := cmd.StdinPipe()
-		require.NoError(t, err)
-		out := newLineReader(t, cmd)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { w.Close(); cmd.Process.Kill(); cmd.Wait() })
-		cs[i] = &contender{in: w.(*os.File), out: out, pid: cmd.Process.Pid}
+		in, out := proctest.Start(t, cmd)
+		cs[i] = &contender{in: in, out: out, pid: cmd.Process.Pid}
 	}
-	bar, err := os.OpenFile(barrier, os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer bar.Close()
 
 	start := time.Now()
 	var last uint64
 	for r := range rounds {
-		require.NoError(t, unix.Flock(int(bar.Fd()), unix.LOCK_EX))
+		bar.Hold()
 		for _, c := range cs {
 			fmt.Fprintf(c.in, "go %d\n", r)
 		}
 		for _, c := range cs {
-			require.Equal(t, fmt.Sprintf("ready %d", r), c.out.next(30*time.Second))
+			require.Equal(t, fmt.Sprintf("ready %d", r), c.out.Next(30*time.Second))
 		}
-		time.Sleep(5 * time.Millisecond) // let them all block at the barrier
-		require.NoError(t, unix.Flock(int(bar.Fd()), unix.LOCK_UN))
+		bar.Release() // after a pause that lets them all block at the barrier
 
 		var winners []int
 		var losers []string
 		for _, c := range cs {
-			line := c.out.next(30 * time.Second)
+			line := c.out.Next(30 * time.Second)
 			f := strings.Fields(line)
 			switch {
 			case len(f) == 3 && f[0] == "won" && f[1] == strconv.Itoa(r):
@@ -291,7 +279,7 @@ func TestFleetExactlyOneHolder(t *testing.T) {
 			fmt.Fprintf(c.in, "release %d\n", r)
 		}
 		for _, c := range cs {
-			require.Equal(t, fmt.Sprintf("released %d", r), c.out.next(30*time.Second))
+			require.Equal(t, fmt.Sprintf("released %d", r), c.out.Next(30*time.Second))
 		}
 	}
 	require.Equal(t, rounds, checkLedger(t, ledger))
@@ -311,16 +299,16 @@ func TestFleetLockQueue(t *testing.T) {
 	require.NoError(t, os.WriteFile(ledger, nil, 0o644))
 	name := t.Name()
 	start := time.Now()
-	var outs []*lineReader
+	var outs []*proctest.Lines
 	for range procs {
 		cmd := helperCmd(t, "fleet-waiter", "LOCK_NAME="+name, "TTL=2s", "LEDGER="+ledger,
 			"TIMES="+strconv.Itoa(times), "HOLD=10ms")
-		outs = append(outs, newLineReader(t, cmd))
+		outs = append(outs, proctest.NewLines(t, cmd))
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
 	for _, out := range outs {
-		require.Equal(t, "done", out.next(60*time.Second))
+		require.Equal(t, "done", out.Next(60*time.Second))
 	}
 	require.Equal(t, procs*times, checkLedger(t, ledger))
 	t.Logf("%d processes took the lock %d times each with Lock in %v; no overlap", procs, times, time.Since(start).Round(time.Millisecond))
@@ -328,15 +316,15 @@ func TestFleetLockQueue(t *testing.T) {
 
 // startHolder starts a helper process that holds the lock, and returns it
 // with its fencing token.
-func startHolder(t *testing.T, name string, ttl time.Duration) (*exec.Cmd, *lineReader, *os.File, uint64) {
+func startHolder(t *testing.T, name string, ttl time.Duration) (*exec.Cmd, *proctest.Lines, *os.File, uint64) {
 	t.Helper()
 	cmd := helperCmd(t, "fleet-holder", "LOCK_NAME="+name, "TTL="+ttl.String())
 	w, err := cmd.StdinPipe()
 	require.NoError(t, err)
-	out := newLineReader(t, cmd)
+	out := proctest.NewLines(t, cmd)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
-	line := out.next(30 * time.Second)
+	line := out.Next(30 * time.Second)
 	f, ok := strings.CutPrefix(line, "held ")
 	require.True(t, ok, line)
 	fence, err := strconv.ParseUint(f, 10, 64)
@@ -407,12 +395,12 @@ func TestFleetHolderPaused(t *testing.T) {
 
 	require.NoError(t, holder.Process.Signal(syscall.SIGCONT))
 	resumed := time.Now()
-	line := out.next(10 * time.Second)
+	line := out.Next(10 * time.Second)
 	t.Logf("paused holder continued and was told after %v: %s", time.Since(resumed), line)
 	require.True(t, strings.HasPrefix(line, "lost "), line)
 	require.Contains(t, line, "lost:")
 	fmt.Fprintln(in, "unlock")
-	require.Equal(t, "unlocked <nil>", out.next(10*time.Second))
+	require.Equal(t, "unlocked <nil>", out.Next(10*time.Second))
 	h, err := b.Holder()
 	require.NoError(t, err)
 	require.Equal(t, b.InstanceID(), h.InstanceID)

@@ -3,7 +3,6 @@
 package redislock
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,8 +28,8 @@ import (
 // skip with the reason, unless CI=true, where TestMain fails.
 //
 // Tests that need real processes re-run this test binary with
-// REDISLOCK_HELPER=name; TestMain then runs helpers[name] instead of the
-// tests. A helper reads its arguments from the environment and reports on
+// REDISLOCK_HELPER=name (internal/proctest); TestMain then runs
+// helpers[name] instead of the tests. A helper reads its arguments from the environment and reports on
 // stdout, one line per step.
 var helpers = map[string]func(){}
 
@@ -42,15 +42,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(helperEnv); name != "" {
-		fn, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
-		}
-		fn()
-		os.Exit(0)
-	}
+	proctest.RunHelper(helperEnv, helpers)
 	redis.SetLogger(quiet{}) // the tests make the client fail to dial on purpose
 	os.Exit(run(m))
 }
@@ -215,53 +207,11 @@ func rawClient(t testing.TB) *redis.Client {
 	return c
 }
 
-// helperCmd returns a command that runs helpers[name] in a child process,
-// with env added to the environment.
+// helperCmd returns a command that runs helpers[name] in a child process
+// against the test server, with env added to the environment.
 func helperCmd(t testing.TB, name string, env ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name, "REDISLOCK_URL=" + srv.url()}, env...)...)
-	cmd.Stderr = os.Stderr
-	return cmd
-}
-
-// lineReader reads a helper's stdout line by line, failing the test when a
-// line does not come in time.
-type lineReader struct {
-	t     testing.TB
-	lines chan string
-}
-
-func newLineReader(t testing.TB, cmd *exec.Cmd) *lineReader {
-	t.Helper()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lr := &lineReader{t: t, lines: make(chan string, 100)}
-	go func() {
-		defer close(lr.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lr.lines <- sc.Text()
-		}
-	}()
-	return lr
-}
-
-// next returns the next line, or fails the test after d.
-func (lr *lineReader) next(d time.Duration) string {
-	lr.t.Helper()
-	select {
-	case l, ok := <-lr.lines:
-		if !ok {
-			lr.t.Fatal("helper closed its output")
-		}
-		return l
-	case <-time.After(d):
-		lr.t.Fatalf("no line from the helper within %v", d)
-	}
-	return ""
+	return proctest.Command(helperEnv, name, append([]string{"REDISLOCK_URL=" + srv.url()}, env...)...)
 }
 
 // checkNoLeak fails the test if a goroutine of a Locker (the renewer, or a
