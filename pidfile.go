@@ -502,6 +502,18 @@ func (l *Locker) checkMode(fi fs.FileInfo) error {
 // lock of the file at the path ever replaces it, so a loser never touches
 // the winner's file.
 func (l *Locker) attemptRename(data []byte) (File, error) {
+	if _, err := l.fsys.Lstat(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	} else if err == nil {
+		// A PID file is in place: judge it before writing anything, so that
+		// a loser creates no file at all.
+		old, err := l.lockExisting()
+		if err != nil {
+			return nil, err
+		}
+		defer old.Close()
+		return l.replace(data)
+	}
 	tmp, err := l.writeTemp(data)
 	if err != nil {
 		return nil, err
@@ -523,14 +535,25 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 		discard()
 		return nil, fmt.Errorf("instancelock: publishing %s: %w", l.path, err)
 	}
+	discard() // another contender published first: judge its file
 	old, err := l.lockExisting()
 	if err != nil {
-		discard()
 		return nil, err
 	}
 	defer old.Close()
+	return l.replace(data)
+}
+
+// replace publishes a new file over the stale PID file, whose kernel lock
+// the caller holds (and which it checked is still at the path).
+func (l *Locker) replace(data []byte) (File, error) {
+	tmp, err := l.writeTemp(data)
+	if err != nil {
+		return nil, err
+	}
 	if err := l.fsys.Rename(tmp.Name(), l.path); err != nil {
-		discard()
+		tmp.Close()
+		l.fsys.Remove(tmp.Name())
 		return nil, fmt.Errorf("instancelock: replacing the stale %s: %w", l.path, err)
 	}
 	return tmp, nil

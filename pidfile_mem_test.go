@@ -250,7 +250,7 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 			func(r *memRig) { r.fs.Fail("lock", memPIDPath, syscall.ENOLCK) },
 			syscall.ENOLCK, memPIDPath},
 		{"lstat after locking fails", true,
-			func(r *memRig) { r.fs.FailNth("lstat", memPIDPath, 2, syscall.EIO) },
+			func(r *memRig) { r.fs.FailNth("lstat", memPIDPath, 3, syscall.EIO) },
 			syscall.EIO, memPIDPath},
 		{"lstat of the path fails", true,
 			func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EACCES) },
@@ -671,7 +671,7 @@ func TestMemLockerHeldFiles(t *testing.T) {
 		content := r.json(ProcessLock{PID: 4242})
 		r.hold(content)
 		attempts := 0
-		r.fs.Before("open", memPIDPath+".tmp-*", func() { attempts++ })
+		r.fs.Before("open", memPIDPath, func() { attempts++ })
 		l := r.locker()
 		err := l.TryLock()
 		var are *AlreadyRunningError
@@ -692,7 +692,7 @@ func TestMemLockerHeldFiles(t *testing.T) {
 		r := newMemRig(t)
 		r.hold(r.json(ProcessLock{PID: 4242, Hostname: "web-2"}))
 		attempts := 0
-		r.fs.Before("open", memPIDPath+".tmp-*", func() { attempts++ })
+		r.fs.Before("open", memPIDPath, func() { attempts++ })
 		l := r.locker()
 		var are *AlreadyRunningError
 		require.ErrorAs(t, l.TryLock(), &are)
@@ -992,7 +992,7 @@ func TestMemLock(t *testing.T) {
 		h := r.hold(r.json(ProcessLock{PID: 4242}))
 		r.procs.Add(4242, "", time.Now())
 		attempts := make(chan struct{}, 100)
-		r.fs.Before("open", memPIDPath+".tmp-*", func() {
+		r.fs.Before("open", memPIDPath, func() {
 			select {
 			case attempts <- struct{}{}:
 			default:
