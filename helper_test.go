@@ -3,11 +3,8 @@ package instancelock
 import (
 	"os"
 	"os/exec"
-	"runtime"
-	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ad5dec64/instancelock/internal/proctest"
 )
@@ -38,26 +35,7 @@ func helperCmd(t testing.TB, name string, env ...string) *exec.Cmd {
 // are on their way out). Call it first in the test.
 func checkNoGoroutineLeak(t *testing.T) {
 	t.Helper()
-	before := goroutineIDs()
-	t.Cleanup(func() {
-		var leaked []string
-		for deadline := time.Now().Add(3 * time.Second); ; {
-			leaked = leaked[:0]
-			for id, stack := range goroutineStacks() {
-				if _, ok := before[id]; !ok && !benignGoroutine(stack) {
-					leaked = append(leaked, stack)
-				}
-			}
-			if len(leaked) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(leaked) > 0 {
-			sort.Strings(leaked)
-			t.Errorf("%d goroutine(s) leaked:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-	})
+	proctest.CheckGoroutines(t, proctest.Goroutines(), func(stack string) bool { return !benignGoroutine(stack) })
 }
 
 func benignGoroutine(stack string) bool {
@@ -69,35 +47,4 @@ func benignGoroutine(stack string) bool {
 		}
 	}
 	return strings.Contains(stack, "checkNoGoroutineLeak")
-}
-
-func goroutineIDs() map[string]struct{} {
-	ids := map[string]struct{}{}
-	for id := range goroutineStacks() {
-		ids[id] = struct{}{}
-	}
-	return ids
-}
-
-// goroutineStacks returns every goroutine's stack, keyed by its
-// "goroutine N" header, except the caller's.
-func goroutineStacks() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	out := map[string]string{}
-	for i, g := range strings.Split(string(buf), "\n\n") {
-		if i == 0 {
-			continue // the calling goroutine
-		}
-		id, _, _ := strings.Cut(g, " [")
-		out[id] = g
-	}
-	return out
 }

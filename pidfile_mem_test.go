@@ -3,7 +3,6 @@
 package instancelock
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -38,13 +38,13 @@ type memRig struct {
 	fs    *MemFS
 	procs *MemProcesses
 	host  string
-	log   *memLogBuffer
+	log   *proctest.SyncBuffer
 }
 
 func newMemRig(t *testing.T) *memRig {
 	host, err := os.Hostname()
 	require.NoError(t, err)
-	r := &memRig{t: t, fs: NewMemFS(), procs: NewMemProcesses(), host: host, log: &memLogBuffer{}}
+	r := &memRig{t: t, fs: NewMemFS(), procs: NewMemProcesses(), host: host, log: &proctest.SyncBuffer{}}
 	r.procs.Add(os.Getpid(), "self-token", time.Now().Add(-time.Hour))
 	return r
 }
@@ -121,23 +121,6 @@ func (r *memRig) heldBy(l *Locker) {
 	got, err := ParseProcessLock([]byte(r.content()))
 	require.NoError(r.t, err)
 	assert.True(r.t, got.Equal(info), "the PID file holds %v, not %v", got, info)
-}
-
-type memLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *memLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *memLogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestMemLockerAcquireAndRelease(t *testing.T) {

@@ -1,7 +1,6 @@
 package instancelock
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -16,30 +15,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 // sdLiveness is the generous upper bound for anything that should happen
 // "soon" in these tests; it is never a speed goal.
 const sdLiveness = 10 * time.Second
-
-// sdLogBuffer is a bytes.Buffer safe for concurrent writers (slog handlers
-// write from the shutdown goroutine while the test reads).
-type sdLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *sdLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *sdLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // sdAcquire acquires a lock on a PID file in a fresh temporary directory.
 func sdAcquire(t *testing.T, opts ...Option) (*Locker, string) {
@@ -225,7 +207,7 @@ func TestShutdownConcurrentCallsRunHooksOnce(t *testing.T) {
 func TestShutdownKeepsGoingAfterFailures(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lk, path := sdAcquire(t)
-	var logs sdLogBuffer
+	var logs proctest.SyncBuffer
 	g := NewGracefulShutdown(lk)
 	g.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	var rec sdRecorder
@@ -376,7 +358,7 @@ func TestShutdownOverallDeadlineStillCallsLaterHooks(t *testing.T) {
 func TestShutdownAbandonsAHookThatIgnoresItsContext(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lk, path := sdAcquire(t)
-	var logs sdLogBuffer
+	var logs proctest.SyncBuffer
 	g := NewGracefulShutdown(lk)
 	g.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	g.Timeout = 100 * time.Millisecond
@@ -518,7 +500,7 @@ func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
 
 func TestShutdownAddAfterBeginIsNotRun(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	var logs sdLogBuffer
+	var logs proctest.SyncBuffer
 	g := NewGracefulShutdown(nil)
 	g.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	var rec sdRecorder

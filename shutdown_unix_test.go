@@ -127,14 +127,14 @@ type sdChild struct {
 	cmd  *exec.Cmd
 	lr   *proctest.Lines
 	path string
-	errb *sdLogBuffer
+	errb *proctest.SyncBuffer
 }
 
 func sdStartChild(t *testing.T, env ...string) *sdChild {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "app.pid")
 	cmd := helperCmd(t, "shutdown-child", append([]string{"SHUTDOWN_PIDFILE=" + path, "SHUTDOWN_LOG=1"}, env...)...)
-	c := &sdChild{t: t, cmd: cmd, path: path, errb: &sdLogBuffer{}}
+	c := &sdChild{t: t, cmd: cmd, path: path, errb: &proctest.SyncBuffer{}}
 	cmd.Stderr = c.errb
 	c.lr = proctest.NewLines(t, cmd)
 	if err := cmd.Start(); err != nil {

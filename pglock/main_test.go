@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -245,46 +244,7 @@ func helperCmd(t testing.TB, name string, env ...string) *exec.Cmd {
 // started during the test still run when it ends (after a grace period).
 func checkNoGoroutineLeak(t *testing.T) {
 	t.Helper()
-	before := goroutineStacks()
-	t.Cleanup(func() {
-		var leaked []string
-		for deadline := time.Now().Add(3 * time.Second); ; {
-			leaked = leaked[:0]
-			for id, stack := range goroutineStacks() {
-				if _, ok := before[id]; !ok && (strings.Contains(stack, "pglock.") || strings.Contains(stack, "pgx")) {
-					leaked = append(leaked, stack)
-				}
-			}
-			if len(leaked) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(leaked) > 0 {
-			t.Errorf("%d goroutine(s) leaked:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
+	proctest.CheckGoroutines(t, proctest.Goroutines(), func(stack string) bool {
+		return strings.Contains(stack, "pglock.") || strings.Contains(stack, "pgx")
 	})
-}
-
-// goroutineStacks returns every goroutine's stack but the caller's, keyed
-// by its "goroutine N" header.
-func goroutineStacks() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	out := map[string]string{}
-	for i, g := range strings.Split(string(buf), "\n\n") {
-		if i == 0 {
-			continue
-		}
-		id, _, _ := strings.Cut(g, " [")
-		out[id] = g
-	}
-	return out
 }

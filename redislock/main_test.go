@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -219,34 +217,5 @@ func helperCmd(t testing.TB, name string, env ...string) *exec.Cmd {
 // period. Call it first in the test.
 func checkNoLeak(t *testing.T) {
 	t.Helper()
-	t.Cleanup(func() {
-		var leaked []string
-		for deadline := time.Now().Add(3 * time.Second); ; {
-			leaked = leaked[:0]
-			for _, g := range goroutines() {
-				if strings.Contains(g, "redislock.(*Locker)") {
-					leaked = append(leaked, g)
-				}
-			}
-			if len(leaked) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(leaked) > 0 {
-			sort.Strings(leaked)
-			t.Errorf("%d goroutine(s) of a Locker leaked:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-	})
-}
-
-func goroutines() []string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return strings.Split(string(buf[:n]), "\n\n")
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	proctest.CheckGoroutines(t, nil, func(stack string) bool { return strings.Contains(stack, "redislock.(*Locker)") })
 }

@@ -3,7 +3,6 @@
 package redislock
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,11 +11,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -546,7 +545,7 @@ func TestEvictionPolicy(t *testing.T) {
 	require.ErrorIs(t, err, ErrEvictionPolicy)
 	require.ErrorContains(t, err, "volatile-lru")
 
-	var logs syncBuffer
+	var logs proctest.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	_, err = New(c, t.Name(), AllowEviction(), WithLogger(log))
 	require.NoError(t, err)
@@ -609,28 +608,4 @@ func TestParseValue(t *testing.T) {
 		_, _, _, err := parseReply(bad)
 		require.Error(t, err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (b *syncBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.b.Reset()
 }
