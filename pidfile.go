@@ -397,8 +397,10 @@ func (l *Locker) dir() string { return filepath.Dir(l.path) }
 const maxAttempts = 20
 
 func (l *Locker) tryLock() error {
-	if err := l.checkPath(); err != nil {
-		return err
+	if !l.byRename {
+		if err := l.checkPath(); err != nil {
+			return err
+		}
 	}
 	info := ProcessLock{
 		PID:        os.Getpid(),
@@ -502,11 +504,15 @@ func (l *Locker) checkMode(fi fs.FileInfo) error {
 // lock of the file at the path ever replaces it, so a loser never touches
 // the winner's file.
 func (l *Locker) attemptRename(data []byte) (File, error) {
-	if _, err := l.fsys.Lstat(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if fi, err := l.fsys.Lstat(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	} else if err == nil {
 		// A PID file is in place: judge it before writing anything, so that
-		// a loser creates no file at all.
+		// a loser creates no file at all. A symbolic link or anything but a
+		// regular file is refused before anything is created.
+		if err := l.checkMode(fi); err != nil {
+			return nil, err
+		}
 		old, err := l.lockExisting()
 		if err != nil {
 			return nil, err

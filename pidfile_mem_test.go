@@ -233,7 +233,7 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 			func(r *memRig) { r.fs.Fail("lock", memPIDPath, syscall.ENOLCK) },
 			syscall.ENOLCK, memPIDPath},
 		{"lstat after locking fails", true,
-			func(r *memRig) { r.fs.FailNth("lstat", memPIDPath, 3, syscall.EIO) },
+			func(r *memRig) { r.fs.FailNth("lstat", memPIDPath, 2, syscall.EIO) }, // the first is the look before opening
 			syscall.EIO, memPIDPath},
 		{"lstat of the path fails", true,
 			func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EACCES) },
@@ -1119,3 +1119,25 @@ func TestMemAttemptInPlace(t *testing.T) {
 }
 
 func memErr3[A, B any](_ A, _ B, err error) error { return err }
+
+// The in-place mode (Windows) refuses a symbolic link or a directory at the
+// path before it opens anything, and an lstat failure is reported as is.
+func TestMemInPlaceRefusesBadPaths(t *testing.T) {
+	r := newMemRig(t)
+	require.NoError(t, r.fs.MkdirAll(memPIDDir, 0o755))
+	require.NoError(t, r.fs.WriteFile(memPIDDir+"/target", []byte("keep"), 0o644))
+	require.NoError(t, r.fs.Symlink(memPIDDir+"/target", memPIDPath))
+	l := r.locker()
+	l.byRename = false
+	err := l.TryLock()
+	assert.ErrorContains(t, err, "symbolic link")
+	assert.ErrorContains(t, err, memPIDPath)
+	data, err := r.fs.ReadFile(memPIDDir + "/target")
+	require.NoError(t, err)
+	assert.Equal(t, "keep", string(data))
+
+	require.NoError(t, r.fs.Remove(memPIDPath))
+	r.fs.Fail("lstat", memPIDPath, syscall.EACCES)
+	assert.ErrorIs(t, l.TryLock(), fs.ErrPermission)
+	assert.Empty(t, r.fs.OpenFiles())
+}
