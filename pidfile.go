@@ -347,7 +347,7 @@ func (l *Locker) TryLock() error {
 // is done; it then returns context.Cause(ctx) joined with the last
 // *AlreadyRunningError. On Linux the wait wakes on inotify events on the PID
 // file and on the holder's exit (pidfd): the waiter holds the lock about
-// 0.25 ms after the holder releases it, and under 1 ms after the holder is
+// 0.25 ms after the holder releases it, and about 1 ms after the holder is
 // killed (see the README's measurements); elsewhere it polls with a backoff
 // up to 50 ms. Errors other than ErrAlreadyRunning end the wait.
 func (l *Locker) Lock(ctx context.Context) error {
