@@ -217,27 +217,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	if err := startup(cfg, spec, g, lk, log, stderr); err != nil {
 		if g.Context().Err() != nil {
 			// A signal came during startup: an ordinary shutdown.
-			return exitCode(g)
+			return g.ExitCode()
 		}
 		log.Error("startup failed", "err", err)
 		g.Shutdown(err)
 		return exitError
 	}
-	return exitCode(g)
-}
-
-// exitCode waits for the shutdown and returns 0 if it was asked for (by a
-// signal or by the program) and every step succeeded, 1 otherwise (a step
-// failed, the HTTP server died, or the lock was lost).
-func exitCode(g *instancelock.GracefulShutdown) int {
-	if code := g.ExitCode(); code != exitOK {
-		return code
-	}
-	cause := context.Cause(g.Context())
-	if se := (*instancelock.SignalError)(nil); errors.As(cause, &se) || errors.Is(cause, instancelock.ErrShutdownRequested) {
-		return exitOK
-	}
-	return exitError
+	return g.ExitCode()
 }
 
 // startup opens the database, starts the agents and the HTTP server and
