@@ -326,6 +326,16 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 			}
 		}
 	}
+	if fleet != nil {
+		// Ready only once the fleet lock's server was tried: a member
+		// whose lock server answers reports "reachable" from its first
+		// health answer on; one that cannot reach it is ready anyway
+		// (it serves as a standby) and reports why.
+		fleet.Start(ctx)
+		if err := fleet.WaitFirstAttempt(ctx); err != nil {
+			return err
+		}
+	}
 	if err := g.State().Set(instancelock.StatusRunning); err != nil {
 		return context.Cause(ctx) // the shutdown began meanwhile
 	}
@@ -335,9 +345,6 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 		attrs = append(attrs, "lock", spec.desc)
 	}
 	log.Info("ready", attrs...)
-	if fleet != nil {
-		fleet.Start(ctx)
-	}
 	return nil
 }
 
