@@ -101,7 +101,8 @@ type Health struct {
 	hjTail    []byte // serviceId, version, releaseId for health+json
 
 	mu    sync.Mutex      // serialises AddCheck and AddCounter
-	names map[string]bool // of checks and counters, under mu
+	names map[string]bool // fields of the spec format taken by checks and counters, under mu
+	keys  map[string]bool // keys of "checks" in application/health+json taken by them, under mu
 	reg   atomic.Pointer[healthRegistry]
 
 	mem       atomic.Pointer[memorySample]
@@ -201,8 +202,9 @@ var reservedHealthNames = map[string]bool{
 // AddCheck registers a check. It panics — a programmer error — when Name is
 // empty, reserved (a field of the response: status, pid, uptime,
 // memoryUsage, startedAt, timestamp, instanceId, version, revision,
-// details, lock) or already taken by a check or counter, or when Run is
-// nil. Register checks before serving; a check added later is used from
+// details, lock) or already taken by a check or counter, when the key it
+// reports in application/health+json ("Name:responseTime") is taken by a
+// counter, or when Run is nil. Register checks before serving; a check added later is used from
 // the next request on.
 func (h *Health) AddCheck(c Check) {
 	if c.Run == nil {
@@ -222,14 +224,18 @@ func (h *Health) AddCheck(c Check) {
 	hc.passJSON = appendJSONString(nil, c.Pass)
 	hc.failJSON = appendJSONString(nil, c.Fail)
 	hc.hjKey = append(appendJSONString([]byte{','}, c.Name+":responseTime"), `:[{"componentType":"component","observedValue":`...)
-	h.register("AddCheck", c.Name, func(r *healthRegistry) { r.checks = append(r.checks, hc) })
+	h.register("AddCheck", c.Name, c.Name+":responseTime", func(r *healthRegistry) { r.checks = append(r.checks, hc) })
 }
 
 // AddCounter registers a counter reported as the field name, for example
 // "activeAgents". f is called on every request with details, from many
 // goroutines at once: it must be cheap and safe for concurrent use. It
 // panics — a programmer error — when name is empty, reserved (see
-// AddCheck) or already taken by a check or counter, or when f is nil.
+// AddCheck), already taken by a check or counter, or a key that
+// application/health+json reports itself ("uptime", "memory:rss",
+// "memory:heapUsed", "memory:heapTotal", "memory:external") or for a check
+// ("X:responseTime" for a check X), or when f is nil. Registration costs
+// the same whatever the number already registered.
 func (h *Health) AddCounter(name string, f func() int) {
 	if f == nil {
 		panic("instancelock: Health.AddCounter: nil func for counter " + strconv.Quote(name))
@@ -237,32 +243,50 @@ func (h *Health) AddCounter(name string, f func() int) {
 	hc := healthCounter{f: f}
 	hc.key = append(appendJSONString([]byte{','}, name), ':')
 	hc.hjKey = append(appendJSONString([]byte{','}, name), `:[{"componentType":"system","observedValue":`...)
-	h.register("AddCounter", name, func(r *healthRegistry) { r.counters = append(r.counters, hc) })
+	h.register("AddCounter", name, name, func(r *healthRegistry) { r.counters = append(r.counters, hc) })
 }
 
-// register publishes a copy of the registry changed by add, so that
-// requests read it with one atomic load and without a lock.
-func (h *Health) register(op, name string, add func(*healthRegistry)) {
+// systemHealthKeys are the keys of "checks" in application/health+json
+// that the handler itself reports.
+var systemHealthKeys = map[string]bool{
+	"uptime": true, "memory:heapUsed": true, "memory:heapTotal": true, "memory:external": true, "memory:rss": true,
+}
+
+// register publishes a new registry changed by add, so that requests read
+// it with one atomic load and without a lock. name is the field the entry
+// takes in the spec format, key the one it takes in the "checks" object of
+// application/health+json; both must be free, so that neither format ever
+// holds a duplicate key.
+//
+// The new registry shares the old one's backing arrays: add only appends,
+// and a request reads no further than the length of the registry it
+// loaded, so registering n entries costs O(n) in all, not O(n²).
+func (h *Health) register(op, name, key string, add func(*healthRegistry)) {
 	if name == "" {
 		panic("instancelock: Health." + op + ": empty name")
 	}
 	if reservedHealthNames[name] {
 		panic("instancelock: Health." + op + ": " + strconv.Quote(name) + " is a reserved field of the response")
 	}
+	if systemHealthKeys[key] {
+		panic("instancelock: Health." + op + ": " + strconv.Quote(name) + " would collide with the key " +
+			strconv.Quote(key) + " that application/health+json reports")
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.names[name] {
 		panic("instancelock: Health." + op + ": duplicate name " + strconv.Quote(name))
 	}
+	if h.keys[key] {
+		panic("instancelock: Health." + op + ": " + strconv.Quote(name) + " would give application/health+json a second key " +
+			strconv.Quote(key) + " (a check named X reports X:responseTime; a counter reports its name)")
+	}
 	if h.names == nil {
-		h.names = map[string]bool{}
+		h.names, h.keys = map[string]bool{}, map[string]bool{}
 	}
-	h.names[name] = true
+	h.names[name], h.keys[key] = true, true
 	old := h.reg.Load()
-	r := &healthRegistry{
-		checks:   append([]*healthCheck(nil), old.checks...),
-		counters: append([]healthCounter(nil), old.counters...),
-	}
+	r := &healthRegistry{checks: old.checks, counters: old.counters}
 	add(r)
 	h.reg.Store(r)
 }
@@ -492,7 +516,7 @@ func (h *Health) appendSpec(b []byte, reg *healthRegistry, s *healthScratch, det
 			}
 		}
 		if lockErr != nil {
-			b = appendJSONString(append(b, `"lock":`...), lockErr.Error())
+			b = appendJSONString(append(b, `"lock":`...), errorText(lockErr))
 			b = append(b, ',')
 		}
 		if len(b) > n {
@@ -518,7 +542,7 @@ func (h *Health) appendHealthJSON(b []byte, reg *healthRegistry, s *healthScratc
 	}
 	switch {
 	case lockErr != nil && word == "error":
-		b = appendJSONString(append(b, `,"output":`...), "lock: "+lockErr.Error())
+		b = appendJSONString(append(b, `,"output":`...), "lock: "+errorText(lockErr))
 	case word != "ok" && word != "error" && word != "degraded":
 		b = appendJSONString(append(b, `,"output":`...), word)
 	}
@@ -754,7 +778,7 @@ func (h *Health) evaluate(ctx context.Context, reg *healthRegistry, now time.Tim
 			s.results[i] = f.res
 		case <-ctx.Done():
 			err := fmt.Errorf("request ended before the check: %w", context.Cause(ctx))
-			s.results[i] = &checkResult{err: err, errJSON: appendJSONString(nil, err.Error()), at: time.Now()}
+			s.results[i] = &checkResult{err: err, errJSON: appendJSONString(nil, errorText(err)), at: time.Now()}
 		}
 	}
 }
@@ -783,7 +807,7 @@ func (c *healthCheck) result(now time.Time, ttl time.Duration) (*checkResult, *c
 	if c.running {
 		err := fmt.Errorf("check has not returned %v after it was started (timeout %v); not started again until it does",
 			now.Sub(c.since).Round(time.Millisecond), c.Timeout)
-		r := &checkResult{err: err, errJSON: appendJSONString(nil, err.Error()), at: now, took: now.Sub(c.since)}
+		r := &checkResult{err: err, errJSON: appendJSONString(nil, errorText(err)), at: now, took: now.Sub(c.since)}
 		c.last.Store(r)
 		return r, nil
 	}
@@ -806,7 +830,7 @@ func (c *healthCheck) run(f *checkFlight, start time.Time) {
 			err = fmt.Errorf("check panicked: %v", v)
 		}
 		if stop() { // Run returned before the flight ended
-			if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			if err != nil && ctx.Err() != nil && isCause(err, ctx.Err()) {
 				err = context.Cause(ctx) // it gave up at the timeout: say so
 			}
 			c.finish(f, err, start, true)
@@ -820,13 +844,37 @@ func (c *healthCheck) run(f *checkFlight, start time.Time) {
 	err = c.Run(ctx)
 }
 
+// errorText returns err.Error(), or says what went wrong when the Error
+// method panics (a typed nil pointer returned as an error, whose method
+// dereferences its receiver, is the usual cause): a check must never take
+// the process down.
+func errorText(err error) (s string) {
+	defer func() {
+		if v := recover(); v != nil {
+			s = fmt.Sprintf("returned a %T whose Error method panicked: %v", err, v)
+		}
+	}()
+	return err.Error()
+}
+
+// isCause is errors.Is(err, target), false when one of err's methods
+// panics.
+func isCause(err, target error) (is bool) {
+	defer func() {
+		if recover() != nil {
+			is = false
+		}
+	}()
+	return errors.Is(err, target)
+}
+
 // finish publishes a result and ends the flight; returned tells that Run
 // has returned.
 func (c *healthCheck) finish(f *checkFlight, err error, start time.Time, returned bool) {
 	now := time.Now()
 	r := &checkResult{err: err, at: now, took: now.Sub(start)}
 	if err != nil {
-		r.errJSON = appendJSONString(nil, err.Error())
+		r.errJSON = appendJSONString(nil, errorText(err))
 	}
 	c.mu.Lock()
 	c.last.Store(r)

@@ -367,15 +367,27 @@ func (g *GracefulShutdown) Wait() error {
 }
 
 // ExitCode waits until Done is closed, then returns the status the process
-// should exit with: 1 if Wait returns an error or the shutdown was caused by
-// the loss of the lock (so that a supervisor restarts the instance),
-// otherwise 0. A shutdown started by a signal that completes cleanly exits
-// 0; a forced exit never gets here.
+// should exit with. The rule: a shutdown that was asked for and completed
+// cleanly exits 0; anything else exits 1, so that a supervisor restarts the
+// instance. Asked for means a signal (*SignalError), Shutdown(nil)
+// (ErrShutdownRequested) or Start's context being cancelled
+// (context.Canceled). Anything else is caused by an error and exits 1
+// even when every hook succeeds: Shutdown(err) with a non-nil err, the loss
+// of the lock (ErrLockLost), a cause given to Start's context. A hook that
+// fails (Wait returns an error) also exits 1. A forced exit (a second
+// signal) never gets here: it exits 128+signal.
 func (g *GracefulShutdown) ExitCode() int {
-	if g.Wait() != nil || errors.Is(context.Cause(g.ctx), ErrLockLost) {
+	if g.Wait() != nil || !requested(context.Cause(g.ctx)) {
 		return 1
 	}
 	return 0
+}
+
+// requested reports whether a shutdown cause means that the shutdown was
+// asked for rather than caused by an error.
+func requested(cause error) bool {
+	var se *SignalError
+	return errors.As(cause, &se) || errors.Is(cause, ErrShutdownRequested) || cause == context.Canceled
 }
 
 // logger returns Logger, or a silent one.
