@@ -112,9 +112,9 @@ func TestHostnameChangeKeepsTheMachine(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "job.pid")
 	holdRenamed := func() *proc {
-		cmd := exec.Command("unshare", "-u", "sh", "-c", `hostname renamed-host-instancelock && exec "$0" "$@"`,
-			binPath, "run", "-pidfile", path, "--", "sh", "-c", sleeper)
-		cmd.Env = cliCmd().Env
+		cli := cliCmd("run", "-pidfile", path, "--", "sh", "-c", sleeper)
+		cmd := exec.Command("unshare", append([]string{"-u", "sh", "-c", `hostname renamed-host-instancelock && exec "$0" "$@"`, cli.Path}, cli.Args[1:]...)...)
+		cmd.Env = cli.Env
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		p := start(t, cmd, true)
 		p.out.expect(t, "ready")
