@@ -300,9 +300,9 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
 	}
 	srv := &http.Server{
-		Handler: routes(NewAPI(orch, db, fleet, log), probes{
+		Handler: withMetrics(routes(NewAPI(orch, db, fleet, log), probes{
 			health: health, ready: health.Readiness(), live: health.Liveness(),
-		}),
+		}), metricsHandler(g, lk, health, fleet)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
