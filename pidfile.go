@@ -996,8 +996,23 @@ func (l *Locker) CleanStale() (bool, error) {
 			return false, err
 		}
 		// We hold the kernel lock of the stale file, and it is at the path.
-		err = l.fsys.Remove(l.path)
-		f.Close()
+		if !l.byRename {
+			// Windows: a file open without FILE_SHARE_DELETE (Go opens
+			// every file so) cannot be deleted, not even through our own
+			// handle, so close first. A contender (or a reader) that opens
+			// the file in between keeps it: its open handle makes the
+			// removal fail with a sharing violation, and the next round
+			// judges the file again.
+			f.Close()
+			err = l.fsys.Remove(l.path)
+			if isSharingViolation(err) {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+		} else {
+			err = l.fsys.Remove(l.path)
+			f.Close()
+		}
 		if err != nil {
 			return false, fmt.Errorf("instancelock: removing the stale %s: %w", l.path, err)
 		}

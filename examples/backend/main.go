@@ -217,27 +217,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	if err := startup(cfg, spec, g, lk, log, stderr); err != nil {
 		if g.Context().Err() != nil {
 			// A signal came during startup: an ordinary shutdown.
-			return exitCode(g)
+			return g.ExitCode()
 		}
 		log.Error("startup failed", "err", err)
 		g.Shutdown(err)
 		return exitError
 	}
-	return exitCode(g)
-}
-
-// exitCode waits for the shutdown and returns 0 if it was asked for (by a
-// signal or by the program) and every step succeeded, 1 otherwise (a step
-// failed, the HTTP server died, or the lock was lost).
-func exitCode(g *instancelock.GracefulShutdown) int {
-	if code := g.ExitCode(); code != exitOK {
-		return code
-	}
-	cause := context.Cause(g.Context())
-	if se := (*instancelock.SignalError)(nil); errors.As(cause, &se) || errors.Is(cause, instancelock.ErrShutdownRequested) {
-		return exitOK
-	}
-	return exitError
+	return g.ExitCode()
 }
 
 // startup opens the database, starts the agents and the HTTP server and
@@ -340,6 +326,16 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 			}
 		}
 	}
+	if fleet != nil {
+		// Ready only once the fleet lock's server was tried: a member
+		// whose lock server answers reports "reachable" from its first
+		// health answer on; one that cannot reach it is ready anyway
+		// (it serves as a standby) and reports why.
+		fleet.Start(ctx)
+		if err := fleet.WaitFirstAttempt(ctx); err != nil {
+			return err
+		}
+	}
 	if err := g.State().Set(instancelock.StatusRunning); err != nil {
 		return context.Cause(ctx) // the shutdown began meanwhile
 	}
@@ -349,9 +345,6 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 		attrs = append(attrs, "lock", spec.desc)
 	}
 	log.Info("ready", attrs...)
-	if fleet != nil {
-		fleet.Start(ctx)
-	}
 	return nil
 }
 
