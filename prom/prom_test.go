@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/instancelocktest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -114,7 +115,7 @@ func lint(t *testing.T, c prometheus.Collector) {
 }
 
 // everything returns a collector over a real Locker, a GracefulShutdown, a
-// Health with two checks, and a fleet lock fake, with every metric present.
+// Health with two checks, and the fake fleet lock of instancelocktest, with every metric present.
 func everything(t *testing.T) (*Collector, *instancelock.GracefulShutdown) {
 	lk, _ := acquire(t)
 	g := instancelock.NewGracefulShutdown(lk)
@@ -124,7 +125,7 @@ func everything(t *testing.T) (*Collector, *instancelock.GracefulShutdown) {
 	h.AddCheck(instancelock.Check{Name: "databaseStatus", Run: func(context.Context) error { return nil }})
 	h.AddCheck(instancelock.Check{Name: "cache", Optional: true, Run: func(context.Context) error { return errors.New("down") }})
 	probe(t, h)
-	fl := newFakeFleet()
+	fl := instancelocktest.NewMutex()
 	if err := fl.TryLock(); err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +316,7 @@ func TestShutdownHooks(t *testing.T) {
 }
 
 func TestFleetLockTokenAndTakeovers(t *testing.T) {
-	fl := newFakeFleet()
+	fl := instancelocktest.NewMutex()
 	var mu sync.Mutex
 	var current instancelock.Mutex // nil: not opened yet
 	c := New(WithLockFunc("fleet", func() instancelock.Mutex {
@@ -343,7 +344,7 @@ func TestFleetLockTokenAndTakeovers(t *testing.T) {
 	mustValue(t, mfs, 1, "instancelock_lock_takeovers_total", "lock", "fleet")
 	mustValue(t, gather(t, c), 1, "instancelock_lock_takeovers_total", "lock", "fleet") // counted once
 
-	fl.lose()
+	fl.Lose(nil)
 	fl.TryLock() // token 2: taken back after the loss
 	mfs = gather(t, c)
 	mustValue(t, mfs, 1, "instancelock_lock_held", "lock", "fleet")
@@ -376,71 +377,4 @@ func TestOptionsPanicOnProgrammerErrors(t *testing.T) {
 			f()
 		}()
 	}
-}
-
-// fakeFleet is a hand-written fleet lock: a Mutex and Fencer whose token
-// grows with each holding, and whose loss the test triggers.
-type fakeFleet struct {
-	mu    sync.Mutex
-	held  bool
-	token uint64
-	lost  chan struct{}
-	err   error
-}
-
-func newFakeFleet() *fakeFleet { return &fakeFleet{err: instancelock.ErrNotHeld} }
-
-func (f *fakeFleet) TryLock() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.held {
-		return errors.New("already held")
-	}
-	f.held, f.err, f.lost = true, nil, make(chan struct{})
-	f.token++
-	return nil
-}
-
-func (f *fakeFleet) Lock(context.Context) error { return f.TryLock() }
-
-func (f *fakeFleet) Unlock() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.held {
-		f.held, f.err, f.lost = false, instancelock.ErrNotHeld, nil
-	}
-	return nil
-}
-
-// lose ends the holding as a lost lock: Lost closed, Err ErrLockLost, and
-// released locally (Lost() nil) as a Fleet does after a loss.
-func (f *fakeFleet) lose() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	close(f.lost)
-	f.held, f.err, f.lost = false, instancelock.ErrLockLost, nil
-}
-
-func (f *fakeFleet) Holder() (instancelock.ProcessLock, error) {
-	return instancelock.ProcessLock{}, instancelock.ErrNotRunning
-}
-
-func (f *fakeFleet) Lost() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.lost
-}
-
-func (f *fakeFleet) Err() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
-}
-
-func (f *fakeFleet) InstanceID() string { return "fleet-member" }
-
-func (f *fakeFleet) FencingToken() (uint64, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.token, f.held
 }
