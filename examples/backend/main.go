@@ -278,6 +278,8 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 	health.AddCounter("totalAgents", orch.Total)
 	health.AddCheck(instancelock.Check{Name: "databaseStatus", Run: db.Ping, Timeout: checkTimeout,
 		Pass: "connected", Fail: "disconnected"})
+	health.AddCheck(instancelock.Check{Name: "databaseFile", Run: db.CheckFile, Critical: true,
+		Pass: "open", Fail: "replaced"})
 	if fleet != nil {
 		health.AddCounter("orchestratorActive", fleet.Active)
 		health.AddCounter("fenceToken", fleet.Fence)
