@@ -200,7 +200,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	lk, err := instancelock.Acquire(cfg.PIDFile, opts...)
 	if are := (*instancelock.AlreadyRunningError)(nil); errors.As(err, &are) {
-		fmt.Fprint(stderr, are.Help(restartCommand(os.Args)))
+		fmt.Fprint(stderr, are.Help("")) // "go run ." when started that way
 		return exitError
 	}
 	if err != nil {
@@ -374,24 +374,4 @@ func reportListenError(w io.Writer, cfg config, pidfile string, err error) {
 func hostOf(addr string) string {
 	h, _, _ := net.SplitHostPort(addr)
 	return h
-}
-
-// restartCommand is the command line that starts this program again, for
-// the already-running message: "go run ." when run that way.
-func restartCommand(argv []string) string {
-	if len(argv) == 0 {
-		return "backend"
-	}
-	cmd := argv[0]
-	if strings.Contains(filepath.ToSlash(cmd), "/go-build") {
-		cmd = "go run ."
-	}
-	parts := []string{cmd}
-	for _, a := range argv[1:] {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?;&|<>()") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
 }
