@@ -126,6 +126,12 @@ type Check struct {
 	// Optional makes a failure report "degraded" with 200 instead of
 	// "error" with 503.
 	Optional bool
+	// Critical makes a failure fail liveness too: Liveness answers 503 and
+	// the systemd watchdog of a GracefulShutdown on the same State stops
+	// pinging, so the supervisor restarts the instance. Mark only what a
+	// restart fixes (a wedged worker), not a dependency an outage takes
+	// down, or an outage becomes a restart loop.
+	Critical bool
 	// Pass is the word reported when passing; "" means "ok" (a database:
 	// "connected").
 	Pass string
@@ -167,6 +173,9 @@ func NewHealth(state *State, lk Mutex) *Health {
 		}
 	}
 	h.reg.Store(&healthRegistry{})
+	if state != nil {
+		state.addHealth(h)
+	}
 	h.memReader = make([]metrics.Sample, len(memoryMetrics))
 	for i, name := range memoryMetrics {
 		h.memReader[i].Name = name
@@ -224,7 +233,10 @@ func (h *Health) AddCheck(c Check) {
 	hc.passJSON = appendJSONString(nil, c.Pass)
 	hc.failJSON = appendJSONString(nil, c.Fail)
 	hc.hjKey = append(appendJSONString([]byte{','}, c.Name+":responseTime"), `:[{"componentType":"component","observedValue":`...)
-	h.register("AddCheck", c.Name, c.Name+":responseTime", func(r *healthRegistry) { r.checks = append(r.checks, hc) })
+	h.register("AddCheck", c.Name, c.Name+":responseTime", func(r *healthRegistry) {
+		r.checks = append(r.checks, hc)
+		r.critical = r.critical || c.Critical
+	})
 }
 
 // AddCounter registers a counter reported as the field name, for example
@@ -286,7 +298,7 @@ func (h *Health) register(op, name, key string, add func(*healthRegistry)) {
 	}
 	h.names[name], h.keys[key] = true, true
 	old := h.reg.Load()
-	r := &healthRegistry{checks: old.checks, counters: old.counters}
+	r := &healthRegistry{checks: old.checks, counters: old.counters, critical: old.critical}
 	add(r)
 	h.reg.Store(r)
 }
@@ -297,9 +309,13 @@ func (h *Health) Readiness() http.Handler { return h }
 
 // Liveness returns the liveness handler (Kubernetes /livez semantics): 200
 // while the process can serve, including while starting and while stopping
-// (draining), and 503 only once the lifecycle is stopped. It runs no checks
-// and ignores the lock; the body is that of Health without the checks,
-// with status "ok" when running and the lifecycle word otherwise.
+// (draining), and 503 once the lifecycle is stopped or while a Critical
+// check fails (starting or running). It runs only the Critical checks (cached for CacheTTL like
+// the others) and ignores the lock; the body is that of Health without the
+// checks, with status "ok" when running and the lifecycle word otherwise
+// ("error" when a Critical check fails while running). The same rule
+// decides the systemd watchdog pings of a GracefulShutdown whose State
+// this Health was built on.
 func (h *Health) Liveness() http.Handler { return healthLiveness{h} }
 
 type healthLiveness struct{ h *Health }
@@ -319,6 +335,7 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve(w, 
 type healthRegistry struct {
 	checks   []*healthCheck
 	counters []healthCounter
+	critical bool // a check is Critical
 }
 
 type healthCounter struct {
@@ -421,6 +438,9 @@ func (h *Health) decide(r *http.Request, ready bool, s *healthScratch) {
 		h.evaluate(r.Context(), rep.reg, rep.now, s)
 		rep.results = s.results
 		outcome = h.checkOutcome(rep)
+	}
+	if !ready && st != StatusStopped && rep.reg.critical && h.live(r.Context()) != nil {
+		outcome = outcomeError
 	}
 	if st != StatusRunning && (ready || st == StatusStopped) {
 		outcome = outcomeLifecycle

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,11 +74,14 @@ func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlread
 
 // Help returns the multi-line text a program prints when it refuses to
 // start: who holds the lock and how to stop it, force it, or check its
-// health. restart is the command that starts the program again ("" uses the
-// current command line).
+// health. restart is the command that starts the program again: "" uses
+// the current command line, quoted for a shell, or "go run ." and the
+// arguments when the program was started by `go run` (its binary is then a
+// throw-away build, in a go-build temporary directory or in GOCACHE). The
+// box is at most 100 columns wide: longer lines are wrapped.
 func (e *AlreadyRunningError) Help(restart string) string {
 	if restart == "" {
-		restart = strings.Join(os.Args, " ")
+		restart = restartCommand(os.Args)
 	}
 	h := e.Holder
 	pid := "unknown"
@@ -111,17 +113,7 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	if h.Port != 0 {
 		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
 	}
-	width := 0
-	for _, l := range lines {
-		width = max(width, len([]rune(l)))
-	}
-	var b strings.Builder
-	b.WriteString("╔" + strings.Repeat("═", width+2) + "╗\n")
-	for _, l := range lines {
-		b.WriteString("║ " + l + strings.Repeat(" ", width-len([]rune(l))) + " ║\n")
-	}
-	b.WriteString("╚" + strings.Repeat("═", width+2) + "╝\n")
-	return b.String()
+	return helpBox(lines)
 }
 
 // An Option configures a Locker.

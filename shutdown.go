@@ -1,6 +1,7 @@
 package instancelock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/sdnotify"
 )
 
 // DefaultShutdownTimeout is the overall deadline of the shutdown hooks when
@@ -109,6 +112,18 @@ func (e *HookError) Unwrap() error { return e.Err }
 // instead of killing the process. SIGPIPE stays notified until the process
 // exits, so a last log line after Done cannot kill it either.
 //
+// Under systemd (NOTIFY_SOCKET is set; nothing is sent otherwise), Start
+// also sends what a Type=notify service owes its manager: READY=1 when the
+// State moves to StatusRunning, STOPPING=1 when the shutdown begins,
+// EXTEND_TIMEOUT_USEC then and before each hook while the overall deadline
+// has not passed (so TimeoutStopSec= does not cut a shutdown that is on
+// time), and STATUS= lines along the way. When WATCHDOG_USEC is set for
+// this process (WATCHDOG_PID unset or equal to its PID), it sends
+// WATCHDOG=1 every half interval while the State is running and live by
+// the liveness rule of the Healths built on the State (see
+// Health.Liveness: no Critical check fails), and stops sending otherwise,
+// so that systemd restarts a wedged instance.
+//
 // An abandoned hook's goroutine keeps running until the hook returns: a
 // hook must honour its context. The process usually exits soon after Done,
 // which ends such goroutines.
@@ -150,9 +165,13 @@ type GracefulShutdown struct {
 
 	hangupMu sync.Mutex // one Hangup call at a time
 
+	sd   *sdnotify.Notifier // systemd's notify socket, nil when not under systemd
+	sdMu sync.Mutex         // orders the notifications
+
 	mu      sync.Mutex
 	hooks   []namedHook
 	begun   bool
+	results hookResults    // the outcome of each hook run (stats.go)
 	started bool           // Start was called
 	sigs    chan os.Signal // the channel given to signal.Notify, nil before Start
 }
@@ -241,6 +260,7 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 	if !reload {
 		hup = nil
 	}
+	g.sdStart()
 	go g.watch(ctx, g.sigs, lost, hup)
 	return nil
 }
@@ -443,11 +463,13 @@ func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
 		}
 		g.mu.Unlock()
 		g.err = errors.Join(errs...)
+		g.sdNotify(fmt.Sprintf("STATUS=stopped, %d failures", len(errs)))
 		log.Info("shutdown finished", "duration", time.Since(began), "failures", len(errs))
 		close(g.done)
 	}()
 
 	log.Info("shutdown started", "cause", cause.Error(), "hooks", len(hooks))
+	g.sdStopping(cause, max(g.DrainDelay, 0), cmp.Or(max(g.Timeout, 0), DefaultShutdownTimeout))
 	if d := g.DrainDelay; d > 0 {
 		log.Info("draining", "delay", d)
 		time.Sleep(d)
@@ -458,7 +480,11 @@ func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
 	}
 	deadline := time.Now().Add(timeout)
 	for i := len(hooks) - 1; i >= 0; i-- {
-		if err := g.runHook(log, hooks[i], deadline); err != nil {
+		g.sdHook(hooks[i].name, len(hooks)-i, len(hooks), deadline)
+		t := time.Now()
+		err := g.runHook(log, hooks[i], deadline)
+		g.recordHook(hooks[i].name, time.Since(t), err)
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -117,7 +117,7 @@ func cleanEnv(extra ...string) []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "PID_FILE_PATH", "PORT", "PROCESS_MANAGER_DEBUG", "GORACE":
+		case "PID_FILE_PATH", "PORT", "PROCESS_MANAGER_DEBUG", "GORACE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID":
 			continue
 		}
 		env = append(env, kv)
