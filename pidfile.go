@@ -264,9 +264,20 @@ func New(path string, opts ...Option) (*Locker, error) {
 	}
 	return &Locker{
 		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
-		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: publishByRename,
+		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: byRename(c.fsys),
 		log: c.logger.With("pidfile", path),
 	}, nil
+}
+
+// byRename reports whether a Locker on fsys publishes its PID file by
+// renaming a temporary file into place (Unix) or writes it in place
+// (Windows, where an open file cannot be renamed): a MemFS says which
+// rules it follows, any other FS is taken to be this system's.
+func byRename(fsys FS) bool {
+	if m, ok := fsys.(interface{ windows() bool }); ok { // *MemFS
+		return !m.windows()
+	}
+	return publishByRename
 }
 
 // Acquire is the call at the top of main: New followed by TryLock. On
@@ -769,7 +780,8 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
 	}
 	st, err := f.Stat()
-	if err == nil && st.Size() == 0 {
+	wasEmpty := err == nil && st.Size() == 0
+	if wasEmpty {
 		// A file we may have just created: nothing to judge, but it must
 		// still be locked and still be at the path.
 		if err = f.TryLock(); err == nil {
@@ -792,15 +804,24 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 			_, err = f.WriteAt(data, 0)
 		}
 		if err != nil {
-			err = fmt.Errorf("instancelock: writing %s: %w", l.path, err)
+			err = fmt.Errorf("instancelock: writing %s: %w", l.path, errors.Join(errWrite, err))
 		}
 	}
 	if err != nil {
 		f.Close()
+		if wasEmpty && errors.Is(err, errWrite) {
+			// The file was empty (most likely created by this attempt):
+			// leave nothing behind. If another contender opened it
+			// meanwhile, the removal fails and the file is left to it.
+			l.fsys.Remove(l.path)
+		}
 		return nil, err
 	}
 	return f, nil
 }
+
+// errWrite marks a failed write of the PID file in place.
+var errWrite = errors.New("writing the PID file")
 
 // hold records a new tenure and starts the watcher.
 func (l *Locker) hold(f File, info ProcessLock) {
