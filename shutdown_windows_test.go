@@ -98,4 +98,3 @@ func hasConsole() bool {
 	n, _, _ := procGetConsoleProcessList.Call(uintptr(unsafe.Pointer(&pids[0])), uintptr(len(pids)))
 	return n > 0
 }
-
