@@ -629,6 +629,7 @@ func TestHealthJSONFormat(t *testing.T) {
 		t.Errorf("databaseStatus:responseTime %v", db)
 	}
 	fail.Store(true)
+	clockTick() // the 1 ns cache expires
 	time.Sleep(time.Millisecond)
 	r = healthDo(t, http.MethodGet, srv.URL+"/api/health", "application/health+json")
 	checks, _ = r.body["checks"].(map[string]any)

@@ -3,8 +3,10 @@ package instancelock
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ad5dec64/instancelock/internal/proctest"
 )
@@ -47,6 +49,15 @@ func benignGoroutine(stack string) bool {
 		}
 	}
 	return strings.Contains(stack, "checkNoGoroutineLeak")
+}
+
+// clockTick waits until time.Now has moved on, so that a result cached
+// for 1 ns has expired: Windows' clock advances in steps (0.5 to 15.6 ms),
+// and two readings within one step are equal.
+func clockTick() {
+	for t0 := time.Now(); !time.Now().After(t0); {
+		runtime.Gosched()
+	}
 }
 
 // losableFS is where a test puts a PID file that it then removes or
