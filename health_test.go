@@ -458,7 +458,7 @@ func TestHealthLifecycle(t *testing.T) {
 func TestHealthLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	path := filepath.Join(t.TempDir(), "data", "backend.pid")
-	lk, err := New(path, WithWatchInterval(10*time.Millisecond))
+	lk, err := New(path, WithWatchInterval(10*time.Millisecond), WithRepublish(false))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,8 +58,13 @@ var (
 // matches ErrAlreadyRunning with errors.Is; errors.As gives the holder.
 type AlreadyRunningError struct {
 	Path   string      // the PID file
-	Holder ProcessLock // the holder, as read from the file; PID is 0 if the file could not be read
+	Holder ProcessLock // the holder, as read from the file (or named by the kernel); PID is 0 if unknown
 	Reason string      // why the holder is judged alive, for logs
+	// Proven: the kernel names Holder.PID as the process that holds the
+	// lock (Linux: /proc/locks or SO_PEERCRED on the lock's socket), the
+	// process is alive and its start token matches. Help suggests kill
+	// commands only then.
+	Proven bool
 }
 
 // Error names the holder's PID and the path, on one line.
@@ -101,12 +106,21 @@ func (e *AlreadyRunningError) Help(restart string) string {
 		lines = append(lines, "  Host:     "+h.Hostname)
 	}
 	lines = append(lines, "  Lock:     "+e.Path, "")
-	if host, _ := os.Hostname(); h.Hostname != "" && h.Hostname != host {
+	host, _ := os.Hostname()
+	switch {
+	case h.Hostname != "" && h.Hostname != host:
 		lines = append(lines, "It runs on another host: stop it there, then run: "+restart)
-	} else {
+	case e.Proven && h.PID > 0:
 		lines = append(lines,
 			"To stop it:        kill "+pid,
 			"To force it:       kill -9 "+pid+" && "+restart)
+	default:
+		// Never advise killing a pid the kernel did not name as the
+		// holder: the file may be forged, or name a pid of another PID
+		// namespace.
+		lines = append(lines,
+			"The lock is held, but pid "+pid+" is not proven to hold it: signal nothing by hand.",
+			"To see who holds it: instancelock status "+e.Path)
 	}
 	if h.Port != 0 {
 		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
@@ -135,6 +149,7 @@ type config struct {
 	watch    time.Duration
 	fromEnv  bool
 	hostname string
+	keep     *bool
 	err      error
 }
 
@@ -173,6 +188,19 @@ func WithWatchInterval(d time.Duration) Option {
 	}
 }
 
+// WithRepublish decides what a holder does when its PID file is removed,
+// moved or replaced while it still holds the lock (a temp cleaner, rm -rf
+// data/). With true, the default, it writes its PID file again (the file
+// only describes the holder; the lock decides), logs a warning and keeps
+// running; Lost and Err report a loss only when that fails, for example
+// because another process holds the file now put at the path. With false
+// it reports the loss at once (Lost, Err), as a host that wants to stop
+// then needs. On Linux no other process of the host can take the lock in
+// between (see docs/design.md); elsewhere another instance may start in
+// the moment before the file is noticed gone, and the holder then reports
+// the loss.
+func WithRepublish(on bool) Option { return func(c *config) { c.keep = &on } }
+
 // FromEnv makes New read the environment: PID_FILE_PATH overrides the path
 // given to New, and PROCESS_MANAGER_DEBUG=true sends debug logs to standard
 // error when no WithLogger is given.
@@ -195,7 +223,11 @@ type Locker struct {
 	watch     time.Duration
 	hostname  string
 	id        string
-	byRename  bool    // publishByRename; a field so tests can run the other mode
+	byRename  bool   // publishByRename; a field so tests can run the other mode
+	name      string // the lock's abstract socket name (Linux, OS file system), "" for none
+	kernel    bool   // the OS file system and process table: readers ask the kernel (look)
+	keep      bool   // WithRepublish
+	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
 
@@ -217,6 +249,12 @@ type tenure struct {
 	timer   *time.Timer
 	stopped bool
 	tmp     string // a temporary name that could not be removed, retried at Unlock
+
+	sock    int    // the listening socket of the lock's name, -1 for none
+	watched bool   // registered with the inotify watcher (watchHeld)
+	wd      int32  // the inotify watch of the directory (Linux), -1 for none
+	base    []byte // the PID file's name, for the inotify watcher
+	data    []byte // the published content, for re-publishing
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). It
@@ -255,11 +293,18 @@ func New(path string, opts ...Option) (*Locker, error) {
 	if c.hostname == "" {
 		c.hostname, _ = os.Hostname()
 	}
-	return &Locker{
+	l := &Locker{
 		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
 		hostname: c.hostname, id: uuid.NewString(), byRename: publishByRename,
-		log: c.logger.With("pidfile", path),
-	}, nil
+		log: c.logger.With("pidfile", path), keep: c.keep == nil || *c.keep,
+	}
+	_, osfs := c.fsys.(OSFS)
+	_, osprocs := c.procs.(OSProcesses)
+	l.kernel = osfs && osprocs && hasLockName
+	if osfs && hasLockName {
+		l.name = lockName(path)
+	}
+	return l, nil
 }
 
 // Acquire is the call at the top of main: New followed by TryLock. On
@@ -420,6 +465,31 @@ func (l *Locker) tryLock() error {
 		return err
 	}
 	data = append(data, '\n')
+	sock := -1
+	if l.name != "" {
+		// The name first: while another process of this host holds it,
+		// nothing else is tried (see holder.go).
+		if sock, err = l.claimName(); err != nil {
+			return err
+		}
+		l.nameHeld.Store(sock >= 0)
+		defer l.nameHeld.Store(false)
+	}
+	f, err := l.publish(data)
+	if err != nil {
+		closeName(sock)
+		return err
+	}
+	l.hold(f, info, data, sock)
+	return nil
+}
+
+// publish puts a PID file with data at the path and returns it, open and
+// locked: the file protocol of TryLock (attemptRename or attemptInPlace),
+// retried while the file changes under it. It is also how a holder
+// re-publishes its file.
+func (l *Locker) publish(data []byte) (File, error) {
+	var err error
 	var last *AlreadyRunningError
 	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
 	for range maxAttempts {
@@ -433,7 +503,7 @@ func (l *Locker) tryLock() error {
 		switch {
 		case errors.As(err, &r):
 			if !r.retry {
-				return r.AlreadyRunningError
+				return nil, r.AlreadyRunningError
 			}
 			last = r.AlreadyRunningError
 			time.Sleep(pause)
@@ -442,15 +512,14 @@ func (l *Locker) tryLock() error {
 		case errors.Is(err, errRetry):
 			continue
 		case err != nil:
-			return err
+			return nil, err
 		}
-		l.hold(f, info)
-		return nil
+		return f, nil
 	}
 	if last != nil {
-		return last
+		return nil, last
 	}
-	return &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
+	return nil, &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
 }
 
 // errRetry: the file changed under us; try again.
@@ -637,10 +706,30 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 		// lock is held: another contender is taking a stale file over (its
 		// own file will appear in a moment), or a reader is peeking at it
 		// (Running, status tools). Look again shortly.
-		retry := perr != nil
-		if holder.PID > 0 && l.sameHost(holder) {
-			if alive, err := l.procs.Alive(holder.PID); err == nil && !alive {
-				retry = true
+		// Content that looks stale (unreadable, a dead or reused pid of
+		// this host) while the lock is held: a stale file being replaced,
+		// or a momentary reader (Running on platforms without
+		// /proc/locks). Look again shortly.
+		retry := perr != nil || l.staleLooking(holder)
+		are.Proven = !l.kernel && perr == nil && holder.StartToken != "" && l.sameHost(holder) && l.tokenMatches(holder)
+		if l.kernel {
+			writers, readers, lerr := flockOwners(st)
+			if lerr == nil && len(writers) == 0 && readers > 0 && l.nameHeld.Load() {
+				// Only shared locks: readers, or a squatter who opened the
+				// file for reading and holds LOCK_SH; nobody holds it. We
+				// hold the lock's name, so no other contender of this host
+				// is here: judge the content, and replace the file by
+				// renaming ours over it (the squatter keeps the old inode).
+				if _, stale, why := l.judge(data, st.ModTime()); !stale {
+					are.Reason = why
+					l.prove(are, writers)
+					return nil, are
+				}
+				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
+				return f, nil
+			}
+			if lerr == nil {
+				l.prove(are, writers)
 			}
 		}
 		return nil, retryable{are, retry}
@@ -759,35 +848,95 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 	return f, nil
 }
 
-// hold records a new tenure and starts the watcher.
-func (l *Locker) hold(f File, info ProcessLock) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover}
+// hold records a new tenure and starts the watcher: a timer that checks
+// the file every interval and, on Linux, an inotify watch of the
+// directory that runs the same check at once on any event that may concern
+// the file (see holdwatch_linux.go). sock is the listening socket of the
+// lock's name (-1 for none); the watcher also drains its connections.
+func (l *Locker) hold(f File, info ProcessLock, data []byte, sock int) {
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, sock: sock, wd: -1, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
-	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID)
+	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	if l.watch <= 0 && sock < 0 {
+		return
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	if l.watch > 0 {
-		t.wmu.Lock()
 		t.timer = time.AfterFunc(l.watch, func() { l.watchFile(t) })
-		t.wmu.Unlock()
+	}
+	if l.kernel || sock >= 0 {
+		dir := ""
+		if l.watch > 0 {
+			dir = l.dir()
+		}
+		wd, err := watchHeld(t, dir, filepath.Base(l.path), sock, t.poke(l))
+		t.wd = wd
+		if err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
+		}
 	}
 }
 
-// watchFile runs every interval while the lock is held: it checks that the
-// held file is still at the path, and re-arms the timer.
+// poke returns the function the inotify watcher calls on an event that
+// may concern the held file: a check at once, in its own goroutine.
+func (t *tenure) poke(l *Locker) func() {
+	return func() { go l.watchFile(t) }
+}
+
+// watchFile runs every interval, and at once on a file event (Linux),
+// while the lock is held: it checks that the held file is still at the
+// path, re-publishes it when it is not (WithRepublish), and re-arms the
+// timer.
 func (l *Locker) watchFile(t *tenure) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	if t.stopped {
+	if t.stopped || t.err.Load() != nil {
 		return
 	}
 	if err := l.check(t, false); err != nil {
+		if l.keep {
+			perr := l.republish(t)
+			if perr == nil {
+				l.log.Warn("the PID file was removed or replaced while this process holds the lock; re-published it", "why", err)
+				if t.timer != nil {
+					t.timer.Reset(l.watch)
+				}
+				return
+			}
+			err = fmt.Errorf("%w; re-publishing failed: %w", err, perr)
+		}
 		t.err.Store(&err)
 		l.log.Error("lock lost: another instance may start", "err", err)
 		close(t.lost)
 		return
 	}
-	t.timer.Reset(l.watch)
+	if t.timer != nil {
+		t.timer.Reset(l.watch)
+	}
+}
+
+// republish puts the tenure's PID file back at the path, with the same
+// content, by the same protocol as TryLock. It fails when another process
+// holds the file now at the path. The caller holds t.wmu.
+func (l *Locker) republish(t *tenure) error {
+	if t.sock >= 0 {
+		l.nameHeld.Store(true)
+		defer l.nameHeld.Store(false)
+	}
+	f, err := l.publish(t.data)
+	if err != nil {
+		return err
+	}
+	old := t.f
+	t.f = f
+	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
+	if t.wd >= 0 || l.kernel {
+		t.wd = rewatchHeld(t, t.wd, l.dir(), t.poke(l))
+	}
+	return nil
 }
 
 // stopWatch stops the watcher; when it returns, no check is running and
@@ -842,6 +991,12 @@ func (l *Locker) Unlock() error {
 	}
 	t.stopWatch()
 	l.t = nil
+	if t.watched {
+		unwatchHeld(t, t.wd, t.sock)
+	}
+	// The name first: a waiter woken by the file's removal below must
+	// find it free.
+	closeName(t.sock)
 	var err error
 	if t.tmp != "" {
 		// The temporary name could not be removed at acquisition.
@@ -925,6 +1080,10 @@ func (l *Locker) openForRead() (File, error) {
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
 		return info, true, nil
+	}
+	if l.kernel {
+		s, err := l.look()
+		return s.holder, s.held, err
 	}
 	f, err := l.openForRead()
 	if errors.Is(err, ErrNotRunning) {
@@ -1014,6 +1173,12 @@ func (l *Locker) CleanStale() (bool, error) {
 func (l *Locker) Terminate(sig os.Signal) error {
 	if sig == nil {
 		sig = defaultSignal
+	}
+	if l.kernel {
+		if _, held := l.Info(); held {
+			return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+		}
+		return l.terminateProven(sig)
 	}
 	holder, running, err := l.Running()
 	if err != nil {

@@ -453,7 +453,7 @@ func TestShutdownStartAfterShutdownInstallsNothing(t *testing.T) {
 
 func TestShutdownOnLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	lk, path := sdAcquire(t, WithWatchInterval(10*time.Millisecond))
+	lk, path := sdAcquire(t, WithWatchInterval(10*time.Millisecond), WithRepublish(false))
 	g := NewGracefulShutdown(lk)
 	var rec sdRecorder
 	g.Add("hook", func(context.Context) error { rec.add("hook"); return nil })
@@ -480,7 +480,7 @@ func TestShutdownOnLockLost(t *testing.T) {
 
 func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	lk, path := sdAcquire(t, WithWatchInterval(10*time.Millisecond))
+	lk, path := sdAcquire(t, WithWatchInterval(10*time.Millisecond), WithRepublish(false))
 	g := NewGracefulShutdown(lk)
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)
