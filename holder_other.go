@@ -39,8 +39,8 @@ func signalPinned(pid int, sig os.Signal, check func() error) error {
 	return processSignal(pid, sig)
 }
 
-func watchHeld(*tenure, string, string, int, func()) (int32, error) { return -1, errors.ErrUnsupported }
+func watchHeld(*tenure, string, string, int, func()) error { return errors.ErrUnsupported }
 
-func rewatchHeld(*tenure, int32, string, func()) int32 { return -1 }
+func rewatchHeld(*tenure, string, string, func()) {}
 
-func unwatchHeld(*tenure, int32, int) {}
+func unwatchHeld(*tenure, int) {}

@@ -3,8 +3,9 @@
 package instancelock
 
 import (
-	"bytes"
 	"encoding/binary"
+	"errors"
+	"os"
 	"sync"
 	"time"
 
@@ -21,7 +22,7 @@ type holdWatcher struct {
 	mu    sync.Mutex
 	ep    int
 	ino   int
-	dirs  map[int32]map[*tenure]func() // inotify watch → holdings in that directory
+	dirs  map[int32]map[*tenure]func() // inotify watch (directory or file) → holdings it concerns
 	socks map[int32]bool               // listening sockets
 	subs  int                          // holdings watched
 	idle  time.Time                    // when subs dropped to 0
@@ -32,12 +33,20 @@ var (
 	holdWatch   *holdWatcher
 )
 
-// heldWatchMask: the events on a directory that may mean the PID file in
-// it was removed, moved or replaced, or that the directory itself was.
-const heldWatchMask = unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_CREATE |
-	unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
-
-const dirSelfEvents = unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_IGNORED | unix.IN_UNMOUNT
+// Two watches per holding, chosen so that the holder's own work in the
+// directory (temporary files, links) wakes nobody:
+//   - on the held file itself: IN_ATTRIB (its link count changed: it was
+//     removed, or another file was renamed over it; or its mode changed),
+//     IN_MOVE_SELF (renamed), IN_DELETE_SELF;
+//   - on its directory, only the directory's own fate: IN_MOVE_SELF (the
+//     directory was renamed, e.g. replaced by a new one), IN_DELETE_SELF.
+//
+// A rename of a directory further up the path is seen by the periodic
+// check only.
+const (
+	fileWatchMask = unix.IN_ATTRIB | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
+	dirWatchMask  = unix.IN_MOVE_SELF | unix.IN_DELETE_SELF | unix.IN_ONLYDIR
+)
 
 // getHoldWatcher returns the running watcher, starting one if needed. The
 // caller holds holdWatchMu.
@@ -65,96 +74,108 @@ func getHoldWatcher() (*holdWatcher, error) {
 	return w, nil
 }
 
-// watchHeld starts watching t: the directory dir (for events naming base
-// or the directory itself, which call poke) and the listening socket sock
-// (-1 for none). It returns the inotify watch (-1 when the directory could
-// not be watched: the periodic check still runs).
-func watchHeld(t *tenure, dir, base string, sock int, poke func()) (wd int32, err error) {
+// watchHeld starts watching t: its file (through path) and the directory
+// dir, whose events call poke, and the listening socket sock (-1 for
+// none). With path "" only the socket is watched. Watches that cannot be
+// added are left out (the periodic check still runs) and reported.
+func watchHeld(t *tenure, dir, path string, sock int, poke func()) error {
 	holdWatchMu.Lock()
 	defer holdWatchMu.Unlock()
 	w, err := getHoldWatcher()
 	if err != nil {
-		return -1, err
+		return err
 	}
 	t.watched = true
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	wd = -1
-	if dir != "" {
-		n, aerr := unix.InotifyAddWatch(w.ino, dir, heldWatchMask)
-		if aerr == nil {
-			wd = int32(n)
-			subs := w.dirs[wd]
-			if subs == nil {
-				subs = map[*tenure]func(){}
-				w.dirs[wd] = subs
-			}
-			t.base = []byte(base)
-			subs[t] = poke
-		} else {
-			err = aerr
-		}
-	}
+	w.subs++
 	if sock >= 0 {
 		if unix.EpollCtl(w.ep, unix.EPOLL_CTL_ADD, sock, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(sock)}) == nil {
 			w.socks[int32(sock)] = true
 		}
 	}
-	w.subs++
-	return wd, err
+	if path == "" {
+		return nil
+	}
+	return w.addWatches(t, dir, path, poke)
 }
 
-// rewatchHeld moves t's directory watch to the directory now at dir
-// (after the directory was replaced and the file re-published).
-func rewatchHeld(t *tenure, old int32, dir string, poke func()) int32 {
+// addWatches adds t's file and directory watches. The caller holds w.mu.
+func (w *holdWatcher) addWatches(t *tenure, dir, path string, poke func()) error {
+	var errs []error
+	for i, spec := range [2]struct {
+		name string
+		mask uint32
+	}{{path, fileWatchMask}, {dir, dirWatchMask}} {
+		n, err := unix.InotifyAddWatch(w.ino, spec.name, spec.mask)
+		if err != nil {
+			errs = append(errs, os.NewSyscallError("inotify_add_watch "+spec.name, err))
+			t.wds[i] = -1
+			continue
+		}
+		wd := int32(n)
+		t.wds[i] = wd
+		subs := w.dirs[wd]
+		if subs == nil {
+			subs = map[*tenure]func(){}
+			w.dirs[wd] = subs
+		}
+		subs[t] = poke
+	}
+	return errors.Join(errs...)
+}
+
+// rewatchHeld moves t's watches to the file and directory now at the path
+// (after the file was re-published, perhaps in a new directory).
+func rewatchHeld(t *tenure, dir, path string, poke func()) {
 	holdWatchMu.Lock()
 	w := holdWatch
 	holdWatchMu.Unlock()
-	if w == nil {
-		return -1
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if subs := w.dirs[old]; subs != nil {
-		delete(subs, t)
-	}
-	n, err := unix.InotifyAddWatch(w.ino, dir, heldWatchMask)
-	if err != nil {
-		return -1
-	}
-	wd := int32(n)
-	subs := w.dirs[wd]
-	if subs == nil {
-		subs = map[*tenure]func(){}
-		w.dirs[wd] = subs
-	}
-	subs[t] = poke
-	return wd
-}
-
-// unwatchHeld stops watching t. It must be called before sock is closed.
-// The directory watch stays (it is cheap, and the next holding in the same
-// directory reuses it) until the watcher ends or too many pile up.
-func unwatchHeld(t *tenure, wd int32, sock int) {
-	holdWatchMu.Lock()
-	w := holdWatch
-	holdWatchMu.Unlock()
-	if w == nil {
+	if w == nil || !t.watched {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if subs := w.dirs[wd]; subs != nil {
+	w.forget(t)
+	w.addWatches(t, dir, path, poke)
+}
+
+// forget removes t from its watches: the file's watch is removed, the
+// directory's stays (it wakes nobody while no holding needs it, and the
+// next holding in that directory reuses it) until the watcher ends or too
+// many pile up. The caller holds w.mu.
+func (w *holdWatcher) forget(t *tenure) {
+	for i, wd := range t.wds {
+		subs := w.dirs[wd]
+		if subs == nil {
+			continue
+		}
 		delete(subs, t)
-		if len(subs) == 0 && len(w.dirs) > 8 {
-			unix.InotifyRmWatch(w.ino, uint32(wd))
+		if len(subs) == 0 && (i == 0 || len(w.dirs) > 8) {
+			if i == 1 {
+				unix.InotifyRmWatch(w.ino, uint32(wd))
+			}
+			// A file's watch ends by itself when the file is removed and
+			// closed (IN_IGNORED); until then its events find nobody.
 			delete(w.dirs, wd)
 		}
 	}
-	if sock >= 0 && w.socks[int32(sock)] {
-		delete(w.socks, int32(sock))
-		unix.EpollCtl(w.ep, unix.EPOLL_CTL_DEL, sock, nil)
+	t.wds = [2]int32{-1, -1}
+}
+
+// unwatchHeld stops watching t. It must be called before sock is closed.
+func unwatchHeld(t *tenure, sock int) {
+	holdWatchMu.Lock()
+	w := holdWatch
+	holdWatchMu.Unlock()
+	if w == nil || !t.watched {
+		return
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.forget(t)
+	// Closing the socket takes it out of the epoll set.
+	delete(w.socks, int32(sock))
 	w.subs--
 	if w.subs == 0 {
 		w.idle = time.Now()
@@ -230,7 +251,6 @@ func (w *holdWatcher) readEvents(buf []byte, pokes []func()) []func() {
 			wd := int32(binary.NativeEndian.Uint32(buf[off:]))
 			mask := binary.NativeEndian.Uint32(buf[off+4:])
 			nameLen := int(binary.NativeEndian.Uint32(buf[off+12:]))
-			name := bytes.TrimRight(buf[off+unix.SizeofInotifyEvent:min(n, off+unix.SizeofInotifyEvent+nameLen)], "\x00")
 			off += unix.SizeofInotifyEvent + nameLen
 			if mask&unix.IN_Q_OVERFLOW != 0 {
 				for _, subs := range w.dirs {
@@ -240,11 +260,8 @@ func (w *holdWatcher) readEvents(buf []byte, pokes []func()) []func() {
 				}
 				continue
 			}
-			subs := w.dirs[wd]
-			for t, p := range subs {
-				if mask&dirSelfEvents != 0 || bytes.Equal(name, t.base) {
-					pokes = append(pokes, p)
-				}
+			for _, p := range w.dirs[wd] {
+				pokes = append(pokes, p)
 			}
 			if mask&unix.IN_IGNORED != 0 {
 				delete(w.dirs, wd)

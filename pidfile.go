@@ -250,11 +250,11 @@ type tenure struct {
 	stopped bool
 	tmp     string // a temporary name that could not be removed, retried at Unlock
 
-	sock    int    // the listening socket of the lock's name, -1 for none
-	watched bool   // registered with the inotify watcher (watchHeld)
-	wd      int32  // the inotify watch of the directory (Linux), -1 for none
-	base    []byte // the PID file's name, for the inotify watcher
-	data    []byte // the published content, for re-publishing
+	sock    int      // the listening socket of the lock's name, -1 for none
+	watched bool     // registered with the inotify watcher (watchHeld)
+	armed   bool     // arm ran
+	wds     [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
+	data    []byte   // the published content, for re-publishing
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). It
@@ -848,35 +848,51 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 	return f, nil
 }
 
+// armAfter is when a holding arms its inotify watch and registers its
+// socket with the watcher: a tenure shorter than that (a quick job) costs
+// no watcher work at all, and a change made before is seen by the check
+// that follows the arming.
+const armAfter = 10 * time.Millisecond
+
 // hold records a new tenure and starts the watcher: a timer that checks
-// the file every interval and, on Linux, an inotify watch of the
-// directory that runs the same check at once on any event that may concern
-// the file (see holdwatch_linux.go). sock is the listening socket of the
-// lock's name (-1 for none); the watcher also drains its connections.
+// the file every interval and, on Linux, an inotify watch of the file and
+// its directory that runs the same check at once on any event that may
+// concern the file (see holdwatch_linux.go), armed armAfter after the
+// acquisition. sock is the listening socket of the lock's name (-1 for
+// none); the watcher also drains its connections.
 func (l *Locker) hold(f File, info ProcessLock, data []byte, sock int) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, sock: sock, wd: -1, data: data}
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, sock: sock, wds: [2]int32{-1, -1}, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
 	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
-	if l.watch <= 0 && sock < 0 {
+	first := l.watch
+	if l.kernel || sock >= 0 {
+		if first <= 0 || first > armAfter {
+			first = armAfter
+		}
+	}
+	if first > 0 {
+		t.wmu.Lock()
+		t.timer = time.AfterFunc(first, func() { l.watchFile(t) })
+		t.wmu.Unlock()
+	}
+}
+
+// arm starts the inotify watch and registers the socket (Linux). The
+// caller holds t.wmu.
+func (l *Locker) arm(t *tenure) {
+	t.armed = true
+	if !l.kernel && t.sock < 0 {
 		return
 	}
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
+	path := ""
 	if l.watch > 0 {
-		t.timer = time.AfterFunc(l.watch, func() { l.watchFile(t) })
+		path = l.path
 	}
-	if l.kernel || sock >= 0 {
-		dir := ""
-		if l.watch > 0 {
-			dir = l.dir()
-		}
-		wd, err := watchHeld(t, dir, filepath.Base(l.path), sock, t.poke(l))
-		t.wd = wd
-		if err != nil && !errors.Is(err, errors.ErrUnsupported) {
-			l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
-		}
+	err := watchHeld(t, l.dir(), path, t.sock, t.poke(l))
+	if err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
 	}
 }
 
@@ -895,6 +911,12 @@ func (l *Locker) watchFile(t *tenure) {
 	defer t.wmu.Unlock()
 	if t.stopped || t.err.Load() != nil {
 		return
+	}
+	if !t.armed {
+		l.arm(t)
+		if l.watch <= 0 {
+			return
+		}
 	}
 	if err := l.check(t, false); err != nil {
 		if l.keep {
@@ -933,8 +955,8 @@ func (l *Locker) republish(t *tenure) error {
 	old := t.f
 	t.f = f
 	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
-	if t.wd >= 0 || l.kernel {
-		t.wd = rewatchHeld(t, t.wd, l.dir(), t.poke(l))
+	if l.watch > 0 {
+		rewatchHeld(t, l.dir(), l.path, t.poke(l))
 	}
 	return nil
 }
@@ -992,7 +1014,7 @@ func (l *Locker) Unlock() error {
 	t.stopWatch()
 	l.t = nil
 	if t.watched {
-		unwatchHeld(t, t.wd, t.sock)
+		unwatchHeld(t, t.sock)
 	}
 	// The name first: a waiter woken by the file's removal below must
 	// find it free.
