@@ -63,3 +63,7 @@ func (f osFile) flock(op string, how int) error {
 func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return os.OpenFile(name, flag|openFlags, perm)
 }
+
+// isSharingViolation is false on Unix: an open file never keeps a name
+// from being removed or replaced.
+func isSharingViolation(error) bool { return false }

@@ -50,3 +50,7 @@ func (f osFile) unlock() error {
 func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return os.OpenFile(name, flag, perm)
 }
+
+// isSharingViolation reports whether err says that another open handle
+// (without FILE_SHARE_DELETE) keeps a file from being deleted or renamed.
+func isSharingViolation(err error) bool { return errors.Is(err, windows.ERROR_SHARING_VIOLATION) }

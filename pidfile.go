@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,11 +79,14 @@ func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlread
 
 // Help returns the multi-line text a program prints when it refuses to
 // start: who holds the lock and how to stop it, force it, or check its
-// health. restart is the command that starts the program again ("" uses the
-// current command line).
+// health. restart is the command that starts the program again: "" uses
+// the current command line, quoted for a shell, or "go run ." and the
+// arguments when the program was started by `go run` (its binary is then a
+// throw-away build, in a go-build temporary directory or in GOCACHE). The
+// box is at most 100 columns wide: longer lines are wrapped.
 func (e *AlreadyRunningError) Help(restart string) string {
 	if restart == "" {
-		restart = strings.Join(os.Args, " ")
+		restart = restartCommand(os.Args)
 	}
 	h := e.Holder
 	pid := "unknown"
@@ -125,17 +127,7 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	if h.Port != 0 {
 		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
 	}
-	width := 0
-	for _, l := range lines {
-		width = max(width, len([]rune(l)))
-	}
-	var b strings.Builder
-	b.WriteString("╔" + strings.Repeat("═", width+2) + "╗\n")
-	for _, l := range lines {
-		b.WriteString("║ " + l + strings.Repeat(" ", width-len([]rune(l))) + " ║\n")
-	}
-	b.WriteString("╚" + strings.Repeat("═", width+2) + "╝\n")
-	return b.String()
+	return helpBox(lines)
 }
 
 // An Option configures a Locker.
@@ -1177,8 +1169,23 @@ func (l *Locker) CleanStale() (bool, error) {
 			return false, err
 		}
 		// We hold the kernel lock of the stale file, and it is at the path.
-		err = l.fsys.Remove(l.path)
-		f.Close()
+		if !l.byRename {
+			// Windows: a file open without FILE_SHARE_DELETE (Go opens
+			// every file so) cannot be deleted, not even through our own
+			// handle, so close first. A contender (or a reader) that opens
+			// the file in between keeps it: its open handle makes the
+			// removal fail with a sharing violation, and the next round
+			// judges the file again.
+			f.Close()
+			err = l.fsys.Remove(l.path)
+			if isSharingViolation(err) {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+		} else {
+			err = l.fsys.Remove(l.path)
+			f.Close()
+		}
 		if err != nil {
 			return false, fmt.Errorf("instancelock: removing the stale %s: %w", l.path, err)
 		}

@@ -3,6 +3,7 @@ package instancelock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -562,5 +563,53 @@ func TestShutdownErrorTypes(t *testing.T) {
 	hp := &HookError{Name: "agents", Err: errors.New("nil map"), Panicked: true}
 	if got, want := hp.Error(), `instancelock: shutdown hook "agents" panicked: nil map`; got != want {
 		t.Errorf("HookError.Error() = %q, want %q", got, want)
+	}
+}
+
+// TestExitCodeRule checks the rule of ExitCode for each kind of cause: a
+// shutdown that was asked for exits 0, one caused by an error exits 1 even
+// when every hook succeeds, and a failing hook always exits 1.
+func TestExitCodeRule(t *testing.T) {
+	hookErr := errors.New("database did not close")
+	for _, tc := range []struct {
+		name    string
+		start   func(g *GracefulShutdown) // begins the shutdown
+		hookErr error
+		want    int
+	}{
+		{"Shutdown(nil)", func(g *GracefulShutdown) { g.Shutdown(nil) }, nil, 0},
+		{"Shutdown(nil), failing hook", func(g *GracefulShutdown) { g.Shutdown(nil) }, hookErr, 1},
+		{"Shutdown(err)", func(g *GracefulShutdown) { g.Shutdown(errors.New("startup failed")) }, nil, 1},
+		{"Shutdown(wrapped ErrShutdownRequested)", func(g *GracefulShutdown) {
+			g.Shutdown(fmt.Errorf("operator asked: %w", ErrShutdownRequested))
+		}, nil, 0},
+		{"lost lock", func(g *GracefulShutdown) { g.Shutdown(fmt.Errorf("pid file: %w", ErrLockLost)) }, nil, 1},
+		{"signal", func(g *GracefulShutdown) { g.Shutdown(&SignalError{Signal: os.Interrupt}) }, nil, 0},
+		{"Start's context cancelled", func(g *GracefulShutdown) {
+			ctx, cancel := context.WithCancel(context.Background())
+			if err := g.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			<-g.Done()
+		}, nil, 0},
+		{"Start's context cancelled with a cause", func(g *GracefulShutdown) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			if err := g.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			cancel(errors.New("config reload failed"))
+			<-g.Done()
+		}, nil, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoGoroutineLeak(t)
+			g := NewGracefulShutdown(nil)
+			g.Add("db", func(context.Context) error { return tc.hookErr })
+			tc.start(g)
+			if got := g.ExitCode(); got != tc.want {
+				t.Errorf("ExitCode = %d, want %d (cause %v, Wait %v)", got, tc.want, context.Cause(g.Context()), g.Wait())
+			}
+		})
 	}
 }

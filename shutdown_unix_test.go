@@ -50,6 +50,9 @@ func shutdownChild() {
 	if os.Getenv("SHUTDOWN_LOG") == "1" {
 		g.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	if os.Getenv("SHUTDOWN_HANGUP") == "1" {
+		g.Hangup = func() { fmt.Printf("hangup state=%s\n", g.State().Status()) }
+	}
 	for _, spec := range strings.Split(os.Getenv("SHUTDOWN_HOOKS"), ",") {
 		if spec != "" {
 			name, kind, _ := strings.Cut(spec, ":")
@@ -132,10 +135,20 @@ type sdChild struct {
 
 func sdStartChild(t *testing.T, env ...string) *sdChild {
 	t.Helper()
+	return sdStartChildStderr(t, nil, env...)
+}
+
+// sdStartChildStderr is sdStartChild with the child's stderr going to
+// stderr instead of the test's buffer, when stderr is not nil.
+func sdStartChildStderr(t *testing.T, stderr *os.File, env ...string) *sdChild {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "app.pid")
 	cmd := helperCmd(t, "shutdown-child", append([]string{"SHUTDOWN_PIDFILE=" + path, "SHUTDOWN_LOG=1"}, env...)...)
 	c := &sdChild{t: t, cmd: cmd, path: path, errb: &proctest.SyncBuffer{}}
 	cmd.Stderr = c.errb
+	if stderr != nil {
+		cmd.Stderr = stderr
+	}
 	c.lr = proctest.NewLines(t, cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -218,6 +231,87 @@ func TestShutdownChildOnSignal(t *testing.T) {
 			c.pidFileGone()
 		})
 	}
+}
+
+// A child whose stderr is a pipe with no reader left (a log shipper that
+// exited) still runs its hooks on SIGTERM, removes its PID file and exits
+// 0: the shutdown's first log line would otherwise kill it with SIGPIPE.
+func TestShutdownChildStderrReaderGone(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sdStartChildStderr(t, w, "SHUTDOWN_HOOKS=database:ok,http:ok")
+	w.Close()
+	r.Close() // now the child's writes to stderr fail with EPIPE
+	c.signal(syscall.SIGTERM)
+	lines, code := c.finish()
+	want := []string{
+		"hook http state=stopping pidfile=true",
+		"hook database state=stopping pidfile=true",
+		"done state=stopped cause=received signal terminated pidfile=false err=<nil>",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if code != 0 {
+		t.Errorf("exit code %d (%v), want 0", code, c.cmd.ProcessState)
+	}
+	c.pidFileGone()
+}
+
+// SIGHUP never kills with its default action: without Hangup it begins the
+// shutdown like SIGTERM; with Hangup it calls it, every time, and the
+// instance keeps running until SIGTERM.
+func TestShutdownChildSIGHUP(t *testing.T) {
+	t.Parallel()
+	t.Run("shutdown", func(t *testing.T) {
+		t.Parallel()
+		c := sdStartChild(t, "SHUTDOWN_HOOKS=database:ok,http:ok")
+		c.signal(syscall.SIGHUP)
+		lines, code := c.finish()
+		want := []string{
+			"hook http state=stopping pidfile=true",
+			"hook database state=stopping pidfile=true",
+			"done state=stopped cause=received signal hangup pidfile=false err=<nil>",
+		}
+		if !slices.Equal(lines, want) {
+			t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+		}
+		if code != 0 {
+			t.Errorf("exit code %d (%v), want 0", code, c.cmd.ProcessState)
+		}
+		c.pidFileGone()
+	})
+	t.Run("Hangup hook", func(t *testing.T) {
+		t.Parallel()
+		c := sdStartChild(t, "SHUTDOWN_HOOKS=http:ok", "SHUTDOWN_HANGUP=1")
+		for range 3 {
+			c.signal(syscall.SIGHUP)
+			if l := c.lr.Next(sdLiveness); l != "hangup state=running" {
+				t.Fatalf("after SIGHUP the child said %q, want hangup state=running", l)
+			}
+		}
+		if !sdFileExists(t, c.path) {
+			t.Fatal("the PID file is gone after SIGHUP")
+		}
+		c.signal(syscall.SIGTERM)
+		lines, code := c.finish()
+		want := []string{
+			"hook http state=stopping pidfile=true",
+			"done state=stopped cause=received signal terminated pidfile=false err=<nil>",
+		}
+		if !slices.Equal(lines, want) {
+			t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+		}
+		if code != 0 {
+			t.Errorf("exit code %d (%v), want 0", code, c.cmd.ProcessState)
+		}
+		if log := c.errb.String(); !strings.Contains(log, "running the Hangup hook") {
+			t.Errorf("the Hangup call is not logged:\n%s", log)
+		}
+	})
 }
 
 func TestShutdownChildHungHook(t *testing.T) {
@@ -412,6 +506,85 @@ func TestShutdownSignalsInProcess(t *testing.T) {
 	// The fake exit returned, so the shutdown goes on: let the hook end.
 	close(release)
 	sdWaitDone(t, g)
+}
+
+// SIGHUP with Hangup set, in this process: each SIGHUP calls Hangup (a
+// panic in it is recovered and logged), a SIGHUP during the shutdown is
+// ignored, and nothing forces the exit.
+func TestShutdownHangupInProcess(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	codes := make(chan int, 1)
+	osExit = func(code int) { codes <- code }
+	defer func() { osExit = os.Exit }()
+
+	var log proctest.SyncBuffer
+	g := NewGracefulShutdown(nil)
+	g.Signals = []os.Signal{syscall.SIGUSR1}
+	g.Timeout = sdLiveness
+	g.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	calls := make(chan int, 4)
+	n := 0
+	g.Hangup = func() {
+		n++
+		calls <- n
+		if n == 1 {
+			panic("reload failed")
+		}
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	g.Add("slow", func(ctx context.Context) error {
+		close(entered)
+		<-release
+		return nil
+	})
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 2; want++ {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-calls:
+			if got != want {
+				t.Fatalf("Hangup call %d, want %d", got, want)
+			}
+		case <-time.After(sdLiveness):
+			t.Fatalf("SIGHUP %d did not call Hangup", want)
+		}
+	}
+	if g.Context().Err() != nil {
+		t.Fatalf("SIGHUP with Hangup set began the shutdown: %v", context.Cause(g.Context()))
+	}
+	go g.Shutdown(nil)
+	<-entered
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "the SIGHUP during the shutdown is logged", func() bool {
+		return strings.Contains(log.String(), "SIGHUP during the shutdown: ignored")
+	})
+	close(release)
+	sdWaitDone(t, g)
+	select {
+	case c := <-calls:
+		t.Errorf("Hangup was called during the shutdown (call %d)", c)
+	case c := <-codes:
+		t.Errorf("SIGHUP forced the exit with %d", c)
+	default:
+	}
+	if !strings.Contains(log.String(), "the Hangup hook panicked") || !strings.Contains(log.String(), "reload failed") {
+		t.Errorf("the panic in Hangup is not logged:\n%s", log.String())
+	}
+}
+
+func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(sdLiveness); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", sdLiveness, what)
+		}
+	}
 }
 
 func TestSignalExitCode(t *testing.T) {

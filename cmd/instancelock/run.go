@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/sdnotify"
 )
 
 const runUsage = `Usage: instancelock run [-pidfile PATH] [-wait DURATION] [-conflict-exit-code N] -- COMMAND [ARGS...]
@@ -36,6 +37,11 @@ which sent them to COMMAND already.) On Linux and FreeBSD, COMMAND is killed
 if the wrapper dies, even by SIGKILL, so it never runs without the lock; the
 lock is never passed on to COMMAND. If the PID file is removed while COMMAND
 runs, COMMAND gets SIGTERM (another instance could start).
+
+Under systemd (NOTIFY_SOCKET set), run tells systemd that COMMAND is the
+unit's main process (MAINPID=) and passes NOTIFY_SOCKET and WATCHDOG_USEC
+on to it (not WATCHDOG_PID), so a Type=notify COMMAND notifies systemd
+itself; use NotifyAccess=all in the unit.
 
 Exit codes:
   N         COMMAND's exit status; 128+N if signal N killed it
@@ -146,6 +152,10 @@ func (r *runner) run() int {
 	}
 
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, r.stdout, r.stderr
+	sd := sdnotify.FromEnv()
+	if sd != nil {
+		cmd.Env = childEnv(os.Environ())
+	}
 	setParentDeathSignal(cmd)
 	// The parent-death signal fires when the thread that started the child
 	// exits: keep this goroutine, and so its thread, until the child exits.
@@ -153,6 +163,11 @@ func (r *runner) run() int {
 	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return r.startFailed(err)
+	}
+	// Under systemd, COMMAND becomes the unit's main process: it sends its
+	// own READY=1 and watchdog pings, and systemd watches its exit.
+	if err := sd.Notify(fmt.Sprintf("MAINPID=%d", cmd.Process.Pid)); err != nil {
+		r.fail(0, "telling systemd the main PID: %v", err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -177,6 +192,21 @@ func (r *runner) run() int {
 			return exitCode(cmd.ProcessState)
 		}
 	}
+}
+
+// childEnv is the wrapper's environment for COMMAND under systemd:
+// NOTIFY_SOCKET and WATCHDOG_USEC pass through, so COMMAND notifies systemd
+// itself; WATCHDOG_PID, which names the wrapper, is dropped (run tells
+// systemd that COMMAND is the main process, and a COMMAND that saw another
+// PID there would not send watchdog pings).
+func childEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "WATCHDOG_PID=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // interrupted is the cause of a wait for the lock ended by a signal.

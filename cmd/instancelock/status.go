@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ad5dec64/instancelock"
@@ -105,6 +106,9 @@ func status(path string, now time.Time) *statusReport {
 	h, err := l.Holder()
 	switch {
 	case errors.Is(err, instancelock.ErrNotRunning):
+		if perr := parentNotDir(path); perr != nil {
+			return r.unknown(perr.Error())
+		}
 		r.code, r.Status = statusAbsent, "not running"
 		return r
 	case errors.Is(err, instancelock.ErrInvalidLock):
@@ -190,6 +194,18 @@ func pathErr(path string, err error) string {
 		err = pe.Err
 	}
 	return oneLine(err)
+}
+
+// parentNotDir returns an error when the directory part of path names a
+// file that is not a directory. On Unix the PID file's lookup reports this
+// itself (ENOTDIR); Windows reports it as a missing path
+// (ERROR_PATH_NOT_FOUND), which would read as "not running".
+func parentNotDir(path string) error {
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("%s: %s is not a directory", path, dir)
+	}
+	return nil
 }
 
 func hostname() string {

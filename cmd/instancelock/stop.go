@@ -96,6 +96,9 @@ func (s *stopper) stop() int {
 	h, err := s.l.Holder()
 	switch {
 	case errors.Is(err, instancelock.ErrNotRunning):
+		if perr := parentNotDir(s.path); perr != nil {
+			return s.fail("%s; nothing done", perr)
+		}
 		fmt.Fprintf(s.out, "%s: not running (no PID file)\n", s.path)
 		return exitOK
 	case errors.Is(err, instancelock.ErrInvalidLock):

@@ -117,7 +117,7 @@ func cleanEnv(extra ...string) []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "PID_FILE_PATH", "PORT", "PROCESS_MANAGER_DEBUG", "GORACE":
+		case "PID_FILE_PATH", "PORT", "PROCESS_MANAGER_DEBUG", "GORACE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID":
 			continue
 		}
 		env = append(env, kv)
@@ -609,9 +609,11 @@ func TestE2EDefaults(t *testing.T) {
 
 var agentStoppedRE = regexp.MustCompile(`msg="agent stopped" agent=(\S+) messages=(\d+)`)
 
+// SIGTERM, SIGINT and SIGHUP (a closed terminal) all run the whole
+// shutdown and exit 0 (the backend sets no GracefulShutdown.Hangup).
 func TestE2EShutdownOnSignal(t *testing.T) {
 	t.Parallel()
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
 			dir, port := t.TempDir(), freePort(t)
@@ -706,6 +708,69 @@ func TestE2EShutdownOnSignal(t *testing.T) {
 				t.Fatalf("database has %d rows from pid %d; the agents committed %d", got, b.pid(), acked)
 			}
 		})
+	}
+}
+
+// The backend's stderr is a pipe whose reader exits (a log shipper, | tee)
+// once the backend is ready. SIGTERM still runs every hook: exit 0, the PID
+// file removed, the WAL checkpointed and removed, the agents' rows kept.
+func TestE2EStderrReaderGone(t *testing.T) {
+	t.Parallel()
+	dir, port := t.TempDir(), freePort(t)
+	pidfile, db := filepath.Join(dir, "backend.pid"), filepath.Join(dir, "backend.db")
+	cmd := exec.Command(backendBinary(t), "-pidfile", pidfile, "-addr", "127.0.0.1:"+strconv.Itoa(port),
+		"-agent-interval", "5ms", "-agents", "2")
+	cmd.Env = cleanEnv()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	timeout := time.After(readyTimeout)
+	for ready := false; !ready; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the backend exited before it was ready: %v", cmd.ProcessState)
+			}
+			ready = strings.Contains(l, " msg=ready ")
+		case <-timeout:
+			t.Fatalf("not ready within %v", readyTimeout)
+		}
+	}
+	r.Close() // the reader exits: the backend's next log line meets a closed pipe
+	b := &backend{t: t, port: port}
+	b.waitRows(10)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(exitTimeout):
+		t.Fatalf("still running %v after SIGTERM", exitTimeout)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %v after SIGTERM with its stderr reader gone; want 0", cmd.ProcessState)
+	}
+	assertGone(t, pidfile)
+	assertGone(t, db+"-wal")
+	if rows := rowsByPID(t, db)[cmd.Process.Pid]; rows == 0 {
+		t.Error("no rows of the agents in the database")
 	}
 }
 

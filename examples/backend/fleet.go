@@ -153,8 +153,9 @@ type Fleet struct {
 	released bool      // Release was called
 	done     chan struct{}
 
-	tried     chan struct{} // closed when the first attempt to open the lock has ended
+	tried     chan struct{} // closed when the first attempt to reach the lock's server has ended
 	triedOnce sync.Once
+	reached   bool // the lock's server answered once (run's own state)
 }
 
 // NewFleet returns a Fleet over spec's lock that promotes orch with agents
@@ -187,6 +188,20 @@ func (f *Fleet) run(ctx context.Context) {
 	waiting := false // "standby" was logged for this wait
 	for {
 		lk, err := f.connect(ctx)
+		if err == nil && !f.reached {
+			// Opening a Locker need not talk to the server (pglock.New
+			// connects to nothing): the first attempt ends with a real
+			// round trip, so that readiness and the health check tell
+			// the truth from the start.
+			if _, err = lk.Holder(); errors.Is(err, instancelock.ErrNotRunning) {
+				err = nil
+			}
+			f.reached = err == nil
+		}
+		if err != nil {
+			f.setErr(err)
+		}
+		f.triedOnce.Do(func() { close(f.tried) })
 		if err == nil {
 			if !waiting {
 				f.log.Info("orchestrator standby: waiting for the fleet lock")
@@ -277,7 +292,6 @@ func (f *Fleet) connect(ctx context.Context) (fleetLock, error) {
 		f.mu.Lock()
 		f.lk, f.lastErr = r.lk, r.err
 		f.mu.Unlock()
-		f.triedOnce.Do(func() { close(f.tried) })
 		return r.lk, r.err
 	case <-ctx.Done():
 		go func() {
@@ -286,6 +300,20 @@ func (f *Fleet) connect(ctx context.Context) (fleetLock, error) {
 			}
 		}()
 		return nil, context.Cause(ctx)
+	}
+}
+
+// WaitFirstAttempt waits until the first attempt to reach the lock's
+// server (open the Locker and read the holder) has ended, successfully or
+// not, or ctx is done. Startup calls it before it reports ready, so that
+// from then on the fleetLock check reports what that attempt found, never
+// a "not connected yet" of a client that has not tried.
+func (f *Fleet) WaitFirstAttempt(ctx context.Context) error {
+	select {
+	case <-f.tried:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
 }
 

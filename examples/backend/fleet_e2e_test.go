@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -33,6 +34,9 @@ import (
 // Liveness bound of a takeover: generous for -race binaries on a loaded
 // 2-core machine. The measured times are logged.
 const takeoverTimeout = 15 * time.Second
+
+// healthTimeout bounds the wait for a member's healthy answer.
+const healthTimeout = 10 * time.Second
 
 // servers started by the fleet tests, stopped by TestMain.
 var (
@@ -282,12 +286,25 @@ func loopbackPort() (int, error) {
 
 // fleetHealth is what the fleet tests read of /api/health.
 type fleetHealth struct {
-	Status             string `json:"status"`
-	PID                int    `json:"pid"`
-	ActiveAgents       int    `json:"activeAgents"`
-	OrchestratorActive *int   `json:"orchestratorActive"`
-	FenceToken         *int64 `json:"fenceToken"`
-	FleetLock          string `json:"fleetLock"`
+	Status             string          `json:"status"`
+	PID                int             `json:"pid"`
+	ActiveAgents       int             `json:"activeAgents"`
+	OrchestratorActive *int            `json:"orchestratorActive"`
+	FenceToken         *int64          `json:"fenceToken"`
+	FleetLock          string          `json:"fleetLock"`
+	Details            json.RawMessage `json:"details"` // why a check failed
+}
+
+func (h fleetHealth) String() string {
+	active, fence := "nil", "nil"
+	if h.OrchestratorActive != nil {
+		active = strconv.Itoa(*h.OrchestratorActive)
+	}
+	if h.FenceToken != nil {
+		fence = strconv.FormatInt(*h.FenceToken, 10)
+	}
+	return fmt.Sprintf("status %s, fleetLock %s, orchestratorActive %s, fenceToken %s, activeAgents %d, details %s",
+		h.Status, h.FleetLock, active, fence, h.ActiveAgents, h.Details)
 }
 
 // member is one backend of the fleet.
@@ -312,16 +329,28 @@ func startFleet(t *testing.T, n int, flags ...string) []*member {
 }
 
 // health reads m's /api/health; ok is false when m cannot be reached.
+// The servers are up all along, so it waits (up to healthTimeout) for a
+// healthy answer with the fleet fields: 200 ok and fleetLock reachable; a
+// check that timed out once on a loaded machine is asked again. The
+// failure names the last answer with its details.
 func (m *member) health() (h fleetHealth, ok bool) {
 	m.t.Helper()
-	code, err := m.call("GET", "/api/health", &h)
-	if err != nil {
-		return h, false
+	deadline := time.Now().Add(healthTimeout)
+	for {
+		h = fleetHealth{}
+		code, err := m.call("GET", "/api/health", &h)
+		if err != nil {
+			return h, false
+		}
+		if code == 200 && h.Status == "ok" && h.FleetLock == "reachable" && h.OrchestratorActive != nil && h.FenceToken != nil {
+			return h, true
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("%s (pid %d): health %d {%v} for %v; want 200 ok, fleetLock reachable, orchestratorActive and fenceToken",
+				m.name, m.pid(), code, h, healthTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if code != 200 || h.Status != "ok" || h.FleetLock != "reachable" || h.OrchestratorActive == nil || h.FenceToken == nil {
-		m.t.Fatalf("%s (pid %d): health %d %+v; want 200 ok, fleetLock reachable, orchestratorActive and fenceToken", m.name, m.pid(), code, h)
-	}
-	return h, true
 }
 
 // waitOneActive polls the members' health until exactly one reports

@@ -195,7 +195,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	lk, err := instancelock.Acquire(cfg.PIDFile, opts...)
 	if are := (*instancelock.AlreadyRunningError)(nil); errors.As(err, &are) {
-		fmt.Fprint(stderr, are.Help(restartCommand(os.Args)))
+		fmt.Fprint(stderr, are.Help("")) // "go run ." when started that way
 		return exitError
 	}
 	if err != nil {
@@ -217,27 +217,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	if err := startup(cfg, spec, g, lk, log, stderr); err != nil {
 		if g.Context().Err() != nil {
 			// A signal came during startup: an ordinary shutdown.
-			return exitCode(g)
+			return g.ExitCode()
 		}
 		log.Error("startup failed", "err", err)
 		g.Shutdown(err)
 		return exitError
 	}
-	return exitCode(g)
-}
-
-// exitCode waits for the shutdown and returns 0 if it was asked for (by a
-// signal or by the program) and every step succeeded, 1 otherwise (a step
-// failed, the HTTP server died, or the lock was lost).
-func exitCode(g *instancelock.GracefulShutdown) int {
-	if code := g.ExitCode(); code != exitOK {
-		return code
-	}
-	cause := context.Cause(g.Context())
-	if se := (*instancelock.SignalError)(nil); errors.As(cause, &se) || errors.Is(cause, instancelock.ErrShutdownRequested) {
-		return exitOK
-	}
-	return exitError
+	return g.ExitCode()
 }
 
 // startup opens the database, starts the agents and the HTTP server and
@@ -287,6 +273,8 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 	health.AddCounter("totalAgents", orch.Total)
 	health.AddCheck(instancelock.Check{Name: "databaseStatus", Run: db.Ping, Timeout: 2 * time.Second,
 		Pass: "connected", Fail: "disconnected"})
+	health.AddCheck(instancelock.Check{Name: "databaseFile", Run: db.CheckFile, Critical: true,
+		Pass: "open", Fail: "replaced"})
 	if fleet != nil {
 		health.AddCounter("orchestratorActive", fleet.Active)
 		health.AddCounter("fenceToken", fleet.Fence)
@@ -340,6 +328,16 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 			}
 		}
 	}
+	if fleet != nil {
+		// Ready only once the fleet lock's server was tried: a member
+		// whose lock server answers reports "reachable" from its first
+		// health answer on; one that cannot reach it is ready anyway
+		// (it serves as a standby) and reports why.
+		fleet.Start(ctx)
+		if err := fleet.WaitFirstAttempt(ctx); err != nil {
+			return err
+		}
+	}
 	if err := g.State().Set(instancelock.StatusRunning); err != nil {
 		return context.Cause(ctx) // the shutdown began meanwhile
 	}
@@ -349,9 +347,6 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 		attrs = append(attrs, "lock", spec.desc)
 	}
 	log.Info("ready", attrs...)
-	if fleet != nil {
-		fleet.Start(ctx)
-	}
 	return nil
 }
 
@@ -374,24 +369,4 @@ func reportListenError(w io.Writer, cfg config, pidfile string, err error) {
 func hostOf(addr string) string {
 	h, _, _ := net.SplitHostPort(addr)
 	return h
-}
-
-// restartCommand is the command line that starts this program again, for
-// the already-running message: "go run ." when run that way.
-func restartCommand(argv []string) string {
-	if len(argv) == 0 {
-		return "backend"
-	}
-	cmd := argv[0]
-	if strings.Contains(filepath.ToSlash(cmd), "/go-build") {
-		cmd = "go run ."
-	}
-	parts := []string{cmd}
-	for _, a := range argv[1:] {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?;&|<>()") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
 }
