@@ -122,7 +122,8 @@ func (e *AlreadyRunningError) Help(restart string) string {
 		// namespace.
 		lines = append(lines,
 			"The lock is held, but pid "+pid+" is not proven to hold it: signal nothing by hand.",
-			"To see who holds it: instancelock status "+e.Path)
+			"To see who holds it: instancelock status "+e.Path,
+			"Once it is gone:   "+restart)
 	}
 	if h.Port != 0 {
 		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))

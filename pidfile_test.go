@@ -423,7 +423,8 @@ func TestOtherHostHolderIsNotJudgedByPID(t *testing.T) {
 		assert.NotContains(t, are.Help("x"), "kill ")
 		err = l.Terminate(nil)
 		assert.ErrorContains(t, err, "not proven")
-		assert.NoError(t, h.cmd.Process.Signal(syscall.Signal(0)), "the holder was not signalled")
+		alive, _ := OSProcesses{}.Alive(h.pid)
+		assert.True(t, alive, "the holder was not signalled")
 	} else {
 		assert.Equal(t, "web-2", are.Holder.Hostname)
 		err = l.Terminate(nil)
