@@ -911,15 +911,18 @@ func (l *Locker) watchFile(t *tenure) {
 			return
 		}
 	}
-	if err := l.check(t, false); err != nil {
-		if l.keep {
+	// Check, and re-publish while the file is not ours: the check after a
+	// re-publication sees a change made before its watch was in place.
+	for republished := 0; ; republished++ {
+		err := l.check(t, false)
+		if err == nil {
+			break
+		}
+		if l.keep && republished < maxAttempts {
 			perr := l.republish(t)
 			if perr == nil {
 				l.log.Warn("the PID file was removed or replaced while this process holds the lock; re-published it", "why", err)
-				if t.timer != nil {
-					t.timer.Reset(l.watch)
-				}
-				return
+				continue
 			}
 			err = fmt.Errorf("%w; re-publishing failed: %w", err, perr)
 		}
