@@ -123,6 +123,7 @@ type sighting struct {
 // lock's socket. It takes no lock. Only where l.kernel is set.
 func (l *Locker) look() (sighting, error) {
 	var s sighting
+	var foreign error
 	f, err := l.openForRead()
 	switch {
 	case errors.Is(err, ErrNotRunning):
@@ -136,7 +137,11 @@ func (l *Locker) look() (sighting, error) {
 		}
 		data, _ := readLimited(f)
 		s.file = true
-		s.holder, _ = ParseProcessLock(data)
+		var kind contentKind
+		s.holder, kind = classify(data)
+		if kind == contentForeign {
+			foreign = l.foreign(data)
+		}
 		writers, _, err := flockOwners(st)
 		if err != nil {
 			return s, &fs.PathError{Op: "look", Path: l.path, Err: fmt.Errorf("reading /proc/locks: %w", err)}
@@ -150,11 +155,13 @@ func (l *Locker) look() (sighting, error) {
 		}
 	}
 	if l.name == "" {
-		return s, nil
+		return s, foreign
 	}
 	p, err := peerOfName(l.name)
 	if err != nil || !l.trustedPeer(p.uid) {
-		return s, nil
+		// Nothing holds the lock; a file that is not a PID file is
+		// someone's, and reported as such.
+		return s, foreign
 	}
 	s.held, s.how = true, fmt.Sprintf("pid %d holds the lock's socket", p.pid)
 	s.holder, s.proven = l.peerHolder(p)

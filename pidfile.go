@@ -46,6 +46,11 @@ var (
 	// ErrLockLost: a held lock was lost; for the PID-file Locker, its file
 	// was removed or replaced by something else than this Locker.
 	ErrLockLost = errors.New("lock lost")
+	// ErrForeignFile: the path holds a file that no process locks and
+	// that is neither a PID file nor what a crash leaves of one (see
+	// TryLock). It is someone's data: it is refused and left byte for byte
+	// as it is. The error is an *fs.PathError naming the path.
+	ErrForeignFile = errors.New("not a PID file")
 
 	errNoLocks    = errors.New("the file system does not support file locks (NFS without a lock manager?)")
 	errNotRegular = errors.New("not a regular file")
@@ -108,10 +113,9 @@ func (e *AlreadyRunningError) Help(restart string) string {
 		lines = append(lines, "  Host:     "+h.Hostname)
 	}
 	lines = append(lines, "  Lock:     "+e.Path, "")
-	host, _ := os.Hostname()
 	switch {
-	case h.Hostname != "" && h.Hostname != host:
-		lines = append(lines, "It runs on another host: stop it there, then run: "+restart)
+	case !h.Local():
+		lines = append(lines, "It runs on another host or in another container: stop it there, then run: "+restart)
 	case e.Proven && h.PID > 0:
 		lines = append(lines,
 			"To stop it:        kill "+pid,
@@ -215,6 +219,7 @@ type Locker struct {
 	port      int
 	watch     time.Duration
 	hostname  string
+	pidSpace  string // thisPIDSpace(); see sameHost
 	id        string
 	byRename  bool   // publishByRename; a field so tests can run the other mode
 	name      string // the lock's abstract socket name (Linux, OS file system), "" for none
@@ -250,8 +255,11 @@ type tenure struct {
 	data    []byte   // the published content, for re-publishing
 }
 
-// New returns a Locker for the PID file at path ("" means DefaultPath). It
-// does no I/O; it fails only when an option is invalid.
+// New returns a Locker for the PID file at path ("" means DefaultPath). A
+// relative path is made absolute here, once (unless WithFS gives another
+// file system, whose paths are used as given): the lock follows the file,
+// not the working directory. New does no other I/O; it fails only when an
+// option is invalid or the working directory cannot be read.
 func New(path string, opts ...Option) (*Locker, error) {
 	var c config
 	for _, o := range opts {
@@ -275,7 +283,13 @@ func New(path string, opts ...Option) (*Locker, error) {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	if c.fsys == nil {
-		c.fsys = OSFS{}
+		// The lock follows the file, not the working directory: resolve
+		// the path once, so that a later os.Chdir changes nothing.
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("instancelock: resolving %s: %w", path, err)
+		}
+		path, c.fsys = abs, OSFS{}
 	}
 	if c.procs == nil {
 		c.procs = OSProcesses{}
@@ -288,7 +302,7 @@ func New(path string, opts ...Option) (*Locker, error) {
 	}
 	l := &Locker{
 		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
-		hostname: c.hostname, id: uuid.NewString(), byRename: publishByRename,
+		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: byRename(c.fsys),
 		log: c.logger.With("pidfile", path), keep: c.keep == nil || *c.keep,
 	}
 	_, osfs := c.fsys.(OSFS)
@@ -298,6 +312,17 @@ func New(path string, opts ...Option) (*Locker, error) {
 		l.name = lockName(path)
 	}
 	return l, nil
+}
+
+// byRename reports whether a Locker on fsys publishes its PID file by
+// renaming a temporary file into place (Unix) or writes it in place
+// (Windows, where an open file cannot be renamed): a MemFS says which
+// rules it follows, any other FS is taken to be this system's.
+func byRename(fsys FS) bool {
+	if m, ok := fsys.(interface{ windows() bool }); ok { // *MemFS
+		return !m.windows()
+	}
+	return publishByRename
 }
 
 // Acquire is the call at the top of main: New followed by TryLock. On
@@ -315,7 +340,7 @@ func Acquire(path string, opts ...Option) (*Locker, error) {
 	return l, nil
 }
 
-// Path returns the PID file's path.
+// Path returns the PID file's path, absolute unless WithFS was given.
 func (l *Locker) Path() string { return l.path }
 
 // InstanceID returns the instance id this Locker writes into the PID file.
@@ -366,8 +391,12 @@ func (l *Locker) Lost() <-chan struct{} {
 // TryLock acquires the lock without waiting. If another live process holds
 // it, the error is an *AlreadyRunningError. A stale PID file — left by a
 // process that died, naming a process that is not the one that wrote it
-// (PID reuse), naming this process's own PID, empty or garbled — is taken
-// over. The directory is created (0755) if missing; the file is created
+// (PID reuse), naming this process's own PID, or what a crash or power
+// loss leaves of one (empty, only NUL bytes and whitespace, a cut-off
+// prefix of either format, possibly followed by NUL bytes) — is taken
+// over. Any other content that no process locks is someone's file: TryLock
+// refuses it with an error matching ErrForeignFile and leaves it as it is,
+// whatever its size (at most MaxFileSize+1 bytes of it are read). The directory is created (0755) if missing; the file is created
 // 0644. The path must not be a symbolic link or anything but a regular
 // file; nothing is created or changed when it is.
 //
@@ -412,7 +441,7 @@ func (l *Locker) Lock(ctx context.Context) error {
 			return errors.Join(context.Cause(ctx), err)
 		}
 		pid := 0
-		if are.Holder.Hostname == "" || are.Holder.Hostname == l.hostname {
+		if l.sameHost(are.Holder) {
 			pid = are.Holder.PID
 		}
 		if w != nil {
@@ -447,6 +476,7 @@ func (l *Locker) tryLock() error {
 		GoVersion:  goVersion,
 		InstanceID: l.id,
 		Hostname:   l.hostname,
+		PIDSpace:   l.pidSpace,
 	}
 	if l.selfToken == nil {
 		token, _, _ := l.procs.Start(info.PID)
@@ -695,10 +725,6 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 		}
 		holder, perr := ParseProcessLock(data)
 		are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
-		// Unreadable content, or a holder we can see is dead, while the
-		// lock is held: another contender is taking a stale file over (its
-		// own file will appear in a moment), or a reader is peeking at it
-		// (Running, status tools). Look again shortly.
 		// Content that looks stale (unreadable, a dead or reused pid of
 		// this host) while the lock is held: a stale file being replaced,
 		// or a momentary reader (Running on platforms without
@@ -713,7 +739,11 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 				// hold the lock's name, so no other contender of this host
 				// is here: judge the content, and replace the file by
 				// renaming ours over it (the squatter keeps the old inode).
-				if _, stale, why := l.judge(data, st.ModTime()); !stale {
+				_, stale, why, jerr := l.judge(data, st.ModTime())
+				if jerr != nil {
+					return nil, jerr // someone's file: never replaced
+				}
+				if !stale {
 					are.Reason = why
 					l.prove(are, writers)
 					return nil, are
@@ -737,12 +767,16 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Read again under the lock: the first read may predate a rewrite.
-	data, rerr := readAt0(f)
-	if rerr != nil {
-		data = nil
+	// Read again under the lock: the first read may predate a rewrite. A
+	// file that cannot be read cannot be judged: it may be someone's data.
+	data, err = readAt0(f)
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: l.path, Err: err}
 	}
-	holder, stale, why := l.judge(data, st.ModTime())
+	holder, stale, why, err := l.judge(data, st.ModTime())
+	if err != nil {
+		return nil, err
+	}
 	if !stale {
 		return nil, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why}
 	}
@@ -750,51 +784,77 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 	return f, nil
 }
 
-// judge decides whether an unlocked PID file is stale. Files written by
-// this package are always held under a kernel lock while their process
-// lives, so an unlocked one is stale; the PID checks only matter for files
-// from other tools that do not take the kernel lock (the legacy bare-PID
-// format, say) and are done only for files of this host.
-func (l *Locker) judge(data []byte, mod time.Time) (ProcessLock, bool, string) {
-	holder, err := ParseProcessLock(data)
-	if err != nil {
-		return holder, true, "unreadable PID file: " + err.Error()
+// judge decides whether an unlocked PID file is stale. Content that is
+// not a PID file is judged by classify: a crash remnant is stale, anything
+// else is someone's file and judge returns an error matching
+// ErrForeignFile. Files written by this package are always held under a
+// kernel lock while their process lives, so an unlocked one is stale; the
+// PID checks only matter for files from other tools that do not take the
+// kernel lock (the legacy bare-PID format, say) and are done only for files
+// of this host.
+func (l *Locker) judge(data []byte, mod time.Time) (ProcessLock, bool, string, error) {
+	holder, kind := classify(data)
+	switch kind {
+	case contentRemnant:
+		return holder, true, fmt.Sprintf("what a crash left of a PID file (%d bytes)", len(data)), nil
+	case contentForeign:
+		return holder, false, "", l.foreign(data)
 	}
+	stale, why := l.judgeHolder(holder, mod)
+	return holder, stale, why, nil
+}
+
+// foreign is the error about content that is not a PID file.
+func (l *Locker) foreign(data []byte) error {
+	what := "more than " + strconv.Itoa(MaxFileSize) + " bytes"
+	if len(data) <= MaxFileSize {
+		head := data[:min(len(data), 24)]
+		what = fmt.Sprintf("%d bytes beginning %q", len(data), head)
+	}
+	return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+		"%w, nor what a crash leaves of one (%s): it may be someone's data, so it is left as it is; choose another PID file path, or remove the file if it really is a leftover",
+		ErrForeignFile, what)}
+}
+
+// judgeHolder judges a parsed PID file that no process locks.
+func (l *Locker) judgeHolder(holder ProcessLock, mod time.Time) (bool, string) {
 	if !l.sameHost(holder) {
-		return holder, true, "written on host " + holder.Hostname + " and its kernel lock is free"
+		return true, "written on host " + holder.Hostname + " (another machine, boot or PID namespace) and its kernel lock is free"
 	}
 	if holder.PID == os.Getpid() {
-		return holder, true, "it names this process's own pid, which did not write it (a previous run in a restarted container?)"
+		return true, "it names this process's own pid, which did not write it (a previous run in a restarted container?)"
 	}
 	alive, err := l.procs.Alive(holder.PID)
 	if err != nil {
-		return holder, false, "could not probe the process: " + err.Error()
+		return false, "could not probe the process: " + err.Error()
 	}
 	if !alive {
-		return holder, true, fmt.Sprintf("process %d is not running", holder.PID)
+		return true, fmt.Sprintf("process %d is not running", holder.PID)
 	}
 	token, at, err := l.procs.Start(holder.PID)
 	if err != nil {
-		return holder, false, fmt.Sprintf("process %d is alive", holder.PID)
+		return false, fmt.Sprintf("process %d is alive", holder.PID)
 	}
 	if holder.StartToken != "" {
 		if token != holder.StartToken {
-			return holder, true, fmt.Sprintf("pid %d now belongs to another process (start token %s, not %s)", holder.PID, token, holder.StartToken)
+			return true, fmt.Sprintf("pid %d now belongs to another process (start token %s, not %s)", holder.PID, token, holder.StartToken)
 		}
-		return holder, false, fmt.Sprintf("process %d that wrote the file is alive", holder.PID)
+		return false, fmt.Sprintf("process %d that wrote the file is alive", holder.PID)
 	}
 	written := holder.StartedAt
 	if written.IsZero() {
 		written = mod
 	}
 	if at.After(written.Add(2 * time.Second)) {
-		return holder, true, fmt.Sprintf("pid %d now belongs to a process started at %s, after the file was written at %s",
+		return true, fmt.Sprintf("pid %d now belongs to a process started at %s, after the file was written at %s",
 			holder.PID, at.UTC().Format(timeLayout), written.UTC().Format(timeLayout))
 	}
-	return holder, false, fmt.Sprintf("process %d is alive", holder.PID)
+	return false, fmt.Sprintf("process %d is alive", holder.PID)
 }
 
-func (l *Locker) sameHost(h ProcessLock) bool { return h.Hostname == "" || h.Hostname == l.hostname }
+// sameHost reports whether h's PID may be probed from here: h is in this
+// process's PID space (see ProcessLock.Local).
+func (l *Locker) sameHost(h ProcessLock) bool { return sameSpace(h, l.pidSpace, l.hostname) }
 
 // attemptInPlace is one try on Windows, where a file held open cannot be
 // renamed: open or create the PID file, lock it, and write it in place.
@@ -809,7 +869,8 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
 	}
 	st, err := f.Stat()
-	if err == nil && st.Size() == 0 {
+	wasEmpty := err == nil && st.Size() == 0
+	if wasEmpty {
 		// A file we may have just created: nothing to judge, but it must
 		// still be locked and still be at the path.
 		if err = f.TryLock(); err == nil {
@@ -825,21 +886,31 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		_, err = l.judgeLocked(f)
 	}
 	if err == nil {
-		// Write over the old content, then cut what is left of it: a
-		// failed write leaves a file that is still judged stale.
-		if _, err = f.WriteAt(data, 0); err == nil {
-			err = f.Truncate(int64(len(data)))
+		// Empty the file, then write: a crash in between leaves a crash
+		// remnant (empty, or a prefix of data), which is judged stale; a
+		// write over longer old content would leave its tail behind.
+		if err = f.Truncate(0); err == nil {
+			_, err = f.WriteAt(data, 0)
 		}
 		if err != nil {
-			err = fmt.Errorf("instancelock: writing %s: %w", l.path, err)
+			err = fmt.Errorf("instancelock: writing %s: %w", l.path, errors.Join(errWrite, err))
 		}
 	}
 	if err != nil {
 		f.Close()
+		if wasEmpty && errors.Is(err, errWrite) {
+			// The file was empty (most likely created by this attempt):
+			// leave nothing behind. If another contender opened it
+			// meanwhile, the removal fails and the file is left to it.
+			l.fsys.Remove(l.path)
+		}
 		return nil, err
 	}
 	return f, nil
 }
+
+// errWrite marks a failed write of the PID file in place.
+var errWrite = errors.New("writing the PID file")
 
 // armAfter is when a holding arms its inotify watch and registers its
 // socket with the watcher: a tenure shorter than that (a quick job) costs
@@ -1054,7 +1125,9 @@ func (l *Locker) Unlock() error {
 
 // Holder reads the PID file and returns its content. The error matches
 // ErrNotRunning (and fs.ErrNotExist) when there is no file, and
-// ErrInvalidLock when the content is not a PID file. Holder does not say
+// ErrInvalidLock when the content is not a PID file: it also matches
+// ErrForeignFile when the content is not even what a crash leaves of one
+// (a crash remnant matches ErrInvalidLock only). Holder does not say
 // whether the holder is alive; Running does.
 func (l *Locker) Holder() (ProcessLock, error) {
 	f, err := l.openForRead()
@@ -1066,9 +1139,14 @@ func (l *Locker) Holder() (ProcessLock, error) {
 	if err != nil {
 		return ProcessLock{}, &fs.PathError{Op: "read", Path: l.path, Err: err}
 	}
-	pl, err := ParseProcessLock(data)
-	if err != nil {
-		return ProcessLock{}, &fs.PathError{Op: "parse", Path: l.path, Err: err}
+	pl, kind := classify(data)
+	switch kind {
+	case contentForeign:
+		_, perr := ParseProcessLock(data)
+		return ProcessLock{}, &fs.PathError{Op: "parse", Path: l.path, Err: fmt.Errorf("%w (%w)", ErrForeignFile, perr)}
+	case contentRemnant:
+		_, perr := ParseProcessLock(data)
+		return ProcessLock{}, &fs.PathError{Op: "parse", Path: l.path, Err: fmt.Errorf("what a crash left of a PID file: %w", perr)}
 	}
 	return pl, nil
 }
@@ -1092,8 +1170,9 @@ func (l *Locker) openForRead() (File, error) {
 }
 
 // Running reports whether a live process holds the lock, with its
-// ProcessLock. A PID file left by a dead process is reported as not
-// running (and left in place: see CleanStale). This Locker's own holding
+// ProcessLock. A PID file left by a dead process, or a crash remnant, is
+// reported as not running (and left in place: see CleanStale); a foreign
+// file that no process locks is an error matching ErrForeignFile. This Locker's own holding
 // counts as running.
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
@@ -1126,13 +1205,17 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	holder, stale, _ := l.judge(data, st.ModTime())
+	holder, stale, _, err := l.judge(data, st.ModTime())
+	if err != nil {
+		return ProcessLock{}, false, err
+	}
 	return holder, !stale, nil
 }
 
 // CleanStale removes the PID file if it is stale (see TryLock), and
 // reports whether it did. A file held by a live process is kept, and so is
-// a file this Locker holds.
+// a file this Locker holds; a foreign file is kept and reported with an
+// error matching ErrForeignFile.
 func (l *Locker) CleanStale() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -1221,7 +1304,7 @@ func (l *Locker) Terminate(sig os.Signal) error {
 		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
 	}
 	if !l.sameHost(holder) {
-		return fmt.Errorf("instancelock: terminate: %s is held by %s on another host", l.path, holder)
+		return fmt.Errorf("instancelock: terminate: %s is held by %s on another host or in another PID namespace", l.path, holder)
 	}
 	if holder.PID == os.Getpid() {
 		return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)

@@ -332,7 +332,9 @@ func TestStaleFilesAreTakenOver(t *testing.T) {
 
 	cases := map[string]string{
 		"empty":                "",
-		"garbled":              "\x00\x17garbage{",
+		"cut off":              `{"pid":123,"startedAt":"2026-01-0` + "\x00\x00",
+		"NUL bytes":            strings.Repeat("\x00", 97),
+		"a lone newline":       "\n",
 		"dead pid JSON":        lockJSON(t, ProcessLock{PID: deadPID(t), Hostname: host, StartToken: "linux:x:1"}),
 		"dead pid legacy":      strconv.Itoa(deadPID(t)) + "\n",
 		"reused pid, token":    lockJSON(t, ProcessLock{PID: live, Hostname: host, StartToken: liveToken + "0"}),
@@ -494,7 +496,7 @@ func TestVanishedFileIsReported(t *testing.T) {
 			if how == "removed" {
 				require.NoError(t, os.Remove(path))
 			} else {
-				writeFile(t, path+".new", "not a pid file")
+				writeFile(t, path+".new", "")
 				require.NoError(t, os.Rename(path+".new", path))
 			}
 			select {
@@ -633,12 +635,14 @@ func TestNewOptions(t *testing.T) {
 
 	l, err := New("")
 	require.NoError(t, err)
-	assert.Equal(t, DefaultPath, l.Path())
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(wd, DefaultPath), l.Path(), "resolved once, in New")
 
 	t.Setenv(EnvPath, "/tmp/from-env.pid")
 	l, err = New("given.pid")
 	require.NoError(t, err)
-	assert.Equal(t, "given.pid", l.Path(), "the environment is read only with FromEnv")
+	assert.Equal(t, filepath.Join(wd, "given.pid"), l.Path(), "the environment is read only with FromEnv")
 	l, err = New("given.pid", FromEnv())
 	require.NoError(t, err)
 	assert.Equal(t, "/tmp/from-env.pid", l.Path())

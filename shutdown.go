@@ -171,6 +171,7 @@ type GracefulShutdown struct {
 	mu      sync.Mutex
 	hooks   []namedHook
 	begun   bool
+	results hookResults    // the outcome of each hook run (stats.go)
 	started bool           // Start was called
 	sigs    chan os.Signal // the channel given to signal.Notify, nil before Start
 }
@@ -480,7 +481,10 @@ func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
 	deadline := time.Now().Add(timeout)
 	for i := len(hooks) - 1; i >= 0; i-- {
 		g.sdHook(hooks[i].name, len(hooks)-i, len(hooks), deadline)
-		if err := g.runHook(log, hooks[i], deadline); err != nil {
+		t := time.Now()
+		err := g.runHook(log, hooks[i], deadline)
+		g.recordHook(hooks[i].name, time.Since(t), err)
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}

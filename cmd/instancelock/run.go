@@ -134,9 +134,6 @@ func (r *runner) run() int {
 	if err != nil {
 		return r.fail(exitRunFailed, "%s", oneLine(err))
 	}
-	if err := refuseForeign(l); err != nil {
-		return r.fail(exitRunFailed, "%v", err)
-	}
 	if code, ok := r.acquire(l, sigs); !ok {
 		return code
 	}
@@ -274,31 +271,13 @@ func (r *runner) startFailed(err error) int {
 	return r.fail(code, "%s: %s", r.argv[0], oneLine(err))
 }
 
-// refuseForeign returns an error when the path holds a file that is not a
-// PID file and that nothing locks: a mistyped path to someone's data, which
-// taking the lock would replace and releasing it would remove. An empty file
-// (a lock file of flock(1), or made by touch) is fine.
-func refuseForeign(l *instancelock.Locker) error {
-	_, err := l.Holder()
-	if !errors.Is(err, instancelock.ErrInvalidLock) {
-		return nil
-	}
-	if fi, serr := os.Lstat(l.Path()); serr == nil && fi.Size() == 0 {
-		return nil
-	}
-	if _, running, rerr := l.Running(); rerr == nil && running {
-		return nil // held: TryLock reports the conflict
-	}
-	return fmt.Errorf("%s is not a PID file (%s); refusing to replace it: remove it or choose another -pidfile", l.Path(), pathErr(l.Path(), err))
-}
-
 // describeHolder is "pid 123, started 2025-11-27T20:00:00.000Z (uptime 5m0s)".
 func describeHolder(h instancelock.ProcessLock) string {
 	if h.PID <= 0 {
 		return "a process whose details could not be read"
 	}
 	s := fmt.Sprintf("pid %d", h.PID)
-	if h.Hostname != "" && h.Hostname != hostname() {
+	if !h.Local() {
 		s += " on host " + h.Hostname
 	}
 	if !h.StartedAt.IsZero() {

@@ -29,14 +29,16 @@ instance id, whether the process is alive and whether the lock is held.
 Exit codes (LSB init-script convention):
   0  running: a live process holds the lock
   1  stale: the PID file exists but its process is dead (or its PID now
-     belongs to another program); the next start takes it over
+     belongs to another program), or it holds what a crash leaves of a PID
+     file (empty, NUL bytes, cut off); the next start takes it over
   3  not running: there is no PID file
-  4  unknown: the file cannot be read, is not a PID file, or was written on
-     another host (its process cannot be checked from here); also bad usage
+  4  unknown: the file cannot be read, is not a PID file (someone's data:
+     run refuses it), or was written on another machine or in another PID
+     namespace (its process cannot be checked from here); also bad usage
 
 Flags:
   -json   print one JSON object: the PID file's fields (pid, startedAt, port,
-          goVersion, instanceId, hostname, startToken) plus path, status
+          goVersion, instanceId, hostname, startToken, pidSpace) plus path, status
           ("running", "stale", "not running", "unknown"), alive, stale,
           uptimeSeconds and error
 
@@ -59,6 +61,7 @@ type statusReport struct {
 	InstanceID string `json:"instanceId,omitempty"`
 	Hostname   string `json:"hostname,omitempty"`
 	StartToken string `json:"startToken,omitempty"`
+	PIDSpace   string `json:"pidSpace,omitempty"`
 
 	UptimeSeconds float64 `json:"uptimeSeconds,omitempty"`
 	Alive         bool    `json:"alive"` // the process that wrote the file is alive
@@ -119,14 +122,16 @@ func status(path string, now time.Time) *statusReport {
 		}
 		r.code, r.Status = statusAbsent, "not running"
 		return r
-	case errors.Is(err, instancelock.ErrInvalidLock):
+	case errors.Is(err, instancelock.ErrForeignFile):
 		return r.unknown(fmt.Sprintf("%s is not a PID file: %s", path, pathErr(path, err)))
+	case errors.Is(err, instancelock.ErrInvalidLock):
+		return r.remnant(l)
 	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot read %s: %s", path, pathErr(path, err)))
 	}
 	r.setHolder(h, now)
-	if host := hostname(); h.Hostname != "" && h.Hostname != host {
-		return r.unknown(fmt.Sprintf("%s was written on host %s, not %s: pid %d cannot be checked from here", path, h.Hostname, host, h.PID))
+	if !h.Local() {
+		return r.unknown(fmt.Sprintf("%s was written on host %s (another machine, boot or PID namespace), not %s: pid %d cannot be checked from here", path, h.Hostname, hostname(), h.PID))
 	}
 	cur, running, err := l.Running()
 	if err != nil {
@@ -162,14 +167,35 @@ func status(path string, now time.Time) *statusReport {
 	return r
 }
 
+// remnant reports a file that holds what a crash left of a PID file: stale,
+// unless a process holds its lock (a holder writing it in place).
+func (r *statusReport) remnant(l *instancelock.Locker) *statusReport {
+	_, running, err := l.Running()
+	switch {
+	case err != nil:
+		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", r.Path, pathErr(r.Path, err)))
+	case running:
+		r.code, r.Status, r.locked = statusRunning, "running", true
+		r.process = "unknown: the file is being written"
+		return r
+	}
+	if _, err := l.Holder(); errors.Is(err, instancelock.ErrNotRunning) {
+		*r = statusReport{Path: r.Path, Status: "not running", code: statusAbsent}
+		return r
+	}
+	r.code, r.Status, r.Stale = statusStale, "stale", true
+	r.process = "what a crash left of a PID file"
+	return r
+}
+
 func (r *statusReport) unknown(reason string) *statusReport {
 	r.code, r.Status, r.reason, r.Error = statusUnknown, "unknown", reason, reason
 	return r
 }
 
 func (r *statusReport) setHolder(h instancelock.ProcessLock, now time.Time) {
-	r.PID, r.Port, r.GoVersion, r.InstanceID, r.Hostname, r.StartToken =
-		h.PID, h.Port, h.GoVersion, h.InstanceID, h.Hostname, h.StartToken
+	r.PID, r.Port, r.GoVersion, r.InstanceID, r.Hostname, r.StartToken, r.PIDSpace =
+		h.PID, h.Port, h.GoVersion, h.InstanceID, h.Hostname, h.StartToken, h.PIDSpace
 	r.StartedAt, r.UptimeSeconds = "", 0
 	if !h.StartedAt.IsZero() {
 		r.StartedAt = h.StartedAt.UTC().Format(timeLayout)
@@ -204,7 +230,8 @@ func probe(h instancelock.ProcessLock) (bool, string) {
 // *fs.PathError about path (the caller names the path).
 func pathErr(path string, err error) string {
 	var pe *fs.PathError
-	if errors.As(err, &pe) && pe.Path == path {
+	abs, _ := filepath.Abs(path) // the library names the path it resolved
+	if errors.As(err, &pe) && (pe.Path == path || pe.Path == abs) {
 		err = pe.Err
 	}
 	return oneLine(err)
@@ -240,6 +267,10 @@ func (r *statusReport) writeText(w io.Writer) {
 	case statusRunning:
 		fmt.Fprintf(w, "%s: running, pid %d holds the lock\n", r.Path, r.PID)
 	case statusStale:
+		if r.PID == 0 {
+			fmt.Fprintf(w, "%s: stale, it holds %s and the lock is free\n", r.Path, r.process)
+			return
+		}
 		fmt.Fprintf(w, "%s: stale, pid %d %s and the lock is free\n", r.Path, r.PID, r.process)
 	}
 	row := func(k, v string) { fmt.Fprintf(w, "  %-12s %s\n", k+":", v) }

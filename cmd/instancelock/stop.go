@@ -107,13 +107,16 @@ func (s *stopper) stop() int {
 		}
 		fmt.Fprintf(s.out, "%s: not running (no PID file)\n", s.path)
 		return exitOK
-	case errors.Is(err, instancelock.ErrInvalidLock):
+	case errors.Is(err, instancelock.ErrForeignFile):
 		return s.fail("%s is not a PID file: %s; nothing done", s.path, pathErr(s.path, err))
+	case errors.Is(err, instancelock.ErrInvalidLock):
+		// What a crash left of a PID file: remove it unless it is held.
+		return s.cleanRemnant()
 	case err != nil:
 		return s.fail("cannot read %s: %s", s.path, pathErr(s.path, err))
 	}
-	if host := hostname(); h.Hostname != "" && h.Hostname != host {
-		return s.fail("%s was written on host %s, not %s: stop pid %d there", s.path, h.Hostname, host, h.PID)
+	if !h.Local() {
+		return s.fail("%s was written on host %s (another machine, boot or PID namespace), not %s: stop pid %d there", s.path, h.Hostname, hostname(), h.PID)
 	}
 	target, running, err := s.l.Running()
 	if err != nil {
@@ -199,6 +202,19 @@ func (s *stopper) clean(h instancelock.ProcessLock) int {
 		fmt.Fprintf(s.out, "%s: not running; removed the stale PID file: pid %d %s\n", s.path, h.PID, what)
 	}
 	return s.notHeldNow()
+}
+
+// cleanRemnant handles a file that holds what a crash left of a PID file.
+func (s *stopper) cleanRemnant() int {
+	removed, err := s.l.CleanStale()
+	if err != nil {
+		return s.fail("%s", oneLine(err))
+	}
+	if removed {
+		fmt.Fprintf(s.out, "%s: not running; removed what a crash left of a PID file\n", s.path)
+		return s.notHeldNow()
+	}
+	return s.fail("%s is locked, but its content does not say by which process; nothing done", s.path)
 }
 
 // notHeldNow is the final check: 0 if no live process holds the lock.
