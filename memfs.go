@@ -23,6 +23,19 @@ import (
 // safe for concurrent use; the zero value is an empty file system ready to
 // use.
 //
+// It follows the rules of the system the program runs on, so that a test
+// means there what it says: Windows' on Windows, Unix's elsewhere
+// (NewUnixMemFS and NewWindowsMemFS choose). With Windows' rules a file
+// that is open (Go opens files without FILE_SHARE_DELETE) cannot be removed
+// nor renamed (a sharing violation), a rename does not replace an open file
+// or a directory (access denied), a directory's read-only bit does not keep
+// entries out, there are no FIFOs, and on Windows the errors are Windows'
+// own (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_FILE_EXISTS,
+// ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION). Names may use either
+// separator and a volume name, which is ignored: every name is on the same
+// drive, and names are case-sensitive. A Locker on a MemFS publishes its
+// PID file the way of the MemFS's system.
+//
 // It behaves as a Unix file system does for the operations of FS, with
 // these simplifications: there is one root, and a relative name is taken
 // from it (as if the working directory were /); a file's permission bits are
@@ -1149,3 +1162,7 @@ func (f *memFile) closeLocked() {
 	delete(f.node.open, f)
 	delete(f.fs.files, f)
 }
+
+// chmod and readDirNames are what a Locker uses of an OSFS beyond FS.
+func (m *MemFS) chmod(name string, mode fs.FileMode) error { return m.Chmod(name, mode) }
+func (m *MemFS) readDirNames(dir string) ([]string, error) { return m.ListDir(dir) }

@@ -387,7 +387,7 @@ func TestOnlyTheProvenHolderIsSignalled(t *testing.T) {
 // A socket of another user bound to the lock's name cannot keep the
 // service down: it is ignored, and the PID file's lock decides.
 func TestAnotherUsersSocketIsIgnored(t *testing.T) {
-	nobody := asNobody(t)
+	nobody := nobodyPrefix(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "x.pid")
 	l, err := New(path)
@@ -406,10 +406,10 @@ func TestAnotherUsersSocketIsIgnored(t *testing.T) {
 	require.NoError(t, l.Unlock())
 }
 
-// asNobody returns the command prefix that runs a program as the user
+// nobodyPrefix returns the command prefix that runs a program as the user
 // nobody, or skips the test (never under CI=true) where that is
 // impossible.
-func asNobody(t *testing.T) []string {
+func nobodyPrefix(t *testing.T) []string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -430,7 +430,7 @@ func asNobody(t *testing.T) []string {
 // Squatting: a user who can only read the PID file holds a shared flock
 // on it. When the holder dies, the next start still acquires, at once.
 func TestSquatterCannotKeepTheServiceDown(t *testing.T) {
-	nobody := asNobody(t)
+	nobody := nobodyPrefix(t)
 	base, err := os.MkdirTemp("", "squat")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(base) })

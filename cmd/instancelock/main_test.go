@@ -45,11 +45,13 @@ const (
 var coverDir string // GOCOVERDIR of the tests, when measuring coverage
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv(cliHelperEnv); name != "" {
-		os.Exit(runHelper(name))
-	}
+	// The command first: the programs it runs may be helpers (their
+	// variable is in its environment too).
 	if args, ok := os.LookupEnv(cliArgsEnv); ok {
 		os.Exit(runAsCommand(m, args))
+	}
+	if name := os.Getenv(cliHelperEnv); name != "" {
+		os.Exit(runHelper(name))
 	}
 	flag.Parse()
 	if testing.CoverMode() != "" {

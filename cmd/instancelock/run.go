@@ -161,6 +161,9 @@ func (r *runner) run() int {
 	if err := cmd.Start(); err != nil {
 		return r.startFailed(err)
 	}
+	if err := bindChild(cmd.Process); err != nil {
+		r.fail(0, "%s may outlive this wrapper: %s", r.argv[0], oneLine(err))
+	}
 	// Under systemd, COMMAND becomes the unit's main process: it sends its
 	// own READY=1 and watchdog pings, and systemd watches its exit.
 	if err := sd.Notify(fmt.Sprintf("MAINPID=%d", cmd.Process.Pid)); err != nil {
