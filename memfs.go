@@ -1162,3 +1162,7 @@ func (f *memFile) closeLocked() {
 	delete(f.node.open, f)
 	delete(f.fs.files, f)
 }
+
+// chmod and readDirNames are what a Locker uses of an OSFS beyond FS.
+func (m *MemFS) chmod(name string, mode fs.FileMode) error { return m.Chmod(name, mode) }
+func (m *MemFS) readDirNames(dir string) ([]string, error) { return m.ListDir(dir) }

@@ -2,6 +2,8 @@ package instancelock
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +14,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -196,6 +200,9 @@ type Locker struct {
 	byRename  bool    // publishByRename; a field so tests can run the other mode
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
+	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
+	swept     bool    // temporary files left by crashes were looked for; guarded by mu
+	tookOver  bool    // the last attempt replaced a stale file; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -215,6 +222,7 @@ type tenure struct {
 	timer   *time.Timer
 	stopped bool
 	tmp     string // a temporary name that could not be removed, retried at Unlock
+	inPlace bool   // written in place on Unix: the directory may not let us remove it
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). A
@@ -265,7 +273,8 @@ func New(path string, opts ...Option) (*Locker, error) {
 	return &Locker{
 		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
 		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: byRename(c.fsys),
-		log: c.logger.With("pidfile", path),
+		tmpPrefix: tempPrefix(path),
+		log:       c.logger.With("pidfile", path),
 	}, nil
 }
 
@@ -445,15 +454,26 @@ func (l *Locker) tryLock() error {
 	data = append(data, '\n')
 	var last *AlreadyRunningError
 	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
+	inPlace := !l.byRename
+	l.tookOver = false
 	for range maxAttempts {
 		var f File
-		if l.byRename {
-			f, err = l.attemptRename(data)
-		} else {
+		if inPlace {
 			f, err = l.attemptInPlace(data)
+		} else {
+			f, err = l.attemptRename(data)
 		}
 		var r retryable
+		var nt *noTempError
 		switch {
+		case errors.As(err, &nt) && !inPlace && canWriteInPlace(nt.err):
+			// The directory does not let us create a file (a root-owned
+			// directory with the PID file made for the service user, a
+			// read-only directory): lock and write the existing file in
+			// place, as on Windows.
+			l.log.Debug("cannot create a temporary file next to the PID file; writing it in place", "err", nt.err)
+			inPlace = true
+			continue
 		case errors.As(err, &r):
 			if !r.retry {
 				return r.AlreadyRunningError
@@ -467,7 +487,10 @@ func (l *Locker) tryLock() error {
 		case err != nil:
 			return err
 		}
-		l.hold(f, info)
+		l.hold(f, info, inPlace && l.byRename)
+		if !inPlace && (!l.swept || l.tookOver) {
+			l.sweepTemps()
+		}
 		return nil
 	}
 	if last != nil {
@@ -475,6 +498,10 @@ func (l *Locker) tryLock() error {
 	}
 	return &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
 }
+
+// testHookBeforePublish, when set by a test, runs between the creation of
+// a temporary file and its publication.
+var testHookBeforePublish func(tmp string)
 
 // errRetry: the file changed under us; try again.
 var errRetry = errors.New("retry")
@@ -499,16 +526,140 @@ func (l *Locker) checkPath() error {
 }
 
 // create opens name with flag (which includes O_CREATE) and mode 0644; if
-// the directory is missing, it creates it (0755) and tries again.
+// the directory is missing, it creates it (0755) and tries again. A file it
+// creates for sure (O_EXCL) gets mode 0644 whatever the umask.
 func (l *Locker) create(name string, flag int) (File, error) {
 	f, err := l.fsys.OpenFile(name, flag, 0o644)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return f, err
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := l.mkdir(); err != nil {
+			return nil, err
+		}
+		f, err = l.fsys.OpenFile(name, flag, 0o644)
+	}
+	if err == nil && flag&os.O_EXCL != 0 {
+		if c, ok := f.(interface{ Chmod(fs.FileMode) error }); ok {
+			if err := c.Chmod(0o644); err != nil {
+				l.log.Debug("cannot set the mode of the new file", "err", err)
+			}
+		}
+	}
+	return f, err
+}
+
+// mkdir creates the PID file's directory and its missing parents, and gives
+// each directory it created mode 0755 whatever the umask. Directories that
+// existed are left as they are.
+func (l *Locker) mkdir() error {
+	var missing []string
+	for d := l.dir(); ; d = filepath.Dir(d) {
+		if _, err := l.fsys.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
 	}
 	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
-		return nil, fmt.Errorf("creating the directory of %s: %w", l.path, err)
+		return fmt.Errorf("creating the directory of %s: %w", l.path, err)
 	}
-	return l.fsys.OpenFile(name, flag, 0o644)
+	if c, ok := l.fsys.(interface {
+		chmod(string, fs.FileMode) error
+	}); ok {
+		for i := len(missing) - 1; i >= 0; i-- {
+			if err := c.chmod(missing[i], 0o755); err != nil {
+				l.log.Debug("cannot set the mode of a new directory", "dir", missing[i], "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// tempPrefix is what the names of a Locker's temporary files begin with:
+// "<path>.tmp-", or, when the PID file's name is too long for that suffix
+// to fit in a 255-byte name, "<dir>/.<16 hex digits of its SHA-256>.tmp-".
+// A random base-36 number of at most 13 digits follows.
+func tempPrefix(path string) string {
+	dir, base := filepath.Split(path)
+	if len(base) > 255-len(".tmp-")-13 {
+		sum := sha256.Sum256([]byte(base))
+		base = "." + hex.EncodeToString(sum[:8])
+	}
+	return dir + base + ".tmp-"
+}
+
+// noTempError: a temporary file could not be created next to the PID file.
+type noTempError struct{ err error }
+
+func (e *noTempError) Error() string { return e.err.Error() }
+func (e *noTempError) Unwrap() error { return e.err }
+
+// canWriteInPlace reports whether a failure to create a temporary file
+// means that the directory does not let this process create files, so
+// that the existing PID file may be written in place instead.
+func canWriteInPlace(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
+}
+
+// sweepTemps removes the temporary files that processes which died between
+// creating and publishing them left next to the PID file. A temporary file
+// is locked by its creator from before it is written until it is published
+// or removed, so only a file whose lock this Locker can take, whose name
+// has exactly the form of a temporary name and whose content is what
+// writeTemp writes (or a crash remnant of it) is removed; it is removed
+// while its lock is held. A creator that loses its lock to the sweep before
+// taking it tries again with another name.
+func (l *Locker) sweepTemps() {
+	l.swept = true
+	lister, ok := l.fsys.(interface {
+		readDirNames(string) ([]string, error)
+	})
+	if !ok {
+		return
+	}
+	dir := filepath.Dir(l.tmpPrefix)
+	prefix := filepath.Base(l.tmpPrefix + "x")
+	prefix = prefix[:len(prefix)-1]
+	names, err := lister.readDirNames(dir)
+	if err != nil {
+		l.log.Debug("cannot look for temporary files left by crashes", "err", err)
+		return
+	}
+	for _, n := range names {
+		suffix, ok := strings.CutPrefix(n, prefix)
+		if !ok || !isTempSuffix(suffix) {
+			continue
+		}
+		name := filepath.Join(dir, n)
+		f, err := l.fsys.OpenFile(name, os.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		if f.TryLock() == nil {
+			st, serr := f.Stat()
+			now, lerr := l.fsys.Lstat(name)
+			data, rerr := readLimited(f)
+			if serr == nil && lerr == nil && rerr == nil && st.Mode().IsRegular() && l.fsys.SameFile(st, now) {
+				if _, kind := classify(data); kind != contentForeign && l.fsys.Remove(name) == nil {
+					l.log.Info("removed a temporary file left by a crash", "tmp", name)
+				}
+			}
+		}
+		f.Close()
+	}
+}
+
+// isTempSuffix reports whether s is the random part of a temporary name.
+func isTempSuffix(s string) bool {
+	if s == "" || len(s) > 13 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *Locker) checkMode(fi fs.FileInfo) error {
@@ -551,6 +702,9 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 		tmp.Close()
 		l.fsys.Remove(tmp.Name())
 	}
+	if testHookBeforePublish != nil {
+		testHookBeforePublish(tmp.Name())
+	}
 	err = l.fsys.Link(tmp.Name(), l.path)
 	if err == nil {
 		if err := l.fsys.Remove(tmp.Name()); err != nil {
@@ -559,6 +713,10 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 		}
 		l.log.Debug("acquired")
 		return tmp, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		discard() // a sweep took the temporary name: try again
+		return nil, errRetry
 	}
 	if !errors.Is(err, fs.ErrExist) {
 		discard()
@@ -580,31 +738,45 @@ func (l *Locker) replace(data []byte) (File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if testHookBeforePublish != nil {
+		testHookBeforePublish(tmp.Name())
+	}
 	if err := l.fsys.Rename(tmp.Name(), l.path); err != nil {
 		tmp.Close()
 		l.fsys.Remove(tmp.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errRetry // a sweep took the temporary name
+		}
 		return nil, fmt.Errorf("instancelock: replacing the stale %s: %w", l.path, err)
 	}
+	l.tookOver = true
 	return tmp, nil
 }
 
 // writeTemp creates, locks and fills a new file next to the PID file.
 func (l *Locker) writeTemp(data []byte) (File, error) {
-	name := l.path + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+	name := l.tmpPrefix + strconv.FormatUint(rand.Uint64(), 36)
 	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 	if errors.Is(err, fs.ErrExist) {
 		return nil, errRetry
 	}
 	if err != nil {
-		return nil, fmt.Errorf("instancelock: creating %s: %w", l.path, err)
+		return nil, &noTempError{fmt.Errorf("instancelock: creating %s: %w", l.path, err)}
+	}
+	if err := f.TryLock(); errors.Is(err, ErrWouldBlock) {
+		// A sweep took it between its creation and this lock: it is
+		// removing it.
+		f.Close()
+		return nil, errRetry
+	} else if err != nil {
+		f.Close()
+		l.fsys.Remove(name)
+		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
 	}
 	fail := func(err error) (File, error) {
 		f.Close()
 		l.fsys.Remove(name)
 		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
-	}
-	if err := f.TryLock(); err != nil {
-		return fail(err)
 	}
 	if _, err := f.Write(data); err != nil {
 		return fail(err)
@@ -824,8 +996,8 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 var errWrite = errors.New("writing the PID file")
 
 // hold records a new tenure and starts the watcher.
-func (l *Locker) hold(f File, info ProcessLock) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover}
+func (l *Locker) hold(f File, info ProcessLock, inPlace bool) {
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
@@ -920,7 +1092,15 @@ func (l *Locker) Unlock() error {
 		// Unlink first, then close: a waiter that opened this file before
 		// the unlink finds, once it gets the lock, that the file is no
 		// longer at the path, and tries again.
-		if rerr := l.fsys.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		// Written in place in a directory that does not let us remove
+		// it: empty it instead, so that it is judged stale at once even
+		// while this process lives on.
+		if rerr := l.fsys.Remove(l.path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
+			l.log.Debug("PID file left in place, emptied", "err", rerr)
+			if terr := t.f.Truncate(0); terr != nil {
+				err = fmt.Errorf("instancelock: emptying %s: %w", l.path, terr)
+			}
+		} else if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = fmt.Errorf("instancelock: removing %s: %w", l.path, rerr)
 		}
 		if cerr := t.f.Close(); cerr != nil && err == nil {

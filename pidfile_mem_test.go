@@ -208,12 +208,12 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 		is       error
 		says     string
 	}{
-		{"EACCES creating the temp file", true,
-			func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EACCES) },
-			fs.ErrPermission, "creating " + memPIDPath},
-		{"read-only directory", false,
+		{"EIO creating the temp file", true,
+			func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EIO) },
+			syscall.EIO, "creating " + memPIDPath},
+		{"read-only directory, no PID file", false,
 			func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
-			fs.ErrPermission, "creating " + memPIDPath},
+			fs.ErrPermission, "opening " + memPIDPath},
 		{"ENOSPC writing the temp file", true,
 			func(r *memRig) { r.fs.Fail("write", "", syscall.ENOSPC) },
 			syscall.ENOSPC, "writing " + memPIDPath},
@@ -1150,4 +1150,38 @@ func TestMemInPlaceRefusesBadPaths(t *testing.T) {
 	r.fs.Fail("lstat", memPIDPath, syscall.EACCES)
 	assert.ErrorIs(t, l.TryLock(), fs.ErrPermission)
 	assert.Empty(t, r.fs.OpenFiles())
+}
+
+// A directory that does not let the Locker create files, with the PID file
+// made for it (the /run/app layout): the file is locked and written in
+// place, and emptied at Unlock, since it cannot be removed.
+func TestMemInPlaceWhenTheDirectoryIsNotWritable(t *testing.T) {
+	for name, fault := range map[string]func(r *memRig){
+		"read-only directory": func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
+		"EACCES":              func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EACCES) },
+		"EROFS":               func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EROFS) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newMemRig(t)
+			r.write(`{"pid":7,"st`) // a crash remnant
+			before, err := r.fs.Lstat(memPIDPath)
+			require.NoError(t, err)
+			fault(r)
+			a := r.locker()
+			require.NoError(t, a.TryLock())
+			now, err := r.fs.Lstat(memPIDPath)
+			require.NoError(t, err)
+			assert.True(t, r.fs.SameFile(before, now), "written in place")
+			r.heldBy(a)
+			b := r.locker()
+			assert.ErrorIs(t, b.TryLock(), ErrAlreadyRunning)
+			require.NoError(t, a.Unlock())
+			if name == "read-only directory" {
+				assert.Empty(t, r.content(), "emptied, since it cannot be removed")
+			}
+			require.NoError(t, b.TryLock(), "free at once after Unlock")
+			require.NoError(t, b.Unlock())
+			r.untouched(r.mustList())
+		})
+	}
 }

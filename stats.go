@@ -7,6 +7,7 @@ import "time"
 type CheckResult struct {
 	Name     string        // the Check's Name
 	Optional bool          // the Check's Optional
+	Critical bool          // the Check's Critical
 	Ran      bool          // false until a probe ran the check once; the fields below are then zero
 	Err      error         // nil when the check passed
 	Duration time.Duration // how long Run took (the Timeout when it timed out)
@@ -23,7 +24,7 @@ func (h *Health) CheckResults() []CheckResult {
 	checks := h.reg.Load().checks
 	out := make([]CheckResult, len(checks))
 	for i, c := range checks {
-		out[i] = CheckResult{Name: c.Name, Optional: c.Optional}
+		out[i] = CheckResult{Name: c.Name, Optional: c.Optional, Critical: c.Critical}
 		if r := c.last.Load(); r != nil {
 			out[i].Ran, out[i].Err, out[i].Duration, out[i].At = true, r.err, r.took, r.at
 		}

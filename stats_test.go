@@ -13,7 +13,7 @@ import (
 func TestCheckResultsReportsWhatTheProbesSaw(t *testing.T) {
 	const slow = 30 * time.Millisecond
 	h := NewHealth(nil, nil)
-	h.AddCheck(Check{Name: "db", Run: func(ctx context.Context) error {
+	h.AddCheck(Check{Name: "db", Critical: true, Run: func(ctx context.Context) error {
 		time.Sleep(slow)
 		return nil
 	}})
@@ -22,8 +22,9 @@ func TestCheckResultsReportsWhatTheProbesSaw(t *testing.T) {
 	}})
 
 	before := h.CheckResults()
-	if len(before) != 2 || before[0].Name != "db" || before[1].Name != "cache" || !before[1].Optional || before[0].Optional {
-		t.Fatalf("before any probe: %+v, want db then optional cache", before)
+	if len(before) != 2 || before[0].Name != "db" || before[1].Name != "cache" ||
+		!before[1].Optional || before[0].Optional || !before[0].Critical || before[1].Critical {
+		t.Fatalf("before any probe: %+v, want critical db then optional cache", before)
 	}
 	for _, r := range before {
 		if r.Ran || r.Err != nil || r.Duration != 0 || !r.At.IsZero() {

@@ -18,7 +18,7 @@
 //	lock_losses_total{lock}                    counter holdings lost (Lost() closed) seen by this collector
 //	lock_fencing_token{lock}                   gauge   the fencing token of the current holding; fleet locks (instancelock.Fencer) while held
 //	lock_takeovers_total{lock}                 counter times this instance became the holder; fleet locks only
-//	check_success{check,optional}              gauge   1 if the check's last run passed, else 0
+//	check_success{check,optional,critical}     gauge   1 if the check's last run passed, else 0
 //	check_duration_seconds{check}              gauge   how long the check's last run took
 //	check_last_run_timestamp_seconds{check}    gauge   when the check's last result was known, in Unix seconds
 //	shutdown_hook_duration_seconds{hook}       gauge   how long the hook took (hooks that have run)
@@ -58,7 +58,7 @@ var (
 	descToken     = desc("lock_fencing_token", "Fencing token of the current holding of a fleet lock; absent when not held.", "lock")
 	descTakeovers = desc("lock_takeovers_total", "Times this instance became the holder of a fleet lock, as seen by this collector.", "lock")
 
-	descCheckSuccess  = desc("check_success", "Whether the health check's last run passed (1) or failed (0).", "check", "optional")
+	descCheckSuccess  = desc("check_success", "Whether the health check's last run passed (1) or failed (0).", "check", "optional", "critical")
 	descCheckDuration = desc("check_duration_seconds", "Duration of the health check's last run, in seconds.", "check")
 	descCheckTime     = desc("check_last_run_timestamp_seconds", "When the health check's last result was known, since the Unix epoch, in seconds.", "check")
 
@@ -176,7 +176,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				continue
 			}
 			ch <- prometheus.MustNewConstMetric(descCheckSuccess, prometheus.GaugeValue, bool01(r.Err == nil),
-				r.Name, strconv.FormatBool(r.Optional))
+				r.Name, strconv.FormatBool(r.Optional), strconv.FormatBool(r.Critical))
 			ch <- prometheus.MustNewConstMetric(descCheckDuration, prometheus.GaugeValue, r.Duration.Seconds(), r.Name)
 			ch <- prometheus.MustNewConstMetric(descCheckTime, prometheus.GaugeValue, unixSeconds(r.At), r.Name)
 		}

@@ -132,7 +132,7 @@ func everything(t *testing.T) (*Collector, *instancelock.GracefulShutdown) {
 	return New(WithLock("pidfile", lk), WithLock("fleet", fl), WithShutdown(g), WithHealth(h)), g
 }
 
-func probe(t *testing.T, h http.Handler) int {
+func probe(t testing.TB, h http.Handler) int {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
@@ -257,7 +257,7 @@ func TestChecks(t *testing.T) {
 		fail <- false
 		return nil
 	}})
-	h.AddCheck(instancelock.Check{Name: "never", Run: func(context.Context) error { return nil }})
+	h.AddCheck(instancelock.Check{Name: "file", Critical: true, Run: func(context.Context) error { return nil }})
 	c := New(WithHealth(h))
 
 	// Before any probe: no check series (nothing to report), and no run.
@@ -272,6 +272,8 @@ func TestChecks(t *testing.T) {
 	}
 	mfs = gather(t, c)
 	mustValue(t, mfs, 1, "instancelock_check_success", "check", "databaseStatus", "optional", "false")
+	mustValue(t, mfs, 1, "instancelock_check_success", "check", "databaseStatus", "critical", "false")
+	mustValue(t, mfs, 1, "instancelock_check_success", "check", "file", "optional", "false", "critical", "true")
 	d, _ := value(t, mfs, "instancelock_check_duration_seconds", "check", "databaseStatus")
 	if d < slow.Seconds() {
 		t.Errorf("check duration %vs, want >= %v", d, slow)

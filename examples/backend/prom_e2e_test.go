@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -45,11 +46,11 @@ func (p *promServer) log() string {
 	return p.out.String()
 }
 
-// startPrometheus runs Debian's prometheus (on PATH, or /usr/bin) with a
-// scrape interval of 1 s against the backend's /metrics at target, with its
+// startPrometheus runs Debian's prometheus (on PATH) with a scrape
+// interval of 1 s against the backends' /metrics at targets, with its
 // data in a temporary directory, and waits until it is ready. Without the
 // binary the test is skipped, or fails with CI=true.
-func startPrometheus(t *testing.T, target string) *promServer {
+func startPrometheus(t *testing.T, targets ...string) *promServer {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -64,8 +65,8 @@ scrape_configs:
   - job_name: backend
     metrics_path: /metrics
     static_configs:
-      - targets: [%q]
-`, target)
+      - targets: %s
+`, quoteList(targets))
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -114,6 +115,15 @@ scrape_configs:
 			t.Fatalf("prometheus not ready on %s within %v:\n%s", p.base, promTimeout, p.log())
 		}
 	}
+}
+
+// quoteList returns ss as a YAML flow sequence of quoted strings.
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // query runs an instant query through the HTTP API and returns the value
@@ -207,7 +217,8 @@ func TestE2EPrometheus(t *testing.T) {
 	p.waitValue(`instancelock_lock_held{job="backend",lock="pidfile"}`, 1)
 	p.waitValue(`instancelock_lock_losses_total{lock="pidfile"}`, 0)
 	p.waitValue(`instancelock_state{state="running"}`, 1)
-	p.waitValue(`instancelock_check_success{check="databaseStatus",optional="false"}`, 1)
+	p.waitValue(`instancelock_check_success{check="databaseStatus",optional="false",critical="false"}`, 1)
+	p.waitValue(`instancelock_check_success{check="databaseFile",critical="true"}`, 1)
 	p.waitValue(`count(instancelock_info{instance_id!=""})`, 1)
 
 	if err := os.Remove(b.pidfile); err != nil {
@@ -220,4 +231,50 @@ func TestE2EPrometheus(t *testing.T) {
 	p.waitValue(`instancelock_lock_losses_total{lock="pidfile"}`, 1)
 	p.waitValue(`instancelock_state{state="stopping"}`, 1)
 	p.waitValue(`instancelock_state{state="running"}`, 0)
+}
+
+// TestE2EPrometheusFleet scrapes a fleet of two backends sharing a Redis
+// lock (a real redis-server) with a real Prometheus: exactly one holds the
+// fleet lock, and Prometheus has its fencing token (the one /api/health
+// reports) and one takeover; the holder SIGKILLed, the other takes over,
+// and Prometheus has the survivor holding with the new, greater token and
+// one takeover of its own.
+func TestE2EPrometheusFleet(t *testing.T) {
+	url := redisURL(t)
+	ms := startFleet(t, 2, "-lock", url, "-lock-ttl", "1s", "-agents", "1")
+	targets := make([]string, len(ms))
+	for i, m := range ms {
+		targets[i] = "127.0.0.1:" + strconv.Itoa(m.port)
+	}
+	p := startPrometheus(t, targets...)
+
+	active, fence := waitOneActive(t, ms, "start")
+	series := func(name string, m *member) string {
+		return fmt.Sprintf(`%s{lock="fleet",instance="127.0.0.1:%d"}`, name, m.port)
+	}
+	p.waitValue(`count(up{job="backend"} == 1)`, 2)
+	p.waitValue(`sum(instancelock_lock_held{lock="fleet"})`, 1)
+	p.waitValue(series("instancelock_lock_held", active), 1)
+	p.waitValue(series("instancelock_lock_fencing_token", active), float64(fence))
+	p.waitValue(series("instancelock_lock_takeovers_total", active), 1)
+	p.waitValue(`count(instancelock_lock_fencing_token{lock="fleet"})`, 1) // the standby has none
+
+	var survivor *member
+	for _, m := range ms {
+		if m != active {
+			survivor = m
+		}
+	}
+	p.waitValue(series("instancelock_lock_takeovers_total", survivor), 0)
+	active.signal(syscall.SIGKILL)
+	active.waitExit(exitTimeout)
+	next, nextFence := waitOneActive(t, []*member{survivor}, "after SIGKILL of the holder")
+	if nextFence <= fence {
+		t.Fatalf("the survivor holds with fence %d, not above the killed holder's %d", nextFence, fence)
+	}
+	p.waitValue(series("instancelock_lock_held", next), 1)
+	p.waitValue(series("instancelock_lock_fencing_token", next), float64(nextFence))
+	p.waitValue(series("instancelock_lock_takeovers_total", next), 1)
+	p.waitValue(series("instancelock_lock_losses_total", next), 0)
+	p.waitValue(fmt.Sprintf(`up{instance="127.0.0.1:%d"}`, active.port), 0)
 }
