@@ -1395,7 +1395,8 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 // CleanStale removes the PID file if it is stale (see TryLock), and
 // reports whether it did. A file held by a live process is kept, and so is
 // a file this Locker holds; a foreign file is kept and reported with an
-// error matching ErrForeignFile.
+// error matching ErrForeignFile. An empty file is kept: it is what a
+// release in place leaves, and the next start takes it over anyway.
 func (l *Locker) CleanStale() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -1436,6 +1437,14 @@ func (l *Locker) CleanStale() (bool, error) {
 			return false, err
 		}
 		// We hold the kernel lock of the stale file, and it is at the path.
+		if st, err := f.Stat(); err == nil && st.Size() == 0 {
+			// An empty file is what a release in place leaves (a PID file
+			// prepared for the service in a directory it cannot write):
+			// nothing in it is stale, and removing it would lock the
+			// service out of its next start.
+			f.Close()
+			return false, nil
+		}
 		if !l.byRename {
 			// Windows: a file open without FILE_SHARE_DELETE (Go opens
 			// every file so) cannot be deleted, not even through our own

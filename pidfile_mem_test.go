@@ -613,13 +613,15 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 			if !strings.Contains(c.why, "what a crash left") {
 				assert.NotZero(t, holder.PID)
 			}
-			// CleanStale removes exactly the stale ones.
+			// CleanStale removes exactly the stale ones, except an empty
+			// file (what a release in place leaves).
 			r = setup()
 			cleaned, err := r.locker().CleanStale()
 			require.NoError(t, err)
-			assert.Equal(t, c.stale, cleaned)
+			removable := c.stale && c.name != "empty"
+			assert.Equal(t, removable, cleaned)
 			_, err = r.fs.Lstat(memPIDPath)
-			assert.Equal(t, c.stale, errors.Is(err, fs.ErrNotExist))
+			assert.Equal(t, removable, errors.Is(err, fs.ErrNotExist))
 			r.untouched(r.mustList())
 		})
 	}

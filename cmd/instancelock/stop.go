@@ -214,6 +214,10 @@ func (s *stopper) cleanRemnant() int {
 		fmt.Fprintf(s.out, "%s: not running; removed what a crash left of a PID file\n", s.path)
 		return s.notHeldNow()
 	}
+	if _, running, err := s.l.Running(); err == nil && !running {
+		fmt.Fprintf(s.out, "%s: not running (the file is empty; it is left in place)\n", s.path)
+		return exitOK
+	}
 	return s.fail("%s is locked, but its content does not say by which process; nothing done", s.path)
 }
 
