@@ -928,7 +928,7 @@ func TestMemUnlock(t *testing.T) {
 func TestMemWatcher(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	r := newMemRig(t)
-	l := r.locker(WithWatchInterval(time.Millisecond))
+	l := r.locker(WithWatchInterval(time.Millisecond), WithRepublish(false))
 	require.NoError(t, l.TryLock())
 	ticks := make(chan struct{}, 1)
 	tick := func() {
