@@ -558,7 +558,7 @@ func (l *Locker) publish(data []byte) (File, bool, error) {
 		case errors.Is(err, errRetry):
 			continue
 		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission):
-			return fmt.Errorf("%w (this user cannot create files in %s: create the PID file for it, e.g. install -o USER -m 0644 /dev/null %s, or let it write the directory)", err, l.dir(), l.path)
+			return nil, false, fmt.Errorf("%w (this user cannot create files in %s: create the PID file for it, e.g. install -o USER -m 0644 /dev/null %s, or let it write the directory)", err, l.dir(), l.path)
 		case err != nil:
 			return nil, false, err
 		}
