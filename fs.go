@@ -96,3 +96,18 @@ type osFile struct{ *os.File }
 func (f osFile) TryLock() error  { return f.lock(true) }
 func (f osFile) TryRLock() error { return f.lock(false) }
 func (f osFile) Unlock() error   { return f.unlock() }
+
+// chmod sets the mode of name; the Locker uses it on directories it
+// created.
+func (OSFS) chmod(name string, mode fs.FileMode) error { return os.Chmod(name, mode) }
+
+// readDirNames lists the names in dir; the Locker uses it to find the
+// temporary files that crashed processes left.
+func (OSFS) readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
+}

@@ -126,6 +126,12 @@ type Check struct {
 	// Optional makes a failure report "degraded" with 200 instead of
 	// "error" with 503.
 	Optional bool
+	// Critical makes a failure fail liveness too: Liveness answers 503 and
+	// the systemd watchdog of a GracefulShutdown on the same State stops
+	// pinging, so the supervisor restarts the instance. Mark only what a
+	// restart fixes (a wedged worker), not a dependency an outage takes
+	// down, or an outage becomes a restart loop.
+	Critical bool
 	// Pass is the word reported when passing; "" means "ok" (a database:
 	// "connected").
 	Pass string
@@ -167,6 +173,9 @@ func NewHealth(state *State, lk Mutex) *Health {
 		}
 	}
 	h.reg.Store(&healthRegistry{})
+	if state != nil {
+		state.addHealth(h)
+	}
 	h.memReader = make([]metrics.Sample, len(memoryMetrics))
 	for i, name := range memoryMetrics {
 		h.memReader[i].Name = name
@@ -224,7 +233,10 @@ func (h *Health) AddCheck(c Check) {
 	hc.passJSON = appendJSONString(nil, c.Pass)
 	hc.failJSON = appendJSONString(nil, c.Fail)
 	hc.hjKey = append(appendJSONString([]byte{','}, c.Name+":responseTime"), `:[{"componentType":"component","observedValue":`...)
-	h.register("AddCheck", c.Name, c.Name+":responseTime", func(r *healthRegistry) { r.checks = append(r.checks, hc) })
+	h.register("AddCheck", c.Name, c.Name+":responseTime", func(r *healthRegistry) {
+		r.checks = append(r.checks, hc)
+		r.critical = r.critical || c.Critical
+	})
 }
 
 // AddCounter registers a counter reported as the field name, for example
@@ -286,7 +298,7 @@ func (h *Health) register(op, name, key string, add func(*healthRegistry)) {
 	}
 	h.names[name], h.keys[key] = true, true
 	old := h.reg.Load()
-	r := &healthRegistry{checks: old.checks, counters: old.counters}
+	r := &healthRegistry{checks: old.checks, counters: old.counters, critical: old.critical}
 	add(r)
 	h.reg.Store(r)
 }
@@ -297,9 +309,13 @@ func (h *Health) Readiness() http.Handler { return h }
 
 // Liveness returns the liveness handler (Kubernetes /livez semantics): 200
 // while the process can serve, including while starting and while stopping
-// (draining), and 503 only once the lifecycle is stopped. It runs no checks
-// and ignores the lock; the body is that of Health without the checks,
-// with status "ok" when running and the lifecycle word otherwise.
+// (draining), and 503 once the lifecycle is stopped or while a Critical
+// check fails (starting or running). It runs only the Critical checks (cached for CacheTTL like
+// the others) and ignores the lock; the body is that of Health without the
+// checks, with status "ok" when running and the lifecycle word otherwise
+// ("error" when a Critical check fails while running). The same rule
+// decides the systemd watchdog pings of a GracefulShutdown whose State
+// this Health was built on.
 func (h *Health) Liveness() http.Handler { return healthLiveness{h} }
 
 type healthLiveness struct{ h *Health }
@@ -319,6 +335,7 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.serve(w, 
 type healthRegistry struct {
 	checks   []*healthCheck
 	counters []healthCounter
+	critical bool // a check is Critical
 }
 
 type healthCounter struct {
@@ -333,6 +350,20 @@ type healthScratch struct {
 	buf     []byte
 	results []*checkResult
 	flights []*checkFlight
+	rep     healthReport
+}
+
+// healthReport is what one answer says, decided before it is encoded.
+type healthReport struct {
+	reg     *healthRegistry
+	results []*checkResult // of reg.checks, when checks is true
+	details bool           // the request may see the details
+	checks  bool           // the checks ran and are reported
+	code    int            // HTTP status
+	word    string         // the status word of the spec format
+	lockErr error          // the lock's Err, when checks is true
+	now     time.Time
+	mem     *memorySample // when details is true
 }
 
 var healthScratchPool = sync.Pool{New: func() any { return &healthScratch{buf: make([]byte, 0, 1024)} }}
@@ -358,6 +389,8 @@ const (
 	outcomeLifecycle // starting, stopping or stopped
 )
 
+// serve answers r with readiness semantics when ready is true, with
+// liveness semantics otherwise.
 func (h *Health) serve(w http.ResponseWriter, r *http.Request, ready bool) {
 	hdr := w.Header()
 	hdr["Cache-Control"] = hdrNoStore
@@ -369,75 +402,89 @@ func (h *Health) serve(w http.ResponseWriter, r *http.Request, ready bool) {
 		_, _ = w.Write([]byte("method not allowed: use GET or HEAD\n"))
 		return
 	}
-	details := h.Public == nil || h.Public(r)
-	ietf := wantsHealthJSON(r.Header["Accept"])
-	now := time.Now()
+	s := healthScratchPool.Get().(*healthScratch)
+	defer s.release()
+	h.decide(r, ready, s)
+	if wantsHealthJSON(r.Header["Accept"]) {
+		hdr["Content-Type"] = hdrHealthJSON
+		s.buf = h.appendHealthJSON(s.buf[:0], &s.rep)
+	} else {
+		hdr["Content-Type"] = hdrJSON
+		s.buf = h.appendSpec(s.buf[:0], &s.rep)
+	}
+	if r.Method == http.MethodHead {
+		hdr["Content-Length"] = []string{strconv.Itoa(len(s.buf))}
+	}
+	w.WriteHeader(s.rep.code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(s.buf)
+	}
+}
 
+// decide fills s.rep for a request: it runs the checks when readiness is
+// asked for in a lifecycle that has them, and picks the code and the word.
+func (h *Health) decide(r *http.Request, ready bool, s *healthScratch) {
+	rep := &s.rep
+	rep.now = time.Now()
+	rep.reg = h.reg.Load()
+	rep.details = h.Public == nil || h.Public(r)
 	st := StatusRunning
 	if h.state != nil {
 		st = h.state.Status()
 	}
-	s := healthScratchPool.Get().(*healthScratch)
-	defer s.release()
-	reg := h.reg.Load()
-
 	outcome := outcomeOK
-	var lockErr error
-	runChecks := ready && (st == StatusStarting || st == StatusRunning)
-	if runChecks {
-		h.evaluate(r.Context(), reg, now, s)
-		for i, c := range reg.checks {
-			if s.results[i].err == nil {
-				continue
-			}
-			if c.Optional {
-				outcome = max(outcome, outcomeDegraded)
-			} else {
-				outcome = outcomeError
-			}
-		}
-		if h.lk != nil {
-			if lockErr = h.lk.Err(); lockErr != nil {
-				outcome = outcomeError
-			}
-		}
+	rep.checks = ready && (st == StatusStarting || st == StatusRunning)
+	if rep.checks {
+		h.evaluate(r.Context(), rep.reg, rep.now, s)
+		rep.results = s.results
+		outcome = h.checkOutcome(rep)
+	}
+	if !ready && st != StatusStopped && rep.reg.critical && h.live(r.Context()) != nil {
+		outcome = outcomeError
 	}
 	if st != StatusRunning && (ready || st == StatusStopped) {
 		outcome = outcomeLifecycle
 	}
-	code := http.StatusOK
+	rep.code = http.StatusOK
 	if outcome >= outcomeError {
-		code = http.StatusServiceUnavailable
+		rep.code = http.StatusServiceUnavailable
 	}
-	word := [...]string{"ok", "degraded", "error", st.String()}[outcome]
+	rep.word = [...]string{"ok", "degraded", "error", st.String()}[outcome]
 	if !ready && st != StatusRunning {
-		word = st.String() // liveness reports the lifecycle while still answering 200
+		rep.word = st.String() // liveness reports the lifecycle while still answering 200
 	}
+	if rep.details {
+		rep.mem = h.memory(rep.now)
+	}
+}
 
-	var mem *memorySample
-	if details {
-		mem = h.memory(now)
+// checkOutcome returns the outcome that the checks' results and the lock
+// give, and records the lock's error in rep.
+func (h *Health) checkOutcome(rep *healthReport) healthOutcome {
+	outcome := outcomeOK
+	for i, c := range rep.reg.checks {
+		if rep.results[i].err == nil {
+			continue
+		}
+		if c.Optional {
+			outcome = max(outcome, outcomeDegraded)
+		} else {
+			outcome = outcomeError
+		}
 	}
-	if ietf {
-		hdr["Content-Type"] = hdrHealthJSON
-		s.buf = h.appendHealthJSON(s.buf[:0], reg, s, details, runChecks, code, word, lockErr, now, mem)
-	} else {
-		hdr["Content-Type"] = hdrJSON
-		s.buf = h.appendSpec(s.buf[:0], reg, s, details, runChecks, word, lockErr, now, mem)
+	if h.lk != nil {
+		if rep.lockErr = h.lk.Err(); rep.lockErr != nil {
+			outcome = outcomeError
+		}
 	}
-	if r.Method == http.MethodHead {
-		hdr["Content-Length"] = []string{strconv.Itoa(len(s.buf))}
-		w.WriteHeader(code)
-		return
-	}
-	w.WriteHeader(code)
-	_, _ = w.Write(s.buf)
+	return outcome
 }
 
 func (s *healthScratch) release() {
 	clear(s.results)
 	clear(s.flights)
 	s.results, s.flights = s.results[:0], s.flights[:0]
+	s.rep = healthReport{}
 	if cap(s.buf) > 64<<10 {
 		return // an unusual answer; do not keep its memory
 	}
@@ -472,13 +519,26 @@ func wantsHealthJSON(accept []string) bool {
 }
 
 // appendSpec renders the default format.
-func (h *Health) appendSpec(b []byte, reg *healthRegistry, s *healthScratch, details, checks bool, word string, lockErr error, now time.Time, mem *memorySample) []byte {
-	b = appendJSONString(append(b, `{"status":`...), word)
-	if !details {
+func (h *Health) appendSpec(b []byte, rep *healthReport) []byte {
+	b = appendJSONString(append(b, `{"status":`...), rep.word)
+	if !rep.details {
 		return append(b, '}')
 	}
+	b = h.appendSpecMetrics(b, rep)
+	b = appendSpecChecks(b, rep)
+	b = append(b, h.fixed...)
+	b = appendTimestamp(append(b, `,"timestamp":`...), rep.now)
+	b = append(b, h.tail...)
+	b = appendSpecDetails(b, rep)
+	return append(b, '}')
+}
+
+// appendSpecMetrics appends the pid, the uptime, the memory and the
+// counters.
+func (h *Health) appendSpecMetrics(b []byte, rep *healthReport) []byte {
+	mem := rep.mem
 	b = strconv.AppendInt(append(b, `,"pid":`...), int64(h.pid), 10)
-	b = strconv.AppendInt(append(b, `,"uptime":`...), int64(max(now.Sub(h.startedAt), 0)/time.Second), 10)
+	b = strconv.AppendInt(append(b, `,"uptime":`...), int64(max(rep.now.Sub(h.startedAt), 0)/time.Second), 10)
 	b = strconv.AppendUint(append(b, `,"memoryUsage":{"heapUsed":`...), mem.heapUsed, 10)
 	b = strconv.AppendUint(append(b, `,"heapTotal":`...), mem.heapTotal, 10)
 	b = strconv.AppendUint(append(b, `,"external":`...), mem.external, 10)
@@ -486,69 +546,83 @@ func (h *Health) appendSpec(b []byte, reg *healthRegistry, s *healthScratch, det
 		b = strconv.AppendUint(append(b, `,"rss":`...), mem.rss, 10)
 	}
 	b = append(b, '}')
-	for _, c := range reg.counters {
+	for _, c := range rep.reg.counters {
 		b = strconv.AppendInt(append(b, c.key...), int64(c.f()), 10)
 	}
-	failed := lockErr != nil
-	if checks {
-		for i, c := range reg.checks {
-			b = append(b, c.key...)
-			if s.results[i].err == nil {
-				b = append(b, c.passJSON...)
-			} else {
-				b = append(b, c.failJSON...)
-				failed = true
+	return b
+}
+
+// appendSpecChecks appends each check's pass or fail word.
+func appendSpecChecks(b []byte, rep *healthReport) []byte {
+	if !rep.checks {
+		return b
+	}
+	for i, c := range rep.reg.checks {
+		b = append(b, c.key...)
+		if rep.results[i].err == nil {
+			b = append(b, c.passJSON...)
+		} else {
+			b = append(b, c.failJSON...)
+		}
+	}
+	return b
+}
+
+// appendSpecDetails appends the "details" object naming each failure, if
+// anything failed.
+func appendSpecDetails(b []byte, rep *healthReport) []byte {
+	start := len(b)
+	b = append(b, `,"details":{`...)
+	n := len(b)
+	if rep.checks {
+		for i, c := range rep.reg.checks {
+			if r := rep.results[i]; r.err != nil {
+				b = append(append(b, c.key[1:]...), r.errJSON...)
+				b = append(b, ',')
 			}
 		}
 	}
-	b = append(b, h.fixed...)
-	b = appendTimestamp(append(b, `,"timestamp":`...), now)
-	b = append(b, h.tail...)
-	if failed {
-		b = append(b, `,"details":{`...)
-		n := len(b)
-		if checks {
-			for i, c := range reg.checks {
-				if r := s.results[i]; r.err != nil {
-					b = append(append(b, c.key[1:]...), r.errJSON...)
-					b = append(b, ',')
-				}
-			}
-		}
-		if lockErr != nil {
-			b = appendJSONString(append(b, `"lock":`...), errorText(lockErr))
-			b = append(b, ',')
-		}
-		if len(b) > n {
-			b = b[:len(b)-1]
-		}
-		b = append(b, '}')
+	if rep.lockErr != nil {
+		b = appendJSONString(append(b, `"lock":`...), errorText(rep.lockErr))
+		b = append(b, ',')
 	}
-	return append(b, '}')
+	if len(b) == n {
+		return b[:start] // nothing failed
+	}
+	return append(b[:len(b)-1], '}')
 }
 
 // appendHealthJSON renders the IETF draft format (application/health+json).
-func (h *Health) appendHealthJSON(b []byte, reg *healthRegistry, s *healthScratch, details, checks bool, code int, word string, lockErr error, now time.Time, mem *memorySample) []byte {
+func (h *Health) appendHealthJSON(b []byte, rep *healthReport) []byte {
 	status := "pass"
 	switch {
-	case code >= 500:
+	case rep.code >= 500:
 		status = "fail"
-	case word != "ok":
+	case rep.word != "ok":
 		status = "warn"
 	}
 	b = appendJSONString(append(b, `{"status":`...), status)
-	if !details {
+	if !rep.details {
 		return append(b, '}')
 	}
 	switch {
-	case lockErr != nil && word == "error":
-		b = appendJSONString(append(b, `,"output":`...), "lock: "+errorText(lockErr))
-	case word != "ok" && word != "error" && word != "degraded":
-		b = appendJSONString(append(b, `,"output":`...), word)
+	case rep.lockErr != nil && rep.word == "error":
+		b = appendJSONString(append(b, `,"output":`...), "lock: "+errorText(rep.lockErr))
+	case rep.word != "ok" && rep.word != "error" && rep.word != "degraded":
+		b = appendJSONString(append(b, `,"output":`...), rep.word)
 	}
 	b = append(b, h.hjTail...)
-	b = appendSeconds(append(b, `,"checks":{"uptime":[{"componentType":"system","observedValue":`...), max(now.Sub(h.startedAt), 0))
-	b = appendTimestamp(append(b, `,"observedUnit":"s","status":"pass","time":`...), now)
+	b = h.appendHealthJSONSystem(append(b, `,"checks":{`...), rep)
+	b = appendHealthJSONChecks(b, rep)
+	return append(b, "}}"...)
+}
+
+// appendHealthJSONSystem appends the uptime, memory and counter entries of
+// "checks".
+func (h *Health) appendHealthJSONSystem(b []byte, rep *healthReport) []byte {
+	mem := rep.mem
+	b = appendSeconds(append(b, `"uptime":[{"componentType":"system","observedValue":`...), max(rep.now.Sub(h.startedAt), 0))
+	b = appendTimestamp(append(b, `,"observedUnit":"s","status":"pass","time":`...), rep.now)
 	b = append(b, "}]"...)
 	for _, m := range []struct {
 		key string
@@ -563,32 +637,39 @@ func (h *Health) appendHealthJSON(b []byte, reg *healthRegistry, s *healthScratc
 		b = appendTimestamp(append(b, `,"observedUnit":"bytes","status":"pass","time":`...), mem.at)
 		b = append(b, "}]"...)
 	}
-	for _, c := range reg.counters {
+	for _, c := range rep.reg.counters {
 		b = strconv.AppendInt(append(b, c.hjKey...), int64(c.f()), 10)
-		b = appendTimestamp(append(b, `,"status":"pass","time":`...), now)
+		b = appendTimestamp(append(b, `,"status":"pass","time":`...), rep.now)
 		b = append(b, "}]"...)
 	}
-	if checks {
-		for i, c := range reg.checks {
-			r := s.results[i]
-			b = appendSeconds(append(b, c.hjKey...), r.took*1000) // milliseconds
-			b = append(b, `,"observedUnit":"ms","status":`...)
-			switch {
-			case r.err == nil:
-				b = append(b, `"pass"`...)
-			case c.Optional:
-				b = append(b, `"warn"`...)
-			default:
-				b = append(b, `"fail"`...)
-			}
-			b = appendTimestamp(append(b, `,"time":`...), r.at)
-			if r.err != nil {
-				b = append(append(b, `,"output":`...), r.errJSON...)
-			}
-			b = append(b, "}]"...)
-		}
+	return b
+}
+
+// appendHealthJSONChecks appends each check's entry of "checks": its
+// response time, status and failure.
+func appendHealthJSONChecks(b []byte, rep *healthReport) []byte {
+	if !rep.checks {
+		return b
 	}
-	return append(b, "}}"...)
+	for i, c := range rep.reg.checks {
+		r := rep.results[i]
+		b = appendSeconds(append(b, c.hjKey...), r.took*1000) // milliseconds
+		b = append(b, `,"observedUnit":"ms","status":`...)
+		switch {
+		case r.err == nil:
+			b = append(b, `"pass"`...)
+		case c.Optional:
+			b = append(b, `"warn"`...)
+		default:
+			b = append(b, `"fail"`...)
+		}
+		b = appendTimestamp(append(b, `,"time":`...), r.at)
+		if r.err != nil {
+			b = append(append(b, `,"output":`...), r.errJSON...)
+		}
+		b = append(b, "}]"...)
+	}
+	return b
 }
 
 // appendSeconds appends d in seconds with millisecond precision.

@@ -519,7 +519,8 @@ func TestHealthLifecycle(t *testing.T) {
 func TestHealthLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	path := filepath.Join(t.TempDir(), "data", "backend.pid")
-	lk, err := New(path, WithWatchInterval(10*time.Millisecond))
+	lfs := newLosableFS()
+	lk, err := New(path, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +538,7 @@ func TestHealthLockLost(t *testing.T) {
 	if id := r.body["instanceId"]; id != lk.InstanceID() {
 		t.Errorf("instanceId %v, want the Locker's %q", id, lk.InstanceID())
 	}
-	if err := os.Remove(path); err != nil {
+	if err := lfs.remove(path); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); !errors.Is(lk.Err(), ErrLockLost); time.Sleep(5 * time.Millisecond) {
@@ -628,6 +629,7 @@ func TestHealthJSONFormat(t *testing.T) {
 		t.Errorf("databaseStatus:responseTime %v", db)
 	}
 	fail.Store(true)
+	clockTick() // the 1 ns cache expires
 	time.Sleep(time.Millisecond)
 	r = healthDo(t, http.MethodGet, srv.URL+"/api/health", "application/health+json")
 	checks, _ = r.body["checks"].(map[string]any)

@@ -3,8 +3,10 @@ package instancelock
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ad5dec64/instancelock/internal/proctest"
 )
@@ -19,6 +21,7 @@ var helpers = map[string]func(){}
 const helperEnv = "INSTANCELOCK_HELPER"
 
 func TestMain(m *testing.M) {
+	runTestService() // Windows: when the service control manager starts this binary
 	proctest.RunHelper(helperEnv, helpers)
 	os.Exit(m.Run())
 }
@@ -47,4 +50,55 @@ func benignGoroutine(stack string) bool {
 		}
 	}
 	return strings.Contains(stack, "checkNoGoroutineLeak")
+}
+
+// clockTick waits until time.Now has moved on, so that a result cached
+// for 1 ns has expired: Windows' clock advances in steps (0.5 to 15.6 ms),
+// and two readings within one step are equal.
+func clockTick() {
+	for t0 := time.Now(); !time.Now().After(t0); {
+		runtime.Gosched()
+	}
+}
+
+// losableFS is where a test puts a PID file that it then removes or
+// replaces, to make the lock lost: the real file system, except on
+// Windows, where a held file can be neither removed nor replaced (so a
+// lock cannot be lost that way), and a MemFS with Unix's rules stands in.
+type losableFS struct{ mem *MemFS }
+
+func newLosableFS() losableFS {
+	if publishByRename {
+		return losableFS{}
+	}
+	return losableFS{mem: NewUnixMemFS()}
+}
+
+// opts are the Locker options that put the PID file on this file system.
+func (l losableFS) opts() []Option {
+	if l.mem == nil {
+		return nil
+	}
+	return []Option{WithFS(l.mem)}
+}
+
+func (l losableFS) remove(name string) error {
+	if l.mem == nil {
+		return os.Remove(name)
+	}
+	return l.mem.Remove(name)
+}
+
+func (l losableFS) writeFile(name string, data []byte) error {
+	if l.mem == nil {
+		return os.WriteFile(name, data, 0o644)
+	}
+	return l.mem.WriteFile(name, data, 0o644)
+}
+
+func (l losableFS) readFile(name string) ([]byte, error) {
+	if l.mem == nil {
+		return os.ReadFile(name)
+	}
+	return l.mem.ReadFile(name)
 }

@@ -50,7 +50,7 @@ var ErrInvalidLock = errors.New("invalid process lock")
 // ProcessLock describes the process that holds (or held) an instance lock.
 // It is the content of the PID file, serialised as JSON:
 //
-//	{"pid":12345,"startedAt":"2025-11-27T20:00:00.000Z","port":3000,"goVersion":"go1.26.8","instanceId":"…","hostname":"web-1","startToken":"…"}
+//	{"pid":12345,"startedAt":"2025-11-27T20:00:00.000Z","port":3000,"goVersion":"go1.26.8","instanceId":"…","hostname":"web-1","startToken":"…","pidSpace":"…"}
 //
 // Fields may be added in later versions; none will be removed. The zero
 // value is not a valid lock (PID 0).
@@ -67,13 +67,21 @@ type ProcessLock struct {
 	// InstanceID is a random UUID chosen when the lock was created; it tells
 	// two runs of the same program apart.
 	InstanceID string
-	// Hostname is os.Hostname() of the holder.
+	// Hostname is os.Hostname() of the holder. It is shown to people, and
+	// trusted to tell machines apart only when PIDSpace is empty: a
+	// hostname can change while the holder runs.
 	Hostname string
 	// StartToken identifies the holder's process beyond its PID: it changes
 	// when the PID is reused by a later process (Linux: boot id and start
 	// time in clock ticks; macOS: process start time; Windows: creation
 	// time). Empty when the platform cannot tell.
 	StartToken string
+	// PIDSpace identifies the space of process ids the holder's PID
+	// belongs to: one boot of one machine and, on Linux, one PID
+	// namespace, as "<os>:<boot>:<namespace>:<machine>" (see Local).
+	// Empty in files written before it existed and where the platform
+	// cannot tell.
+	PIDSpace string
 }
 
 // Current returns the ProcessLock that describes the calling process now,
@@ -84,6 +92,7 @@ func Current(port int) (ProcessLock, error) {
 	host, _ := os.Hostname()
 	token, _, _ := processStart(pid)
 	pl := ProcessLock{
+		PIDSpace:   thisPIDSpace(),
 		PID:        pid,
 		StartedAt:  time.Now().UTC().Truncate(time.Millisecond),
 		Port:       port,
@@ -122,7 +131,35 @@ func (pl ProcessLock) Equal(other ProcessLock) bool {
 		pl.GoVersion == other.GoVersion &&
 		pl.InstanceID == other.InstanceID &&
 		pl.Hostname == other.Hostname &&
-		pl.StartToken == other.StartToken
+		pl.StartToken == other.StartToken &&
+		pl.PIDSpace == other.PIDSpace
+}
+
+// Local reports whether pl's PID can be checked from here. When pl records
+// a PIDSpace (and this platform can tell its own), it is decided by the
+// machine's identity, whatever the hostnames say: pl is local when it was
+// written in the calling process's PID space (the same boot of the same
+// machine and, on Linux, the same PID namespace), or on an earlier boot of
+// this machine (its process is gone: the start token, which carries the
+// boot, never matches a process of this boot). Otherwise (files written
+// before PIDSpace existed) pl is local when its Hostname is empty or
+// equals this host's name.
+func (pl ProcessLock) Local() bool {
+	host, _ := os.Hostname()
+	return sameSpace(pl, thisPIDSpace(), host)
+}
+
+// sameSpace is Local against the given identity of this process.
+func sameSpace(pl ProcessLock, space, host string) bool {
+	if pl.PIDSpace != "" && space != "" {
+		if pl.PIDSpace == space {
+			return true
+		}
+		// "<os>:<boot>:<namespace>:<machine>"
+		a, b := strings.SplitN(pl.PIDSpace, ":", 4), strings.SplitN(space, ":", 4)
+		return len(a) == 4 && len(b) == 4 && a[0] == b[0] && a[3] != "" && a[3] == b[3] && a[1] != b[1]
+	}
+	return pl.Hostname == "" || pl.Hostname == host
 }
 
 // String returns a one-line description such as
@@ -151,6 +188,7 @@ type wireLock struct {
 	InstanceID string       `json:"instanceId,omitempty"`
 	Hostname   string       `json:"hostname,omitempty"`
 	StartToken string       `json:"startToken,omitempty"`
+	PIDSpace   string       `json:"pidSpace,omitempty"`
 }
 
 // MarshalJSON encodes pl in the PID file format. It fails if pl is not
@@ -162,7 +200,7 @@ func (pl ProcessLock) MarshalJSON() ([]byte, error) {
 	pid := json.Number(strconv.Itoa(pl.PID))
 	at := pl.StartedAt.UTC().Format(timeLayout)
 	w := wireLock{PID: &pid, StartedAt: &at, GoVersion: pl.GoVersion,
-		InstanceID: pl.InstanceID, Hostname: pl.Hostname, StartToken: pl.StartToken}
+		InstanceID: pl.InstanceID, Hostname: pl.Hostname, StartToken: pl.StartToken, PIDSpace: pl.PIDSpace}
 	if pl.Port != 0 {
 		port := json.Number(strconv.Itoa(pl.Port))
 		w.Port = &port
@@ -181,12 +219,13 @@ func (pl *ProcessLock) UnmarshalJSON(data []byte) error {
 		InstanceID string          `json:"instanceId"`
 		Hostname   string          `json:"hostname"`
 		StartToken string          `json:"startToken"`
+		PIDSpace   string          `json:"pidSpace"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&w); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidLock, err)
 	}
-	if dec.More() {
+	if rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidLock)
 	}
 	if w.PID == nil {
@@ -200,11 +239,14 @@ func (pl *ProcessLock) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	at, err := time.Parse(time.RFC3339Nano, *w.StartedAt)
+	if y := at.UTC().Year(); err == nil && (y < 1 || y > 9999) {
+		err = errors.New("outside years 1..9999")
+	}
 	if err != nil {
 		return fmt.Errorf("%w: startedAt %q is not an RFC 3339 time", ErrInvalidLock, *w.StartedAt)
 	}
 	out := ProcessLock{PID: pid, StartedAt: at.UTC(), GoVersion: w.GoVersion,
-		InstanceID: w.InstanceID, Hostname: w.Hostname, StartToken: w.StartToken}
+		InstanceID: w.InstanceID, Hostname: w.Hostname, StartToken: w.StartToken, PIDSpace: w.PIDSpace}
 	if w.Port != nil {
 		if out.Port, err = parseInt("port", string(w.Port)); err != nil {
 			return err
@@ -281,4 +323,215 @@ func isLegacy(data []byte) bool {
 		}
 	}
 	return true
+}
+
+// contentKind is the verdict of classify on what a file at the PID file's
+// path contains.
+type contentKind int
+
+const (
+	// contentLock: a complete PID file that ParseProcessLock accepts.
+	contentLock contentKind = iota
+	// contentRemnant: what a crash or a power loss leaves of a PID file:
+	// nothing, only NUL bytes and whitespace, or a cut-off prefix of a PID
+	// file in either format, possibly followed by NUL bytes and whitespace.
+	// A remnant that no process locks is stale.
+	contentRemnant
+	// contentForeign: anything else, including content over MaxFileSize.
+	// It is someone's file: it is never replaced or removed.
+	contentForeign
+)
+
+// lockKeys are the fields of the JSON format, with whether the value is a
+// number (else a string).
+var lockKeys = map[string]bool{
+	"pid": true, "startedAt": false, "port": true, "goVersion": false,
+	"instanceId": false, "hostname": false, "startToken": false, "pidSpace": false,
+}
+
+// classify is the one rule that decides whether content found at a PID
+// file's path is a PID file, a crash remnant, or someone's file (see
+// contentKind). For contentLock it returns the parsed lock. It never
+// panics and reads nothing but data.
+func classify(data []byte) (ProcessLock, contentKind) {
+	if len(data) > MaxFileSize {
+		return ProcessLock{}, contentForeign
+	}
+	if pl, err := ParseProcessLock(data); err == nil {
+		return pl, contentLock
+	}
+	t := bytes.TrimRight(data, " \t\r\n\x00")
+	t = bytes.TrimLeft(t, " \t\r\n")
+	switch {
+	case len(t) == 0:
+		return ProcessLock{}, contentRemnant
+	case t[0] == '{':
+		switch jsonPrefix(t) {
+		case prefixCut:
+			return ProcessLock{}, contentRemnant
+		case prefixWhole:
+			// A complete PID file followed by NULs (the file was longer).
+			if _, err := ParseProcessLock(t); err == nil {
+				return ProcessLock{}, contentRemnant
+			}
+		}
+		return ProcessLock{}, contentForeign
+	case legacyPrefix(t):
+		return ProcessLock{}, contentRemnant
+	}
+	return ProcessLock{}, contentForeign
+}
+
+// legacyPrefix reports whether t is a cut-off legacy PID: decimal digits
+// only, no more than a PID can have.
+func legacyPrefix(t []byte) bool {
+	if len(bytes.TrimLeft(t, "0")) > 10 {
+		return false
+	}
+	for _, c := range t {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+type prefixVerdict int
+
+const (
+	prefixNo    prefixVerdict = iota // not the start of a PID file in JSON
+	prefixCut                        // ends inside a PID file's object
+	prefixWhole                      // one complete object, nothing after it
+)
+
+// jsonPrefix scans t as the start of a JSON object whose members are the
+// fields of the PID file format (lockKeys), numbers for number fields and
+// strings for the others, with optional whitespace between tokens.
+func jsonPrefix(t []byte) prefixVerdict {
+	i := 0
+	ws := func() {
+		for i < len(t) && (t[i] == ' ' || t[i] == '\t' || t[i] == '\r' || t[i] == '\n') {
+			i++
+		}
+	}
+	// str scans a string from its opening quote; it returns the content
+	// and whether it was closed, or ok=false on a byte a string cannot
+	// hold there.
+	str := func() (content string, closed, ok bool) {
+		start := i + 1
+		for i++; i < len(t); i++ {
+			switch c := t[i]; {
+			case c == '"':
+				i++
+				return string(t[start : i-1]), true, true
+			case c < 0x20:
+				return "", false, false
+			case c == '\\':
+				i++
+				if i == len(t) {
+					return "", false, true
+				}
+				switch t[i] {
+				case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				case 'u':
+					for k := 0; k < 4; k++ {
+						i++
+						if i == len(t) {
+							return "", false, true
+						}
+						if !isHex(t[i]) {
+							return "", false, false
+						}
+					}
+				default:
+					return "", false, false
+				}
+			}
+		}
+		return "", false, true
+	}
+	i++ // '{'
+	for first := true; ; first = false {
+		ws()
+		if i == len(t) {
+			return prefixCut
+		}
+		if t[i] == '}' {
+			if !first {
+				return prefixNo // a comma was followed by '}'
+			}
+			break
+		}
+		if t[i] != '"' {
+			return prefixNo
+		}
+		keyStart := i + 1
+		key, closed, ok := str()
+		if !ok {
+			return prefixNo
+		}
+		if !closed {
+			// A cut-off key must be the start of a known one.
+			for k := range lockKeys {
+				if strings.HasPrefix(k, string(t[keyStart:])) {
+					return prefixCut
+				}
+			}
+			return prefixNo
+		}
+		number, known := lockKeys[key]
+		if !known {
+			return prefixNo
+		}
+		ws()
+		if i == len(t) {
+			return prefixCut
+		}
+		if t[i] != ':' {
+			return prefixNo
+		}
+		i++
+		ws()
+		if i == len(t) {
+			return prefixCut
+		}
+		if number {
+			start := i
+			for i < len(t) && '0' <= t[i] && t[i] <= '9' {
+				i++
+			}
+			if i == start {
+				return prefixNo
+			}
+		} else {
+			if t[i] != '"' {
+				return prefixNo
+			}
+			if _, closed, ok := str(); !ok {
+				return prefixNo
+			} else if !closed {
+				return prefixCut
+			}
+		}
+		ws()
+		if i == len(t) {
+			return prefixCut
+		}
+		if t[i] == '}' {
+			break
+		}
+		if t[i] != ',' {
+			return prefixNo
+		}
+		i++
+	}
+	i++ // '}'
+	if i != len(t) {
+		return prefixNo
+	}
+	return prefixWhole
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

@@ -61,6 +61,9 @@ func TestParseProcessLockRejectsBadContent(t *testing.T) {
 		"number time":       {`{"pid":1,"startedAt":5}`, "invalid process lock"},
 		"wrong host type":   {`{"pid":1,"startedAt":"2025-11-27T20:00:00.000Z","hostname":7}`, "invalid process lock"},
 		"trailing data":     {`{"pid":1,"startedAt":"2025-11-27T20:00:00.000Z"} {}`, "trailing data"},
+		"trailing brackets": {`{"pid":123,"startedAt":"2026-01-01T00:00:00Z"}]]]`, "trailing data"},
+		"trailing brace":    {`{"pid":123,"startedAt":"2026-01-01T00:00:00Z"}}`, "trailing data"},
+		"trailing NUL":      {`{"pid":123,"startedAt":"2026-01-01T00:00:00Z"}` + "\x00", "trailing data"},
 		"array":             {`[1]`, "neither JSON"},
 		"too large":         {strings.Repeat(" ", MaxFileSize+1), "over the 65536-byte limit"},
 	}
@@ -165,7 +168,7 @@ func TestUnmarshalJSONLeavesTheValueOnError(t *testing.T) {
 // parses to the same value.
 func FuzzParseProcessLock(f *testing.F) {
 	for _, s := range []string{specJSON, "12345\n", "", "{}", `{"pid":1,"startedAt":"2025-11-27T20:00:00Z","port":1}`,
-		"-1", "\xff\xfe", `{"pid":1e3,"startedAt":"2025-11-27T20:00:00Z"}`, `{"pid":1,"startedAt":"2025-11-27T20:00:00+02:00"}`} {
+		"-1", "\xff\xfe", `{"pid":1,"startedAt":"2026-01-01T00:00:00Z"}]]]`, `{"pid":1,"startedAt":"2026-01-01T00:00:00Z"}}`, `{"pid":1e3,"startedAt":"2025-11-27T20:00:00Z"}`, `{"pid":1,"startedAt":"2025-11-27T20:00:00+02:00"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -181,6 +184,10 @@ func FuzzParseProcessLock(f *testing.F) {
 		}
 		if pl.StartedAt.IsZero() {
 			return // legacy
+		}
+		// One JSON value and nothing after it but whitespace.
+		if trimmed := bytes.TrimSpace(data); !json.Valid(trimmed) || trimmed[len(trimmed)-1] != '}' {
+			t.Fatalf("accepted %q, which is not one JSON object with only whitespace around it", data)
 		}
 		out, err := json.Marshal(pl)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +22,19 @@ import (
 // the disk, and a test can reach the failures a real disk rarely shows. It is
 // safe for concurrent use; the zero value is an empty file system ready to
 // use.
+//
+// It follows the rules of the system the program runs on, so that a test
+// means there what it says: Windows' on Windows, Unix's elsewhere
+// (NewUnixMemFS and NewWindowsMemFS choose). With Windows' rules a file
+// that is open (Go opens files without FILE_SHARE_DELETE) cannot be removed
+// nor renamed (a sharing violation), a rename does not replace an open file
+// or a directory (access denied), a directory's read-only bit does not keep
+// entries out, there are no FIFOs, and on Windows the errors are Windows'
+// own (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_FILE_EXISTS,
+// ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION). Names may use either
+// separator and a volume name, which is ignored: every name is on the same
+// drive, and names are case-sensitive. A Locker on a MemFS publishes its
+// PID file the way of the MemFS's system.
 //
 // It behaves as a Unix file system does for the operations of FS, with
 // these simplifications: there is one root, and a relative name is taken
@@ -53,6 +67,7 @@ import (
 // MemFS is not available on Plan 9, whose syscall package lacks the errno
 // values it uses.
 type MemFS struct {
+	style memStyle // whose rules; set once, by the constructor
 	mu    sync.Mutex
 	root  *memNode
 	ino   uint64
@@ -60,8 +75,53 @@ type MemFS struct {
 	rules []*memRule
 }
 
-// NewMemFS returns an empty in-memory file system with a root directory.
+// NewMemFS returns an empty in-memory file system with a root directory,
+// with the rules of the system the program runs on: Windows' on Windows,
+// Unix's elsewhere (as the zero value).
 func NewMemFS() *MemFS { return &MemFS{} }
+
+// NewUnixMemFS returns an empty MemFS with Unix's rules on every system.
+// A Locker on it publishes its PID file the Unix way (a temporary file
+// renamed into place), so that the tests of that code run on Windows too.
+func NewUnixMemFS() *MemFS { return &MemFS{style: memUnix} }
+
+// NewWindowsMemFS returns an empty MemFS with Windows' rules on every
+// system: a file that is open cannot be removed nor renamed, nor replaced
+// by a rename (see MemFS). A Locker on it writes its PID file in place, as
+// on Windows, so that the tests of that code run on Unix too.
+func NewWindowsMemFS() *MemFS { return &MemFS{style: memWindows} }
+
+// memStyle is whose rules a MemFS follows.
+type memStyle int8
+
+const (
+	memNative  memStyle = iota // the running system's (the zero value)
+	memUnix                    // Unix's
+	memWindows                 // Windows'
+)
+
+// windows reports whether m follows Windows' rules.
+func (m *MemFS) windows() bool {
+	return m.style == memWindows || m.style == memNative && runtime.GOOS == "windows"
+}
+
+// oserr is err as the system whose rules m follows reports it: with
+// Windows' rules on Windows, Windows' error numbers (ERROR_FILE_NOT_FOUND
+// for ENOENT, ERROR_PATH_NOT_FOUND when the directory part of name is
+// missing or not a directory, ERROR_FILE_EXISTS, ERROR_ACCESS_DENIED,
+// ERROR_DIR_NOT_EMPTY). Call it with m.mu held.
+func (m *MemFS) oserr(name string, err error) error {
+	e, ok := err.(syscall.Errno)
+	if !ok || !m.windows() {
+		return err
+	}
+	noPath := false
+	if e == syscall.ENOENT && name != "" {
+		_, _, _, werr := m.walk(name)
+		noPath = werr != nil
+	}
+	return memWinErrno(e, noPath)
+}
 
 var (
 	_ FS          = (*MemFS)(nil)
@@ -345,6 +405,10 @@ func (m *MemFS) entry(name string) (dir *memNode, base string, n *memNode, err e
 
 func memWritable(n *memNode) bool { return n.mode&0o200 != 0 }
 
+// dirWritable reports whether entries may be made in or removed from dir:
+// Windows ignores the read-only attribute of a directory.
+func (m *MemFS) dirWritable(dir *memNode) bool { return memWritable(dir) || m.windows() }
+
 func (m *MemFS) linkLocked(dir *memNode, base string, n *memNode) {
 	dir.entries[base] = n
 	n.nlink++
@@ -366,7 +430,7 @@ func (m *MemFS) create(name string, mode fs.FileMode) (*memNode, error) {
 		return nil, err
 	case n != nil:
 		return nil, syscall.EEXIST
-	case !memWritable(dir):
+	case !m.dirWritable(dir):
 		return nil, syscall.EACCES
 	}
 	n = m.newNode(mode)
@@ -418,7 +482,7 @@ func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 	defer m.mu.Unlock()
 	f, err := m.open(name, flag, perm)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: m.oserr(name, err)}
 	}
 	return f, nil
 }
@@ -474,7 +538,7 @@ func (m *MemFS) Lstat(name string) (fs.FileInfo, error) {
 	defer m.mu.Unlock()
 	n, err := m.lookup(name, false)
 	if err != nil {
-		return nil, &fs.PathError{Op: "lstat", Path: name, Err: err}
+		return nil, &fs.PathError{Op: "lstat", Path: name, Err: m.oserr(name, err)}
 	}
 	return memStatInfo(m, name, n), nil
 }
@@ -505,7 +569,7 @@ func (m *MemFS) MkdirAll(name string, perm fs.FileMode) error {
 			_, err = m.create(p, fs.ModeDir|perm&fs.ModePerm)
 		}
 		if err != nil {
-			return &fs.PathError{Op: "mkdir", Path: p, Err: err}
+			return &fs.PathError{Op: "mkdir", Path: filepath.FromSlash(p), Err: m.oserr(p, err)}
 		}
 	}
 	return nil
@@ -522,7 +586,7 @@ func (m *MemFS) Link(oldname, newname string) error {
 	defer m.mu.Unlock()
 	err := m.link(oldname, newname)
 	if err != nil {
-		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: err}
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: m.oserr(newname, err)}
 	}
 	return nil
 }
@@ -540,7 +604,7 @@ func (m *MemFS) link(oldname, newname string) error {
 		return syscall.EEXIST
 	case n.mode.IsDir():
 		return syscall.EPERM
-	case !memWritable(dir):
+	case !m.dirWritable(dir):
 		return syscall.EACCES
 	}
 	m.linkLocked(dir, base, n)
@@ -559,7 +623,7 @@ func (m *MemFS) Rename(oldname, newname string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.rename(oldname, newname); err != nil {
-		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: err}
+		return &os.LinkError{Op: "rename", Old: oldname, New: newname, Err: m.oserr(newname, err)}
 	}
 	return nil
 }
@@ -580,7 +644,11 @@ func (m *MemFS) rename(oldname, newname string) error {
 		return syscall.EBUSY
 	case old == n:
 		return nil
-	case !memWritable(odir) || !memWritable(ndir):
+	case m.windows() && len(n.open) > 0:
+		return errInUse // opened without FILE_SHARE_DELETE
+	case m.windows() && old != nil && (old.mode.IsDir() || len(old.open) > 0):
+		return syscall.EACCES // MoveFileEx does not replace these
+	case !m.dirWritable(odir) || !m.dirWritable(ndir):
 		return syscall.EACCES
 	case old != nil && old.mode.IsDir():
 		return syscall.EEXIST
@@ -626,13 +694,15 @@ func (m *MemFS) Remove(name string) error {
 		err = syscall.ENOENT
 	case base == "":
 		err = syscall.EBUSY
-	case !memWritable(dir):
+	case !m.dirWritable(dir):
 		err = syscall.EACCES
+	case m.windows() && len(n.open) > 0:
+		err = errInUse // opened without FILE_SHARE_DELETE
 	case len(n.entries) > 0:
 		err = syscall.ENOTEMPTY
 	}
 	if err != nil {
-		return &fs.PathError{Op: "remove", Path: name, Err: err}
+		return &fs.PathError{Op: "remove", Path: name, Err: m.oserr(name, err)}
 	}
 	m.unlinkLocked(dir, base)
 	return nil
@@ -707,6 +777,9 @@ func (m *MemFS) Symlink(target, name string) error {
 func (m *MemFS) Mkfifo(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.windows() {
+		return &fs.PathError{Op: "mkfifo", Path: name, Err: errors.ErrUnsupported}
+	}
 	if _, err := m.create(name, fs.ModeNamedPipe|0o644); err != nil {
 		return &fs.PathError{Op: "mkfifo", Path: name, Err: err}
 	}
@@ -1089,3 +1162,7 @@ func (f *memFile) closeLocked() {
 	delete(f.node.open, f)
 	delete(f.fs.files, f)
 }
+
+// chmod and readDirNames are what a Locker uses of an OSFS beyond FS.
+func (m *MemFS) chmod(name string, mode fs.FileMode) error { return m.Chmod(name, mode) }
+func (m *MemFS) readDirNames(dir string) ([]string, error) { return m.ListDir(dir) }

@@ -197,6 +197,9 @@ func fsOutcome(dir, res string, err error) string {
 	var pe *fs.PathError
 	var le *os.LinkError
 	switch {
+	case errors.As(err, &pe) && pe.Op == "GetFileAttributesEx": // os.Lstat on Windows
+		parts = append(parts, "lstat", memRelName(dir, pe.Path))
+		err = pe.Err
 	case errors.As(err, &pe):
 		parts = append(parts, pe.Op, memRelName(dir, pe.Path))
 		err = pe.Err
@@ -212,6 +215,10 @@ func fsOutcome(dir, res string, err error) string {
 		parts = append(parts, "EOF:"+res)
 	case err == os.ErrClosed:
 		parts = append(parts, "closed")
+	case errors.Is(err, errInUse):
+		parts = append(parts, "EINUSE")
+	case errors.As(err, &errno) && memWinErrnoName(errno) != "":
+		parts = append(parts, memWinErrnoName(errno))
 	case errors.As(err, &errno) && memErrnoNames[errno] != "":
 		parts = append(parts, memErrnoNames[errno])
 	default:
@@ -423,14 +430,81 @@ var fsScripts = map[string][]fsScriptStep{
 	},
 }
 
+// fsScriptsWindows are sequences whose outcome is Windows': a file that is
+// open cannot be removed or renamed, nor replaced by a rename. They run
+// against OSFS on Windows and against a MemFS with Windows' rules on every
+// system.
+var fsScriptsWindows = map[string][]fsScriptStep{
+	"held files stay": {
+		{stOpen("a", "a", memCreateExcl), "ok"},
+		{stLock("a"), "ok"},
+		{stRemove("a"), "remove a EINUSE"},
+		{stWriteFile("b", "other"), "ok"},
+		{stRename("b", "a"), "rename a EACCES"},
+		{stRename("a", "c"), "rename c EINUSE"},
+		{stOpen("r", "a", os.O_RDONLY), "ok"},
+		{stLock("r"), "EWOULDBLOCK"},
+		{stClose("a"), "ok"},
+		{stRemove("a"), "remove a EINUSE"},
+		{stLock("r"), "ok"},
+		{stClose("r"), "ok"},
+		{stRemove("a"), "ok"},
+		{stLstat("a"), "lstat a ENOENT"},
+		{stRename("b", "a"), "ok"},
+		{stLstat("b"), "lstat b ENOENT"},
+	},
+	"closed files go": {
+		{stWriteFile("a", "new"), "ok"},
+		{stWriteFile("b", "old"), "ok"},
+		{stRename("a", "b"), "ok"},
+		{stOpen("b", "b", os.O_RDONLY), "ok"},
+		{stRead("b"), "ok:new"},
+		{stOpen("x", "b", memCreateExcl), "open b EEXIST"},
+		{stClose("b"), "ok"},
+		{stRemove("b"), "ok"},
+		{stRemove("b"), "remove b ENOENT"},
+	},
+}
+
 func TestMemFSMatchesOS(t *testing.T) {
+	for name, steps := range fsScriptsWindows {
+		t.Run("windows "+name, func(t *testing.T) {
+			var osEnv *fsScriptEnv
+			if runtime.GOOS == "windows" {
+				osEnv = &fsScriptEnv{fsys: OSFS{}, dir: t.TempDir(), symlink: os.Symlink, h: map[string]File{},
+					writeFile: func(name string, data []byte) error { return os.WriteFile(name, data, 0o644) }}
+				t.Cleanup(func() {
+					for _, f := range osEnv.h {
+						f.Close()
+					}
+				})
+			}
+			m := NewWindowsMemFS()
+			memDir := filepath.FromSlash("/tmp/memfs-test")
+			memMust(t, m.MkdirAll(memDir, 0o755))
+			memEnv := &fsScriptEnv{fsys: m, dir: memDir, symlink: m.Symlink, h: map[string]File{},
+				writeFile: func(name string, data []byte) error { return m.WriteFile(name, data, 0o644) }}
+			for i, s := range steps {
+				if osEnv != nil {
+					res, err := s.do(osEnv)
+					if got := fsOutcome(osEnv.dir, res, err); got != s.want {
+						t.Errorf("step %d on OSFS: got %q, want %q", i, got, s.want)
+					}
+				}
+				res, err := s.do(memEnv)
+				if got := fsOutcome(memDir, res, err); got != s.want {
+					t.Errorf("step %d on MemFS: got %q, want %q", i, got, s.want)
+				}
+			}
+		})
+	}
 	for name, steps := range fsScripts {
 		t.Run(name, func(t *testing.T) {
 			osDir := t.TempDir()
 			osEnv := &fsScriptEnv{fsys: OSFS{}, dir: osDir, symlink: os.Symlink, h: map[string]File{},
 				writeFile: func(name string, data []byte) error { return os.WriteFile(name, data, 0o644) }}
-			m := NewMemFS()
-			memDir := "/tmp/memfs-test"
+			m := NewUnixMemFS()
+			memDir := filepath.FromSlash("/tmp/memfs-test")
 			if err := m.MkdirAll(memDir, 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -441,8 +515,8 @@ func TestMemFSMatchesOS(t *testing.T) {
 					f.Close()
 				}
 			})
-			// The expected outcomes are Unix's; Windows' errors differ, so
-			// there only MemFS is held to them.
+			// The expected outcomes are Unix's: on Windows only a MemFS
+			// with Unix's rules is held to them.
 			checkOS := runtime.GOOS != "windows"
 			for i, s := range steps {
 				if checkOS {
@@ -463,7 +537,7 @@ func TestMemFSMatchesOS(t *testing.T) {
 // TestMemFSErrorsMatchOS checks that MemFS errors match the io/fs
 // sentinels as the os package's do.
 func TestMemFSErrorsMatchOS(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	_, err := m.OpenFile("/missing", os.O_RDONLY, 0)
 	if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("open of a missing file: %v does not match fs.ErrNotExist and ENOENT", err)
@@ -492,7 +566,7 @@ func TestMemFSErrorsMatchOS(t *testing.T) {
 }
 
 func TestMemFSPermissions(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	memMust(t, m.MkdirAll("/d/sub", 0o755))
 	memMust(t, m.WriteFile("/d/a", []byte("x"), 0o644))
 	memMust(t, m.WriteFile("/b", []byte("x"), 0o644))
@@ -546,7 +620,7 @@ func TestMemFSPermissions(t *testing.T) {
 }
 
 func TestMemFSFIFO(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	memMust(t, m.Mkfifo("/p"))
 	if err := m.Mkfifo("/p"); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("memErr2 Mkfifo: got %v, want EEXIST", err)
@@ -594,7 +668,15 @@ func TestMemFSFIFO(t *testing.T) {
 }
 
 func TestMemFSEdgeCases(t *testing.T) {
-	var m MemFS // the zero value is ready to use
+	var z MemFS // the zero value is ready to use, with this system's rules
+	memMust(t, z.MkdirAll("/a", 0o755))
+	if z.windows() != (runtime.GOOS == "windows") || NewMemFS().windows() != z.windows() {
+		t.Errorf("the zero value and NewMemFS follow Windows' rules: %v, %v; on %s", z.windows(), NewMemFS().windows(), runtime.GOOS)
+	}
+	if NewUnixMemFS().windows() || !NewWindowsMemFS().windows() {
+		t.Error("NewUnixMemFS or NewWindowsMemFS follow the wrong rules")
+	}
+	m := NewUnixMemFS()
 	if _, err := m.OpenFile("", os.O_RDONLY, 0); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("open of the empty name: got %v", err)
 	}
@@ -615,7 +697,7 @@ func TestMemFSEdgeCases(t *testing.T) {
 	}
 	fi, err := m.Lstat("/")
 	memMust(t, err)
-	if !fi.IsDir() || fi.Name() != "/" {
+	if !fi.IsDir() || fi.Name() != string(filepath.Separator) {
 		t.Errorf("root = %v %q", fi.Mode(), fi.Name())
 	}
 	root, err := m.OpenFile("/", os.O_RDONLY, 0)
@@ -681,7 +763,7 @@ func TestMemFSEdgeCases(t *testing.T) {
 	// FileInfos of another FS are never the same file.
 	osfi, err := os.Lstat(".")
 	memMust(t, err)
-	if m.SameFile(fi, osfi) || !m.SameFile(fi, fi) || NewMemFS().SameFile(fi, fi) {
+	if m.SameFile(fi, osfi) || !m.SameFile(fi, fi) || NewUnixMemFS().SameFile(fi, fi) {
 		t.Error("SameFile compares across file systems")
 	}
 	f, err := m.OpenFile("/data/x", os.O_RDWR, 0)
@@ -726,7 +808,7 @@ func TestMemFSEdgeCases(t *testing.T) {
 // TestMemFSLockConversion pins Linux's flock(2): a conversion from shared
 // to exclusive that fails drops the shared lock.
 func TestMemFSLockConversion(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	memMust(t, m.WriteFile("/a", nil, 0o644))
 	open := func() File {
 		f, err := m.OpenFile("/a", os.O_RDONLY, 0)
@@ -747,7 +829,7 @@ func TestMemFSLockConversion(t *testing.T) {
 }
 
 func TestMemFSFaults(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	memMust(t, m.MkdirAll("/run", 0o755))
 	m.Fail("open", "/run/*.tmp-*", syscall.EACCES)
 	_, err := m.OpenFile("/run/app.pid.tmp-1", memCreateExcl, 0o644)
@@ -844,7 +926,7 @@ func TestMemFSFaults(t *testing.T) {
 }
 
 func TestMemFSFaultMisuse(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	for what, fn := range map[string]func(){
 		"unknown op":   func() { m.Fail("opne", "", syscall.EIO) },
 		"bad pattern":  func() { m.Fail("open", "[", syscall.EIO) },
@@ -866,7 +948,7 @@ func TestMemFSFaultMisuse(t *testing.T) {
 }
 
 func TestMemFSBefore(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	memMust(t, m.WriteFile("/a", []byte("old"), 0o644))
 	f, err := m.OpenFile("/a", os.O_RDONLY, 0)
 	memMust(t, err)
@@ -899,7 +981,7 @@ func TestMemFSBefore(t *testing.T) {
 }
 
 func TestMemFSCloseHandles(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	memMust(t, m.WriteFile("/a", []byte("x"), 0o644))
 	memMust(t, m.Link("/a", "/b"))
 	h1, err := m.OpenFile("/a", os.O_RDONLY, 0)
@@ -943,7 +1025,7 @@ func TestMemFSCloseHandles(t *testing.T) {
 // TestMemFSConcurrent races exclusive creates, links and locks: exactly one
 // of each wins. Run with -race.
 func TestMemFSConcurrent(t *testing.T) {
-	m := NewMemFS()
+	m := NewUnixMemFS()
 	memMust(t, m.MkdirAll("/d", 0o755))
 	const n = 16
 	var wg sync.WaitGroup

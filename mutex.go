@@ -1,6 +1,9 @@
 package instancelock
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // Mutex is what GracefulShutdown and Health need of an instance lock, and
 // what every lock of this project provides: the PID-file Locker for one
@@ -39,6 +42,11 @@ type Fencer interface {
 	// when the lock is not held.
 	FencingToken() (uint64, bool)
 }
+
+// ErrAlreadyHeld is returned by TryLock and Lock when the lock is already
+// held by the same locker value: a second acquisition is a mistake of the
+// program, not a wait.
+var ErrAlreadyHeld = errors.New("lock is already held by this locker")
 
 var _ Mutex = (*Locker)(nil)
 

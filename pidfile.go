@@ -2,6 +2,8 @@ package instancelock
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,6 +50,11 @@ var (
 	// ErrLockLost: a held lock was lost; for the PID-file Locker, its file
 	// was removed or replaced by something else than this Locker.
 	ErrLockLost = errors.New("lock lost")
+	// ErrForeignFile: the path holds a file that no process locks and
+	// that is neither a PID file nor what a crash leaves of one (see
+	// TryLock). It is someone's data: it is refused and left byte for byte
+	// as it is. The error is an *fs.PathError naming the path.
+	ErrForeignFile = errors.New("not a PID file")
 
 	errNoLocks    = errors.New("the file system does not support file locks (NFS without a lock manager?)")
 	errNotRegular = errors.New("not a regular file")
@@ -58,8 +66,13 @@ var (
 // matches ErrAlreadyRunning with errors.Is; errors.As gives the holder.
 type AlreadyRunningError struct {
 	Path   string      // the PID file
-	Holder ProcessLock // the holder, as read from the file; PID is 0 if the file could not be read
+	Holder ProcessLock // the holder, as read from the file (or named by the kernel); PID is 0 if unknown
 	Reason string      // why the holder is judged alive, for logs
+	// Proven: the kernel names Holder.PID as the process that holds the
+	// lock (Linux: /proc/locks or SO_PEERCRED on the lock's socket), the
+	// process is alive and its start token matches. Help suggests kill
+	// commands only then.
+	Proven bool
 }
 
 // Error names the holder's PID and the path, on one line.
@@ -75,11 +88,14 @@ func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlread
 
 // Help returns the multi-line text a program prints when it refuses to
 // start: who holds the lock and how to stop it, force it, or check its
-// health. restart is the command that starts the program again ("" uses the
-// current command line).
+// health. restart is the command that starts the program again: "" uses
+// the current command line, quoted for a shell, or "go run ." and the
+// arguments when the program was started by `go run` (its binary is then a
+// throw-away build, in a go-build temporary directory or in GOCACHE). The
+// box is at most 100 columns wide: longer lines are wrapped.
 func (e *AlreadyRunningError) Help(restart string) string {
 	if restart == "" {
-		restart = strings.Join(os.Args, " ")
+		restart = restartCommand(os.Args)
 	}
 	h := e.Holder
 	pid := "unknown"
@@ -101,27 +117,26 @@ func (e *AlreadyRunningError) Help(restart string) string {
 		lines = append(lines, "  Host:     "+h.Hostname)
 	}
 	lines = append(lines, "  Lock:     "+e.Path, "")
-	if host, _ := os.Hostname(); h.Hostname != "" && h.Hostname != host {
-		lines = append(lines, "It runs on another host: stop it there, then run: "+restart)
-	} else {
+	switch {
+	case !h.Local():
+		lines = append(lines, "It runs on another host or in another container: stop it there, then run: "+restart)
+	case e.Proven && h.PID > 0:
 		lines = append(lines,
 			"To stop it:        kill "+pid,
 			"To force it:       kill -9 "+pid+" && "+restart)
+	default:
+		// Never advise killing a pid the kernel did not name as the
+		// holder: the file may be forged, or name a pid of another PID
+		// namespace.
+		lines = append(lines,
+			"The lock is held, but pid "+pid+" is not proven to hold it: signal nothing by hand.",
+			"To see who holds it: instancelock status "+e.Path,
+			"Once it is gone:   "+restart)
 	}
 	if h.Port != 0 {
 		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
 	}
-	width := 0
-	for _, l := range lines {
-		width = max(width, len([]rune(l)))
-	}
-	var b strings.Builder
-	b.WriteString("╔" + strings.Repeat("═", width+2) + "╗\n")
-	for _, l := range lines {
-		b.WriteString("║ " + l + strings.Repeat(" ", width-len([]rune(l))) + " ║\n")
-	}
-	b.WriteString("╚" + strings.Repeat("═", width+2) + "╝\n")
-	return b.String()
+	return helpBox(lines)
 }
 
 // An Option configures a Locker.
@@ -135,6 +150,7 @@ type config struct {
 	watch    time.Duration
 	fromEnv  bool
 	hostname string
+	keep     *bool
 	err      error
 }
 
@@ -173,6 +189,19 @@ func WithWatchInterval(d time.Duration) Option {
 	}
 }
 
+// WithRepublish decides what a holder does when its PID file is removed,
+// moved or replaced while it still holds the lock (a temp cleaner, rm -rf
+// data/). With true, the default, it writes its PID file again (the file
+// only describes the holder; the lock decides), logs a warning and keeps
+// running; Lost and Err report a loss only when that fails, for example
+// because another process holds the file now put at the path. With false
+// it reports the loss at once (Lost, Err), as a host that wants to stop
+// then needs. On Linux no other process of the host can take the lock in
+// between (see docs/design.md); elsewhere another instance may start in
+// the moment before the file is noticed gone, and the holder then reports
+// the loss.
+func WithRepublish(on bool) Option { return func(c *config) { c.keep = &on } }
+
 // FromEnv makes New read the environment: PID_FILE_PATH overrides the path
 // given to New, and PROCESS_MANAGER_DEBUG=true sends debug logs to standard
 // error when no WithLogger is given.
@@ -194,10 +223,18 @@ type Locker struct {
 	port      int
 	watch     time.Duration
 	hostname  string
+	pidSpace  string // thisPIDSpace(); see sameHost
 	id        string
-	byRename  bool    // publishByRename; a field so tests can run the other mode
+	byRename  bool   // publishByRename; a field so tests can run the other mode
+	name      string // the lock's abstract socket name (Linux, OS file system), "" for none
+	kernel    bool   // the OS file system and process table: readers ask the kernel (look)
+	keep      bool   // WithRepublish
+	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
+	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
+	swept     bool    // temporary files left by crashes were looked for; guarded by mu
+	tookOver  bool    // the last attempt replaced a stale file; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -217,10 +254,20 @@ type tenure struct {
 	timer   *time.Timer
 	stopped bool
 	tmp     string // a temporary name that could not be removed, retried at Unlock
+	inPlace bool   // written in place on Unix: the directory may not let us remove it
+
+	sock    int      // the listening socket of the lock's name, -1 for none
+	watched bool     // registered with the inotify watcher (watchHeld)
+	armed   bool     // arm ran
+	wds     [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
+	data    []byte   // the published content, for re-publishing
 }
 
-// New returns a Locker for the PID file at path ("" means DefaultPath). It
-// does no I/O; it fails only when an option is invalid.
+// New returns a Locker for the PID file at path ("" means DefaultPath). A
+// relative path is made absolute here, once (unless WithFS gives another
+// file system, whose paths are used as given): the lock follows the file,
+// not the working directory. New does no other I/O; it fails only when an
+// option is invalid or the working directory cannot be read.
 func New(path string, opts ...Option) (*Locker, error) {
 	var c config
 	for _, o := range opts {
@@ -244,7 +291,13 @@ func New(path string, opts ...Option) (*Locker, error) {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	if c.fsys == nil {
-		c.fsys = OSFS{}
+		// The lock follows the file, not the working directory: resolve
+		// the path once, so that a later os.Chdir changes nothing.
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("instancelock: resolving %s: %w", path, err)
+		}
+		path, c.fsys = abs, OSFS{}
 	}
 	if c.procs == nil {
 		c.procs = OSProcesses{}
@@ -255,11 +308,30 @@ func New(path string, opts ...Option) (*Locker, error) {
 	if c.hostname == "" {
 		c.hostname, _ = os.Hostname()
 	}
-	return &Locker{
+	l := &Locker{
 		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
-		hostname: c.hostname, id: uuid.NewString(), byRename: publishByRename,
-		log: c.logger.With("pidfile", path),
-	}, nil
+		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: byRename(c.fsys),
+		tmpPrefix: tempPrefix(path),
+		log:       c.logger.With("pidfile", path), keep: c.keep == nil || *c.keep,
+	}
+	_, osfs := c.fsys.(OSFS)
+	_, osprocs := c.procs.(OSProcesses)
+	l.kernel = osfs && osprocs && hasLockName
+	if osfs && hasLockName {
+		l.name = lockName(path)
+	}
+	return l, nil
+}
+
+// byRename reports whether a Locker on fsys publishes its PID file by
+// renaming a temporary file into place (Unix) or writes it in place
+// (Windows, where an open file cannot be renamed): a MemFS says which
+// rules it follows, any other FS is taken to be this system's.
+func byRename(fsys FS) bool {
+	if m, ok := fsys.(interface{ windows() bool }); ok { // *MemFS
+		return !m.windows()
+	}
+	return publishByRename
 }
 
 // Acquire is the call at the top of main: New followed by TryLock. On
@@ -277,7 +349,7 @@ func Acquire(path string, opts ...Option) (*Locker, error) {
 	return l, nil
 }
 
-// Path returns the PID file's path.
+// Path returns the PID file's path, absolute unless WithFS was given.
 func (l *Locker) Path() string { return l.path }
 
 // InstanceID returns the instance id this Locker writes into the PID file.
@@ -328,8 +400,12 @@ func (l *Locker) Lost() <-chan struct{} {
 // TryLock acquires the lock without waiting. If another live process holds
 // it, the error is an *AlreadyRunningError. A stale PID file — left by a
 // process that died, naming a process that is not the one that wrote it
-// (PID reuse), naming this process's own PID, empty or garbled — is taken
-// over. The directory is created (0755) if missing; the file is created
+// (PID reuse), naming this process's own PID, or what a crash or power
+// loss leaves of one (empty, only NUL bytes and whitespace, a cut-off
+// prefix of either format, possibly followed by NUL bytes) — is taken
+// over. Any other content that no process locks is someone's file: TryLock
+// refuses it with an error matching ErrForeignFile and leaves it as it is,
+// whatever its size (at most MaxFileSize+1 bytes of it are read). The directory is created (0755) if missing; the file is created
 // 0644. The path must not be a symbolic link or anything but a regular
 // file; nothing is created or changed when it is.
 //
@@ -374,7 +450,7 @@ func (l *Locker) Lock(ctx context.Context) error {
 			return errors.Join(context.Cause(ctx), err)
 		}
 		pid := 0
-		if are.Holder.Hostname == "" || are.Holder.Hostname == l.hostname {
+		if l.sameHost(are.Holder) {
 			pid = are.Holder.PID
 		}
 		if w != nil {
@@ -409,6 +485,7 @@ func (l *Locker) tryLock() error {
 		GoVersion:  goVersion,
 		InstanceID: l.id,
 		Hostname:   l.hostname,
+		PIDSpace:   l.pidSpace,
 	}
 	if l.selfToken == nil {
 		token, _, _ := l.procs.Start(info.PID)
@@ -420,20 +497,59 @@ func (l *Locker) tryLock() error {
 		return err
 	}
 	data = append(data, '\n')
+	sock := -1
+	if l.name != "" {
+		// The name first: while another process of this host holds it,
+		// nothing else is tried (see holder.go).
+		if sock, err = l.claimName(); err != nil {
+			return err
+		}
+		l.nameHeld.Store(sock >= 0)
+		defer l.nameHeld.Store(false)
+	}
+	f, inPlace, err := l.publish(data)
+	if err != nil {
+		closeName(sock)
+		return err
+	}
+	l.hold(f, info, inPlace && l.byRename, data, sock)
+	if !inPlace && (!l.swept || l.tookOver) {
+		l.sweepTemps()
+	}
+	return nil
+}
+
+// publish puts a PID file with data at the path and returns it, open and
+// locked: the file protocol of TryLock (attemptRename or attemptInPlace),
+// retried while the file changes under it. It is also how a holder
+// re-publishes its file.
+func (l *Locker) publish(data []byte) (File, bool, error) {
+	var err error
 	var last *AlreadyRunningError
 	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
+	inPlace := !l.byRename
+	l.tookOver = false
 	for range maxAttempts {
 		var f File
-		if l.byRename {
-			f, err = l.attemptRename(data)
-		} else {
+		if inPlace {
 			f, err = l.attemptInPlace(data)
+		} else {
+			f, err = l.attemptRename(data)
 		}
 		var r retryable
+		var nt *noTempError
 		switch {
+		case errors.As(err, &nt) && !inPlace && canWriteInPlace(nt.err):
+			// The directory does not let us create a file (a root-owned
+			// directory with the PID file made for the service user, a
+			// read-only directory): lock and write the existing file in
+			// place, as on Windows.
+			l.log.Debug("cannot create a temporary file next to the PID file; writing it in place", "err", nt.err)
+			inPlace = true
+			continue
 		case errors.As(err, &r):
 			if !r.retry {
-				return r.AlreadyRunningError
+				return nil, false, r.AlreadyRunningError
 			}
 			last = r.AlreadyRunningError
 			time.Sleep(pause)
@@ -441,17 +557,22 @@ func (l *Locker) tryLock() error {
 			continue
 		case errors.Is(err, errRetry):
 			continue
+		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission):
+			return nil, false, fmt.Errorf("%w (this user cannot create files in %s: create the PID file for it, e.g. install -o USER -m 0644 /dev/null %s, or let it write the directory)", err, l.dir(), l.path)
 		case err != nil:
-			return err
+			return nil, false, err
 		}
-		l.hold(f, info)
-		return nil
+		return f, inPlace, nil
 	}
 	if last != nil {
-		return last
+		return nil, false, last
 	}
-	return &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
+	return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
 }
+
+// testHookBeforePublish, when set by a test, runs between the creation of
+// a temporary file and its publication.
+var testHookBeforePublish func(tmp string)
 
 // errRetry: the file changed under us; try again.
 var errRetry = errors.New("retry")
@@ -476,16 +597,140 @@ func (l *Locker) checkPath() error {
 }
 
 // create opens name with flag (which includes O_CREATE) and mode 0644; if
-// the directory is missing, it creates it (0755) and tries again.
+// the directory is missing, it creates it (0755) and tries again. A file it
+// creates for sure (O_EXCL) gets mode 0644 whatever the umask.
 func (l *Locker) create(name string, flag int) (File, error) {
 	f, err := l.fsys.OpenFile(name, flag, 0o644)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return f, err
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := l.mkdir(); err != nil {
+			return nil, err
+		}
+		f, err = l.fsys.OpenFile(name, flag, 0o644)
+	}
+	if err == nil && flag&os.O_EXCL != 0 {
+		if c, ok := f.(interface{ Chmod(fs.FileMode) error }); ok {
+			if err := c.Chmod(0o644); err != nil {
+				l.log.Debug("cannot set the mode of the new file", "err", err)
+			}
+		}
+	}
+	return f, err
+}
+
+// mkdir creates the PID file's directory and its missing parents, and gives
+// each directory it created mode 0755 whatever the umask. Directories that
+// existed are left as they are.
+func (l *Locker) mkdir() error {
+	var missing []string
+	for d := l.dir(); ; d = filepath.Dir(d) {
+		if _, err := l.fsys.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
 	}
 	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
-		return nil, fmt.Errorf("creating the directory of %s: %w", l.path, err)
+		return fmt.Errorf("creating the directory of %s: %w", l.path, err)
 	}
-	return l.fsys.OpenFile(name, flag, 0o644)
+	if c, ok := l.fsys.(interface {
+		chmod(string, fs.FileMode) error
+	}); ok {
+		for i := len(missing) - 1; i >= 0; i-- {
+			if err := c.chmod(missing[i], 0o755); err != nil {
+				l.log.Debug("cannot set the mode of a new directory", "dir", missing[i], "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// tempPrefix is what the names of a Locker's temporary files begin with:
+// "<path>.tmp-", or, when the PID file's name is too long for that suffix
+// to fit in a 255-byte name, "<dir>/.<16 hex digits of its SHA-256>.tmp-".
+// A random base-36 number of at most 13 digits follows.
+func tempPrefix(path string) string {
+	dir, base := filepath.Split(path)
+	if len(base) > 255-len(".tmp-")-13 {
+		sum := sha256.Sum256([]byte(base))
+		base = "." + hex.EncodeToString(sum[:8])
+	}
+	return dir + base + ".tmp-"
+}
+
+// noTempError: a temporary file could not be created next to the PID file.
+type noTempError struct{ err error }
+
+func (e *noTempError) Error() string { return e.err.Error() }
+func (e *noTempError) Unwrap() error { return e.err }
+
+// canWriteInPlace reports whether a failure to create a temporary file
+// means that the directory does not let this process create files, so
+// that the existing PID file may be written in place instead.
+func canWriteInPlace(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
+}
+
+// sweepTemps removes the temporary files that processes which died between
+// creating and publishing them left next to the PID file. A temporary file
+// is locked by its creator from before it is written until it is published
+// or removed, so only a file whose lock this Locker can take, whose name
+// has exactly the form of a temporary name and whose content is what
+// writeTemp writes (or a crash remnant of it) is removed; it is removed
+// while its lock is held. A creator that loses its lock to the sweep before
+// taking it tries again with another name.
+func (l *Locker) sweepTemps() {
+	l.swept = true
+	lister, ok := l.fsys.(interface {
+		readDirNames(string) ([]string, error)
+	})
+	if !ok {
+		return
+	}
+	dir := filepath.Dir(l.tmpPrefix)
+	prefix := filepath.Base(l.tmpPrefix + "x")
+	prefix = prefix[:len(prefix)-1]
+	names, err := lister.readDirNames(dir)
+	if err != nil {
+		l.log.Debug("cannot look for temporary files left by crashes", "err", err)
+		return
+	}
+	for _, n := range names {
+		suffix, ok := strings.CutPrefix(n, prefix)
+		if !ok || !isTempSuffix(suffix) {
+			continue
+		}
+		name := filepath.Join(dir, n)
+		f, err := l.fsys.OpenFile(name, os.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		if f.TryLock() == nil {
+			st, serr := f.Stat()
+			now, lerr := l.fsys.Lstat(name)
+			data, rerr := readLimited(f)
+			if serr == nil && lerr == nil && rerr == nil && st.Mode().IsRegular() && l.fsys.SameFile(st, now) {
+				if _, kind := classify(data); kind != contentForeign && l.fsys.Remove(name) == nil {
+					l.log.Info("removed a temporary file left by a crash", "tmp", name)
+				}
+			}
+		}
+		f.Close()
+	}
+}
+
+// isTempSuffix reports whether s is the random part of a temporary name.
+func isTempSuffix(s string) bool {
+	if s == "" || len(s) > 13 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *Locker) checkMode(fi fs.FileInfo) error {
@@ -528,6 +773,9 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 		tmp.Close()
 		l.fsys.Remove(tmp.Name())
 	}
+	if testHookBeforePublish != nil {
+		testHookBeforePublish(tmp.Name())
+	}
 	err = l.fsys.Link(tmp.Name(), l.path)
 	if err == nil {
 		if err := l.fsys.Remove(tmp.Name()); err != nil {
@@ -536,6 +784,10 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 		}
 		l.log.Debug("acquired")
 		return tmp, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		discard() // a sweep took the temporary name: try again
+		return nil, errRetry
 	}
 	if !errors.Is(err, fs.ErrExist) {
 		discard()
@@ -557,31 +809,45 @@ func (l *Locker) replace(data []byte) (File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if testHookBeforePublish != nil {
+		testHookBeforePublish(tmp.Name())
+	}
 	if err := l.fsys.Rename(tmp.Name(), l.path); err != nil {
 		tmp.Close()
 		l.fsys.Remove(tmp.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errRetry // a sweep took the temporary name
+		}
 		return nil, fmt.Errorf("instancelock: replacing the stale %s: %w", l.path, err)
 	}
+	l.tookOver = true
 	return tmp, nil
 }
 
 // writeTemp creates, locks and fills a new file next to the PID file.
 func (l *Locker) writeTemp(data []byte) (File, error) {
-	name := l.path + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+	name := l.tmpPrefix + strconv.FormatUint(rand.Uint64(), 36)
 	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 	if errors.Is(err, fs.ErrExist) {
 		return nil, errRetry
 	}
 	if err != nil {
-		return nil, fmt.Errorf("instancelock: creating %s: %w", l.path, err)
+		return nil, &noTempError{fmt.Errorf("instancelock: creating %s: %w", l.path, err)}
+	}
+	if err := f.TryLock(); errors.Is(err, ErrWouldBlock) {
+		// A sweep took it between its creation and this lock: it is
+		// removing it.
+		f.Close()
+		return nil, errRetry
+	} else if err != nil {
+		f.Close()
+		l.fsys.Remove(name)
+		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
 	}
 	fail := func(err error) (File, error) {
 		f.Close()
 		l.fsys.Remove(name)
 		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
-	}
-	if err := f.TryLock(); err != nil {
-		return fail(err)
 	}
 	if _, err := f.Write(data); err != nil {
 		return fail(err)
@@ -633,14 +899,34 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 		}
 		holder, perr := ParseProcessLock(data)
 		are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
-		// Unreadable content, or a holder we can see is dead, while the
-		// lock is held: another contender is taking a stale file over (its
-		// own file will appear in a moment), or a reader is peeking at it
-		// (Running, status tools). Look again shortly.
-		retry := perr != nil
-		if holder.PID > 0 && l.sameHost(holder) {
-			if alive, err := l.procs.Alive(holder.PID); err == nil && !alive {
-				retry = true
+		// Content that looks stale (unreadable, a dead or reused pid of
+		// this host) while the lock is held: a stale file being replaced,
+		// or a momentary reader (Running on platforms without
+		// /proc/locks). Look again shortly.
+		retry := perr != nil || l.staleLooking(holder)
+		are.Proven = !l.kernel && perr == nil && holder.StartToken != "" && l.sameHost(holder) && l.tokenMatches(holder)
+		if l.kernel {
+			writers, readers, lerr := flockOwners(st)
+			if lerr == nil && len(writers) == 0 && readers > 0 && l.nameHeld.Load() {
+				// Only shared locks: readers, or a squatter who opened the
+				// file for reading and holds LOCK_SH; nobody holds it. We
+				// hold the lock's name, so no other contender of this host
+				// is here: judge the content, and replace the file by
+				// renaming ours over it (the squatter keeps the old inode).
+				_, stale, why, jerr := l.judge(data, st.ModTime())
+				if jerr != nil {
+					return nil, jerr // someone's file: never replaced
+				}
+				if !stale {
+					are.Reason = why
+					l.prove(are, writers)
+					return nil, are
+				}
+				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
+				return f, nil
+			}
+			if lerr == nil {
+				l.prove(are, writers)
 			}
 		}
 		return nil, retryable{are, retry}
@@ -655,12 +941,16 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Read again under the lock: the first read may predate a rewrite.
-	data, rerr := readAt0(f)
-	if rerr != nil {
-		data = nil
+	// Read again under the lock: the first read may predate a rewrite. A
+	// file that cannot be read cannot be judged: it may be someone's data.
+	data, err = readAt0(f)
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: l.path, Err: err}
 	}
-	holder, stale, why := l.judge(data, st.ModTime())
+	holder, stale, why, err := l.judge(data, st.ModTime())
+	if err != nil {
+		return nil, err
+	}
 	if !stale {
 		return nil, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why}
 	}
@@ -668,51 +958,77 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 	return f, nil
 }
 
-// judge decides whether an unlocked PID file is stale. Files written by
-// this package are always held under a kernel lock while their process
-// lives, so an unlocked one is stale; the PID checks only matter for files
-// from other tools that do not take the kernel lock (the legacy bare-PID
-// format, say) and are done only for files of this host.
-func (l *Locker) judge(data []byte, mod time.Time) (ProcessLock, bool, string) {
-	holder, err := ParseProcessLock(data)
-	if err != nil {
-		return holder, true, "unreadable PID file: " + err.Error()
+// judge decides whether an unlocked PID file is stale. Content that is
+// not a PID file is judged by classify: a crash remnant is stale, anything
+// else is someone's file and judge returns an error matching
+// ErrForeignFile. Files written by this package are always held under a
+// kernel lock while their process lives, so an unlocked one is stale; the
+// PID checks only matter for files from other tools that do not take the
+// kernel lock (the legacy bare-PID format, say) and are done only for files
+// of this host.
+func (l *Locker) judge(data []byte, mod time.Time) (ProcessLock, bool, string, error) {
+	holder, kind := classify(data)
+	switch kind {
+	case contentRemnant:
+		return holder, true, fmt.Sprintf("what a crash left of a PID file (%d bytes)", len(data)), nil
+	case contentForeign:
+		return holder, false, "", l.foreign(data)
 	}
+	stale, why := l.judgeHolder(holder, mod)
+	return holder, stale, why, nil
+}
+
+// foreign is the error about content that is not a PID file.
+func (l *Locker) foreign(data []byte) error {
+	what := "more than " + strconv.Itoa(MaxFileSize) + " bytes"
+	if len(data) <= MaxFileSize {
+		head := data[:min(len(data), 24)]
+		what = fmt.Sprintf("%d bytes beginning %q", len(data), head)
+	}
+	return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+		"%w, nor what a crash leaves of one (%s): it may be someone's data, so it is left as it is; choose another PID file path, or remove the file if it really is a leftover",
+		ErrForeignFile, what)}
+}
+
+// judgeHolder judges a parsed PID file that no process locks.
+func (l *Locker) judgeHolder(holder ProcessLock, mod time.Time) (bool, string) {
 	if !l.sameHost(holder) {
-		return holder, true, "written on host " + holder.Hostname + " and its kernel lock is free"
+		return true, "written on host " + holder.Hostname + " (another machine, boot or PID namespace) and its kernel lock is free"
 	}
 	if holder.PID == os.Getpid() {
-		return holder, true, "it names this process's own pid, which did not write it (a previous run in a restarted container?)"
+		return true, "it names this process's own pid, which did not write it (a previous run in a restarted container?)"
 	}
 	alive, err := l.procs.Alive(holder.PID)
 	if err != nil {
-		return holder, false, "could not probe the process: " + err.Error()
+		return false, "could not probe the process: " + err.Error()
 	}
 	if !alive {
-		return holder, true, fmt.Sprintf("process %d is not running", holder.PID)
+		return true, fmt.Sprintf("process %d is not running", holder.PID)
 	}
 	token, at, err := l.procs.Start(holder.PID)
 	if err != nil {
-		return holder, false, fmt.Sprintf("process %d is alive", holder.PID)
+		return false, fmt.Sprintf("process %d is alive", holder.PID)
 	}
 	if holder.StartToken != "" {
 		if token != holder.StartToken {
-			return holder, true, fmt.Sprintf("pid %d now belongs to another process (start token %s, not %s)", holder.PID, token, holder.StartToken)
+			return true, fmt.Sprintf("pid %d now belongs to another process (start token %s, not %s)", holder.PID, token, holder.StartToken)
 		}
-		return holder, false, fmt.Sprintf("process %d that wrote the file is alive", holder.PID)
+		return false, fmt.Sprintf("process %d that wrote the file is alive", holder.PID)
 	}
 	written := holder.StartedAt
 	if written.IsZero() {
 		written = mod
 	}
 	if at.After(written.Add(2 * time.Second)) {
-		return holder, true, fmt.Sprintf("pid %d now belongs to a process started at %s, after the file was written at %s",
+		return true, fmt.Sprintf("pid %d now belongs to a process started at %s, after the file was written at %s",
 			holder.PID, at.UTC().Format(timeLayout), written.UTC().Format(timeLayout))
 	}
-	return holder, false, fmt.Sprintf("process %d is alive", holder.PID)
+	return false, fmt.Sprintf("process %d is alive", holder.PID)
 }
 
-func (l *Locker) sameHost(h ProcessLock) bool { return h.Hostname == "" || h.Hostname == l.hostname }
+// sameHost reports whether h's PID may be probed from here: h is in this
+// process's PID space (see ProcessLock.Local).
+func (l *Locker) sameHost(h ProcessLock) bool { return sameSpace(h, l.pidSpace, l.hostname) }
 
 // attemptInPlace is one try on Windows, where a file held open cannot be
 // renamed: open or create the PID file, lock it, and write it in place.
@@ -727,7 +1043,8 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
 	}
 	st, err := f.Stat()
-	if err == nil && st.Size() == 0 {
+	wasEmpty := err == nil && st.Size() == 0
+	if wasEmpty {
 		// A file we may have just created: nothing to judge, but it must
 		// still be locked and still be at the path.
 		if err = f.TryLock(); err == nil {
@@ -743,51 +1060,146 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		_, err = l.judgeLocked(f)
 	}
 	if err == nil {
-		// Write over the old content, then cut what is left of it: a
-		// failed write leaves a file that is still judged stale.
-		if _, err = f.WriteAt(data, 0); err == nil {
-			err = f.Truncate(int64(len(data)))
+		// Empty the file, then write: a crash in between leaves a crash
+		// remnant (empty, or a prefix of data), which is judged stale; a
+		// write over longer old content would leave its tail behind.
+		if err = f.Truncate(0); err == nil {
+			_, err = f.WriteAt(data, 0)
 		}
 		if err != nil {
-			err = fmt.Errorf("instancelock: writing %s: %w", l.path, err)
+			err = fmt.Errorf("instancelock: writing %s: %w", l.path, errors.Join(errWrite, err))
 		}
 	}
 	if err != nil {
 		f.Close()
+		if wasEmpty && errors.Is(err, errWrite) {
+			// The file was empty (most likely created by this attempt):
+			// leave nothing behind. If another contender opened it
+			// meanwhile, the removal fails and the file is left to it.
+			l.fsys.Remove(l.path)
+		}
 		return nil, err
 	}
 	return f, nil
 }
 
-// hold records a new tenure and starts the watcher.
-func (l *Locker) hold(f File, info ProcessLock) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover}
+// errWrite marks a failed write of the PID file in place.
+var errWrite = errors.New("writing the PID file")
+
+// armAfter is when a holding arms its inotify watch and registers its
+// socket with the watcher: a tenure shorter than that (a quick job) costs
+// no watcher work at all, and a change made before is seen by the check
+// that follows the arming.
+const armAfter = 10 * time.Millisecond
+
+// hold records a new tenure and starts the watcher: a timer that checks
+// the file every interval and, on Linux, an inotify watch of the file and
+// its directory that runs the same check at once on any event that may
+// concern the file (see holdwatch_linux.go), armed armAfter after the
+// acquisition. sock is the listening socket of the lock's name (-1 for
+// none); the watcher also drains its connections.
+func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock int) {
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, sock: sock, wds: [2]int32{-1, -1}, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
-	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID)
-	if l.watch > 0 {
+	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	first := l.watch
+	if l.kernel || sock >= 0 {
+		if first <= 0 || first > armAfter {
+			first = armAfter
+		}
+	}
+	if first > 0 {
 		t.wmu.Lock()
-		t.timer = time.AfterFunc(l.watch, func() { l.watchFile(t) })
+		t.timer = time.AfterFunc(first, func() { l.watchFile(t) })
 		t.wmu.Unlock()
 	}
 }
 
-// watchFile runs every interval while the lock is held: it checks that the
-// held file is still at the path, and re-arms the timer.
+// arm starts the inotify watch and registers the socket (Linux). The
+// caller holds t.wmu.
+func (l *Locker) arm(t *tenure) {
+	t.armed = true
+	if !l.kernel && t.sock < 0 {
+		return
+	}
+	path := ""
+	if l.watch > 0 {
+		path = l.path
+	}
+	err := watchHeld(t, l.dir(), path, t.sock, t.poke(l))
+	if err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
+	}
+}
+
+// poke returns the function the inotify watcher calls on an event that
+// may concern the held file: a check at once, in its own goroutine.
+func (t *tenure) poke(l *Locker) func() {
+	return func() { go l.watchFile(t) }
+}
+
+// watchFile runs every interval, and at once on a file event (Linux),
+// while the lock is held: it checks that the held file is still at the
+// path, re-publishes it when it is not (WithRepublish), and re-arms the
+// timer.
 func (l *Locker) watchFile(t *tenure) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	if t.stopped {
+	if t.stopped || t.err.Load() != nil {
 		return
 	}
-	if err := l.check(t, false); err != nil {
+	if !t.armed {
+		l.arm(t)
+		if l.watch <= 0 {
+			return
+		}
+	}
+	// Check, and re-publish while the file is not ours: the check after a
+	// re-publication sees a change made before its watch was in place.
+	for republished := 0; ; republished++ {
+		err := l.check(t, false)
+		if err == nil {
+			break
+		}
+		if l.keep && republished < maxAttempts {
+			perr := l.republish(t)
+			if perr == nil {
+				l.log.Warn("the PID file was removed or replaced while this process holds the lock; re-published it", "why", err)
+				continue
+			}
+			err = fmt.Errorf("%w; re-publishing failed: %w", err, perr)
+		}
 		t.err.Store(&err)
 		l.log.Error("lock lost: another instance may start", "err", err)
 		close(t.lost)
 		return
 	}
-	t.timer.Reset(l.watch)
+	if t.timer != nil {
+		t.timer.Reset(l.watch)
+	}
+}
+
+// republish puts the tenure's PID file back at the path, with the same
+// content, by the same protocol as TryLock. It fails when another process
+// holds the file now at the path. The caller holds t.wmu.
+func (l *Locker) republish(t *tenure) error {
+	if t.sock >= 0 {
+		l.nameHeld.Store(true)
+		defer l.nameHeld.Store(false)
+	}
+	f, inPlace, err := l.publish(t.data)
+	if err != nil {
+		return err
+	}
+	old := t.f
+	t.f, t.inPlace = f, inPlace && l.byRename
+	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
+	if l.watch > 0 {
+		rewatchHeld(t, l.dir(), l.path, t.poke(l))
+	}
+	return nil
 }
 
 // stopWatch stops the watcher; when it returns, no check is running and
@@ -842,6 +1254,12 @@ func (l *Locker) Unlock() error {
 	}
 	t.stopWatch()
 	l.t = nil
+	if t.watched {
+		unwatchHeld(t, t.sock)
+	}
+	// The name first: a waiter woken by the file's removal below must
+	// find it free.
+	closeName(t.sock)
 	var err error
 	if t.tmp != "" {
 		// The temporary name could not be removed at acquisition.
@@ -856,7 +1274,15 @@ func (l *Locker) Unlock() error {
 		// Unlink first, then close: a waiter that opened this file before
 		// the unlink finds, once it gets the lock, that the file is no
 		// longer at the path, and tries again.
-		if rerr := l.fsys.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		// Written in place in a directory that does not let us remove
+		// it: empty it instead, so that it is judged stale at once even
+		// while this process lives on.
+		if rerr := l.fsys.Remove(l.path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
+			l.log.Debug("PID file left in place, emptied", "err", rerr)
+			if terr := t.f.Truncate(0); terr != nil {
+				err = fmt.Errorf("instancelock: emptying %s: %w", l.path, terr)
+			}
+		} else if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = fmt.Errorf("instancelock: removing %s: %w", l.path, rerr)
 		}
 		if cerr := t.f.Close(); cerr != nil && err == nil {
@@ -881,7 +1307,9 @@ func (l *Locker) Unlock() error {
 
 // Holder reads the PID file and returns its content. The error matches
 // ErrNotRunning (and fs.ErrNotExist) when there is no file, and
-// ErrInvalidLock when the content is not a PID file. Holder does not say
+// ErrInvalidLock when the content is not a PID file: it also matches
+// ErrForeignFile when the content is not even what a crash leaves of one
+// (a crash remnant matches ErrInvalidLock only). Holder does not say
 // whether the holder is alive; Running does.
 func (l *Locker) Holder() (ProcessLock, error) {
 	f, err := l.openForRead()
@@ -893,9 +1321,14 @@ func (l *Locker) Holder() (ProcessLock, error) {
 	if err != nil {
 		return ProcessLock{}, &fs.PathError{Op: "read", Path: l.path, Err: err}
 	}
-	pl, err := ParseProcessLock(data)
-	if err != nil {
-		return ProcessLock{}, &fs.PathError{Op: "parse", Path: l.path, Err: err}
+	pl, kind := classify(data)
+	switch kind {
+	case contentForeign:
+		_, perr := ParseProcessLock(data)
+		return ProcessLock{}, &fs.PathError{Op: "parse", Path: l.path, Err: fmt.Errorf("%w (%w)", ErrForeignFile, perr)}
+	case contentRemnant:
+		_, perr := ParseProcessLock(data)
+		return ProcessLock{}, &fs.PathError{Op: "parse", Path: l.path, Err: fmt.Errorf("what a crash left of a PID file: %w", perr)}
 	}
 	return pl, nil
 }
@@ -919,12 +1352,17 @@ func (l *Locker) openForRead() (File, error) {
 }
 
 // Running reports whether a live process holds the lock, with its
-// ProcessLock. A PID file left by a dead process is reported as not
-// running (and left in place: see CleanStale). This Locker's own holding
+// ProcessLock. A PID file left by a dead process, or a crash remnant, is
+// reported as not running (and left in place: see CleanStale); a foreign
+// file that no process locks is an error matching ErrForeignFile. This Locker's own holding
 // counts as running.
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
 		return info, true, nil
+	}
+	if l.kernel {
+		s, err := l.look()
+		return s.holder, s.held, err
 	}
 	f, err := l.openForRead()
 	if errors.Is(err, ErrNotRunning) {
@@ -949,13 +1387,18 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	holder, stale, _ := l.judge(data, st.ModTime())
+	holder, stale, _, err := l.judge(data, st.ModTime())
+	if err != nil {
+		return ProcessLock{}, false, err
+	}
 	return holder, !stale, nil
 }
 
 // CleanStale removes the PID file if it is stale (see TryLock), and
 // reports whether it did. A file held by a live process is kept, and so is
-// a file this Locker holds.
+// a file this Locker holds; a foreign file is kept and reported with an
+// error matching ErrForeignFile. An empty file is kept: it is what a
+// release in place leaves, and the next start takes it over anyway.
 func (l *Locker) CleanStale() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -996,8 +1439,31 @@ func (l *Locker) CleanStale() (bool, error) {
 			return false, err
 		}
 		// We hold the kernel lock of the stale file, and it is at the path.
-		err = l.fsys.Remove(l.path)
-		f.Close()
+		if st, err := f.Stat(); err == nil && st.Size() == 0 {
+			// An empty file is what a release in place leaves (a PID file
+			// prepared for the service in a directory it cannot write):
+			// nothing in it is stale, and removing it would lock the
+			// service out of its next start.
+			f.Close()
+			return false, nil
+		}
+		if !l.byRename {
+			// Windows: a file open without FILE_SHARE_DELETE (Go opens
+			// every file so) cannot be deleted, not even through our own
+			// handle, so close first. A contender (or a reader) that opens
+			// the file in between keeps it: its open handle makes the
+			// removal fail with a sharing violation, and the next round
+			// judges the file again.
+			f.Close()
+			err = l.fsys.Remove(l.path)
+			if isSharingViolation(err) {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+		} else {
+			err = l.fsys.Remove(l.path)
+			f.Close()
+		}
 		if err != nil {
 			return false, fmt.Errorf("instancelock: removing the stale %s: %w", l.path, err)
 		}
@@ -1015,6 +1481,12 @@ func (l *Locker) Terminate(sig os.Signal) error {
 	if sig == nil {
 		sig = defaultSignal
 	}
+	if l.kernel {
+		if _, held := l.Info(); held {
+			return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+		}
+		return l.terminateProven(sig)
+	}
 	holder, running, err := l.Running()
 	if err != nil {
 		return err
@@ -1023,7 +1495,7 @@ func (l *Locker) Terminate(sig os.Signal) error {
 		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
 	}
 	if !l.sameHost(holder) {
-		return fmt.Errorf("instancelock: terminate: %s is held by %s on another host", l.path, holder)
+		return fmt.Errorf("instancelock: terminate: %s is held by %s on another host or in another PID namespace", l.path, holder)
 	}
 	if holder.PID == os.Getpid() {
 		return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)

@@ -32,7 +32,10 @@ const memPIDPath = "/srv/instancelock-memtest/run/app.pid"
 var memPIDDir = filepath.Dir(memPIDPath)
 
 // memRig is a MemFS and a MemProcesses in which this process is alive with
-// the start token "self-token", and pid 4242 is free.
+// the start token "self-token", and pid 4242 is free. The MemFS follows
+// Unix's rules on every system, so that these tests drive the Unix way of
+// publishing (a temporary file renamed into place) on Windows too;
+// pidfile_memwin_test.go drives the Windows way.
 type memRig struct {
 	t     *testing.T
 	fs    *MemFS
@@ -44,7 +47,7 @@ type memRig struct {
 func newMemRig(t *testing.T) *memRig {
 	host, err := os.Hostname()
 	require.NoError(t, err)
-	r := &memRig{t: t, fs: NewMemFS(), procs: NewMemProcesses(), host: host, log: &proctest.SyncBuffer{}}
+	r := &memRig{t: t, fs: NewUnixMemFS(), procs: NewMemProcesses(), host: host, log: &proctest.SyncBuffer{}}
 	r.procs.Add(os.Getpid(), "self-token", time.Now().Add(-time.Hour))
 	return r
 }
@@ -197,7 +200,7 @@ func TestMemLockerHolderDies(t *testing.T) {
 // A failed attempt leaves no temporary file, no open file, and the
 // existing PID file as it was; once the fault is gone, TryLock works.
 func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
-	const stale = "garbage from a crash"
+	const stale = `{"pid":12,"startedAt":"2025` // cut off by a crash
 	cases := []struct {
 		name     string
 		existing bool // a stale PID file is there
@@ -205,12 +208,12 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 		is       error
 		says     string
 	}{
-		{"EACCES creating the temp file", true,
-			func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EACCES) },
-			fs.ErrPermission, "creating " + memPIDPath},
-		{"read-only directory", false,
+		{"EIO creating the temp file", true,
+			func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EIO) },
+			syscall.EIO, "creating " + memPIDPath},
+		{"read-only directory, no PID file", false,
 			func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
-			fs.ErrPermission, "creating " + memPIDPath},
+			fs.ErrPermission, "create the PID file for it"},
 		{"ENOSPC writing the temp file", true,
 			func(r *memRig) { r.fs.Fail("write", "", syscall.ENOSPC) },
 			syscall.ENOSPC, "writing " + memPIDPath},
@@ -315,7 +318,7 @@ func TestMemUnlockWhenItCannotTell(t *testing.T) {
 // CleanStale closes what it opened, also when the first open fails.
 func TestMemCleanStaleOpenFailsOnce(t *testing.T) {
 	r := newMemRig(t)
-	r.write("stale")
+	r.write(`{"pid":7,"st`)
 	r.fs.FailNth("open", memPIDPath, 1, syscall.EIO)
 	_, err := r.locker().CleanStale()
 	assert.ErrorIs(t, err, syscall.EIO)
@@ -346,10 +349,12 @@ func TestMemInPlaceThroughTryLock(t *testing.T) {
 	err = b.TryLock()
 	assert.ErrorIs(t, err, syscall.ENOSPC)
 	r.fs.Clear()
-	pl, err := ParseProcessLock([]byte(r.content()))
-	require.NoError(t, err, "a failed write leaves the stale content whole")
-	assert.Equal(t, 4242, pl.PID)
+	assert.Empty(t, r.content(), "a failed write leaves an emptied file, judged stale")
+	_, kind := classify([]byte(r.content()))
+	assert.Equal(t, contentRemnant, kind)
 	assert.Empty(t, r.fs.OpenFiles())
+	require.NoError(t, b.TryLock())
+	require.NoError(t, b.Unlock())
 }
 
 // An EIO on the existing file: a held file is reported with an unknown
@@ -389,11 +394,14 @@ func TestMemLockerEIOReadingTheExistingFile(t *testing.T) {
 			r.write(r.json(ProcessLock{PID: 4242}))
 			r.procs.Add(4242, "", time.Now())
 			r.fs.Fail(op, memPIDPath, syscall.EIO)
+			before := r.content()
 			l := r.locker()
-			require.NoError(t, l.TryLock())
-			r.heldBy(l)
-			assert.Contains(t, r.log.String(), "unreadable PID file")
-			require.NoError(t, l.Unlock())
+			err := l.TryLock()
+			require.ErrorIs(t, err, syscall.EIO, "a file that cannot be read is not judged")
+			assert.ErrorContains(t, err, memPIDPath)
+			r.fs.Clear()
+			assert.Equal(t, before, r.content())
+			r.untouched([]string{"app.pid"})
 		})
 	}
 }
@@ -406,7 +414,7 @@ func TestMemLockerFileChangesUnderfoot(t *testing.T) {
 	}
 	replace := func(r *memRig) func() {
 		return func() {
-			require.NoError(r.t, r.fs.WriteFile(memPIDPath+".new", []byte("another"), 0o644))
+			require.NoError(r.t, r.fs.WriteFile(memPIDPath+".new", []byte(`{"pid":9`), 0o644))
 			require.NoError(r.t, r.fs.Rename(memPIDPath+".new", memPIDPath))
 		}
 	}
@@ -425,7 +433,7 @@ func TestMemLockerFileChangesUnderfoot(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := newMemRig(t)
-			r.write("stale")
+			r.write(`{"pid":7,"st`)
 			c.setup(r)
 			l := r.locker()
 			require.NoError(t, l.TryLock())
@@ -439,7 +447,7 @@ func TestMemLockerFileChangesUnderfoot(t *testing.T) {
 	}
 	t.Run("replaced every time", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write("stale")
+		r.write(`{"pid":7,"st`)
 		r.fs.Before("lock", memPIDPath, replace(r))
 		err := r.locker().TryLock()
 		var pe *fs.PathError
@@ -447,7 +455,7 @@ func TestMemLockerFileChangesUnderfoot(t *testing.T) {
 		assert.Equal(t, "lock", pe.Op)
 		assert.ErrorIs(t, err, errContended)
 		r.untouched([]string{"app.pid"})
-		assert.Equal(t, "another", r.content())
+		assert.Equal(t, `{"pid":9`, r.content())
 	})
 	t.Run("a symlink appears", func(t *testing.T) {
 		r := newMemRig(t)
@@ -563,10 +571,12 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, Hostname: "web-2"}) },
 			func(p *MemProcesses) { p.Add(4242, "", time.Now().Add(-48*time.Hour)) },
 			true, "written on host web-2"},
-		{"garbled", func(r *memRig) string { return "\x00{garbage" }, func(p *MemProcesses) {},
-			true, "unreadable PID file"},
+		{"cut off", func(r *memRig) string { return `{"pid":42,"startedAt":"20` + "\x00\x00" }, func(p *MemProcesses) {},
+			true, "what a crash left of a PID file"},
+		{"NUL bytes", func(r *memRig) string { return strings.Repeat("\x00", 97) }, func(p *MemProcesses) {},
+			true, "what a crash left of a PID file"},
 		{"empty", func(r *memRig) string { return "" }, func(p *MemProcesses) {},
-			true, "unreadable PID file"},
+			true, "what a crash left of a PID file"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -600,16 +610,18 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 			holder, running, err := r.locker().Running()
 			require.NoError(t, err)
 			assert.Equal(t, !c.stale, running)
-			if c.why != "unreadable PID file" {
+			if !strings.Contains(c.why, "what a crash left") {
 				assert.NotZero(t, holder.PID)
 			}
-			// CleanStale removes exactly the stale ones.
+			// CleanStale removes exactly the stale ones, except an empty
+			// file (what a release in place leaves).
 			r = setup()
 			cleaned, err := r.locker().CleanStale()
 			require.NoError(t, err)
-			assert.Equal(t, c.stale, cleaned)
+			removable := c.stale && c.name != "empty"
+			assert.Equal(t, removable, cleaned)
 			_, err = r.fs.Lstat(memPIDPath)
-			assert.Equal(t, c.stale, errors.Is(err, fs.ErrNotExist))
+			assert.Equal(t, removable, errors.Is(err, fs.ErrNotExist))
 			r.untouched(r.mustList())
 		})
 	}
@@ -823,7 +835,7 @@ func TestMemCleanStale(t *testing.T) {
 	})
 	t.Run("removal fails", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write("stale")
+		r.write(`{"pid":7,"st`)
 		r.fs.Fail("remove", memPIDPath, syscall.EACCES)
 		cleaned, err := r.locker().CleanStale()
 		assert.False(t, cleaned)
@@ -833,7 +845,7 @@ func TestMemCleanStale(t *testing.T) {
 	})
 	t.Run("open fails", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write("stale")
+		r.write(`{"pid":7,"st`)
 		r.fs.Fail("open", memPIDPath, syscall.EACCES)
 		cleaned, err := r.locker().CleanStale()
 		assert.False(t, cleaned)
@@ -842,7 +854,7 @@ func TestMemCleanStale(t *testing.T) {
 	})
 	t.Run("open fails, then the file vanishes", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write("stale")
+		r.write(`{"pid":7,"st`)
 		r.fs.FailNth("open", memPIDPath, 1, syscall.EIO)
 		r.fs.Before("lstat", memPIDPath, func() { r.fs.Remove(memPIDPath) })
 		cleaned, err := r.locker().CleanStale()
@@ -853,7 +865,7 @@ func TestMemCleanStale(t *testing.T) {
 	})
 	t.Run("fstat fails", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write("stale")
+		r.write(`{"pid":7,"st`)
 		r.fs.Fail("stat", memPIDPath, syscall.EIO)
 		_, err := r.locker().CleanStale()
 		assert.ErrorIs(t, err, syscall.EIO)
@@ -861,11 +873,11 @@ func TestMemCleanStale(t *testing.T) {
 	})
 	t.Run("file replaced before it is locked", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write("stale")
+		r.write(`{"pid":7,"st`)
 		var o sync.Once
 		r.fs.Before("lock", memPIDPath, func() {
 			o.Do(func() {
-				require.NoError(t, r.fs.WriteFile(memPIDPath+".new", []byte("also stale"), 0o644))
+				require.NoError(t, r.fs.WriteFile(memPIDPath+".new", []byte(`{"pid":8,"startedAt":"20`), 0o644))
 				require.NoError(t, r.fs.Rename(memPIDPath+".new", memPIDPath))
 			})
 		})
@@ -916,7 +928,7 @@ func TestMemUnlock(t *testing.T) {
 func TestMemWatcher(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	r := newMemRig(t)
-	l := r.locker(WithWatchInterval(time.Millisecond))
+	l := r.locker(WithWatchInterval(time.Millisecond), WithRepublish(false))
 	require.NoError(t, l.TryLock())
 	ticks := make(chan struct{}, 1)
 	tick := func() {
@@ -1059,7 +1071,7 @@ func TestMemAttemptInPlace(t *testing.T) {
 	})
 	t.Run("stale file rewritten", func(t *testing.T) {
 		r, l := setup(t)
-		r.write(strings.Repeat("garbage ", 100))
+		r.write(strings.Repeat(" ", 100) + "\x00")
 		want := data(l)
 		f, err := l.attemptInPlace(want)
 		require.NoError(t, err)
@@ -1140,4 +1152,38 @@ func TestMemInPlaceRefusesBadPaths(t *testing.T) {
 	r.fs.Fail("lstat", memPIDPath, syscall.EACCES)
 	assert.ErrorIs(t, l.TryLock(), fs.ErrPermission)
 	assert.Empty(t, r.fs.OpenFiles())
+}
+
+// A directory that does not let the Locker create files, with the PID file
+// made for it (the /run/app layout): the file is locked and written in
+// place, and emptied at Unlock, since it cannot be removed.
+func TestMemInPlaceWhenTheDirectoryIsNotWritable(t *testing.T) {
+	for name, fault := range map[string]func(r *memRig){
+		"read-only directory": func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
+		"EACCES":              func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EACCES) },
+		"EROFS":               func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EROFS) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newMemRig(t)
+			r.write(`{"pid":7,"st`) // a crash remnant
+			before, err := r.fs.Lstat(memPIDPath)
+			require.NoError(t, err)
+			fault(r)
+			a := r.locker()
+			require.NoError(t, a.TryLock())
+			now, err := r.fs.Lstat(memPIDPath)
+			require.NoError(t, err)
+			assert.True(t, r.fs.SameFile(before, now), "written in place")
+			r.heldBy(a)
+			b := r.locker()
+			assert.ErrorIs(t, b.TryLock(), ErrAlreadyRunning)
+			require.NoError(t, a.Unlock())
+			if name == "read-only directory" {
+				assert.Empty(t, r.content(), "emptied, since it cannot be removed")
+			}
+			require.NoError(t, b.TryLock(), "free at once after Unlock")
+			require.NoError(t, b.Unlock())
+			r.untouched(r.mustList())
+		})
+	}
 }

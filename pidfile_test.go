@@ -1,5 +1,3 @@
-//go:build unix
-
 package instancelock
 
 import (
@@ -10,10 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -91,9 +89,11 @@ func startHolder(t *testing.T, path string, env ...string) *holder {
 	return h
 }
 
+// kill kills the holder the hard way (SIGKILL on Unix, TerminateProcess on
+// Windows) and waits for it.
 func (h *holder) kill(t *testing.T) {
 	t.Helper()
-	require.NoError(t, h.cmd.Process.Signal(syscall.SIGKILL))
+	require.NoError(t, h.cmd.Process.Kill())
 	h.cmd.Wait()
 }
 
@@ -123,12 +123,7 @@ func TestTryLockPublishesTheProcessLock(t *testing.T) {
 	assert.Equal(t, l.InstanceID(), pl.InstanceID)
 	assert.NoError(t, l.Err())
 
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	assert.Equal(t, fs.FileMode(0o644), fi.Mode().Perm()&^umask())
-	di, err := os.Stat(filepath.Dir(path))
-	require.NoError(t, err)
-	assert.Equal(t, fs.FileMode(0o755), di.Mode().Perm()&^umask())
+	assertCreatedModes(t, path)
 
 	h, err := l.Holder()
 	require.NoError(t, err)
@@ -156,12 +151,6 @@ func TestTryLockPublishesTheProcessLock(t *testing.T) {
 	_, running, err = l.Running()
 	assert.NoError(t, err)
 	assert.False(t, running)
-}
-
-func umask() fs.FileMode {
-	m := syscall.Umask(0)
-	syscall.Umask(m)
-	return fs.FileMode(m)
 }
 
 func TestSecondLockerGetsAlreadyRunningWithTheHolder(t *testing.T) {
@@ -301,7 +290,11 @@ func TestChildDoesNotInheritTheLock(t *testing.T) {
 	line := h.out.Expect("child ", 10*time.Second)
 	child, err := strconv.Atoi(strings.TrimPrefix(line, "child "))
 	require.NoError(t, err)
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	t.Cleanup(func() {
+		if p, err := os.FindProcess(child); err == nil {
+			p.Kill()
+		}
+	})
 	h.kill(t)
 	alive, err := OSProcesses{}.Alive(child)
 	require.NoError(t, err)
@@ -339,7 +332,9 @@ func TestStaleFilesAreTakenOver(t *testing.T) {
 
 	cases := map[string]string{
 		"empty":                "",
-		"garbled":              "\x00\x17garbage{",
+		"cut off":              `{"pid":123,"startedAt":"2026-01-0` + "\x00\x00",
+		"NUL bytes":            strings.Repeat("\x00", 97),
+		"a lone newline":       "\n",
 		"dead pid JSON":        lockJSON(t, ProcessLock{PID: deadPID(t), Hostname: host, StartToken: "linux:x:1"}),
 		"dead pid legacy":      strconv.Itoa(deadPID(t)) + "\n",
 		"reused pid, token":    lockJSON(t, ProcessLock{PID: live, Hostname: host, StartToken: liveToken + "0"}),
@@ -378,7 +373,14 @@ func TestStaleFilesAreTakenOver(t *testing.T) {
 		assert.Equal(t, live, are.Holder.PID)
 		_, running, err := l.Running()
 		require.NoError(t, err)
-		assert.True(t, running)
+		if hasLockName {
+			// Running reports a holder of the lock, proven by the kernel:
+			// this process holds nothing.
+			assert.False(t, running)
+			assert.ErrorContains(t, l.Terminate(nil), fmt.Sprintf("pid %d is alive but does not hold the lock", live))
+		} else {
+			assert.True(t, running)
+		}
 		// A legacy file older than the live process: the pid was reused.
 		old := liveStart.Add(-time.Hour)
 		require.NoError(t, os.Chtimes(path, old, old))
@@ -415,9 +417,21 @@ func TestOtherHostHolderIsNotJudgedByPID(t *testing.T) {
 	err = l.TryLock()
 	var are *AlreadyRunningError
 	require.ErrorAs(t, err, &are)
-	assert.Equal(t, "web-2", are.Holder.Hostname)
-	err = l.Terminate(nil)
-	assert.ErrorContains(t, err, "another host")
+	if hasLockName {
+		// The lock's socket names the real holder, on this host; the file
+		// names someone else, so nothing is proven and nothing signalled.
+		assert.Equal(t, h.pid, are.Holder.PID)
+		assert.False(t, are.Proven)
+		assert.NotContains(t, are.Help("x"), "kill ")
+		err = l.Terminate(nil)
+		assert.ErrorContains(t, err, "not proven")
+		alive, _ := OSProcesses{}.Alive(h.pid)
+		assert.True(t, alive, "the holder was not signalled")
+	} else {
+		assert.Equal(t, "web-2", are.Holder.Hostname)
+		err = l.Terminate(nil)
+		assert.ErrorContains(t, err, "another host")
+	}
 	h.kill(t)
 }
 
@@ -430,10 +444,8 @@ func TestTerminate(t *testing.T) {
 	h := startHolder(t, path)
 	require.NoError(t, l.Terminate(nil))
 	err = h.cmd.Wait()
-	var ee *exec.ExitError
-	require.ErrorAs(t, err, &ee)
-	assert.Equal(t, syscall.SIGTERM, ee.Sys().(syscall.WaitStatus).Signal())
-	assert.ErrorIs(t, l.Terminate(syscall.SIGKILL), ErrNotRunning, "stale file")
+	assertTerminated(t, err)
+	assert.ErrorIs(t, l.Terminate(os.Kill), ErrNotRunning, "stale file")
 
 	own, err := Acquire(path)
 	require.NoError(t, err)
@@ -443,21 +455,48 @@ func TestTerminate(t *testing.T) {
 	assert.ErrorContains(t, other.Terminate(nil), "held by this process")
 }
 
-// A vanished lock file is noticed: Lost is closed and Err reports it, and
-// Unlock leaves alone the file that a second instance created meanwhile.
+// A vanished lock file is noticed: with WithRepublish(false) Lost is
+// closed and Err reports it, and Unlock leaves alone the file that a
+// second instance created meanwhile. On Linux no second instance of this
+// host can start while the first lives (the lock's socket).
 func TestVanishedFileIsReported(t *testing.T) {
 	for _, how := range []string{"removed", "replaced"} {
 		t.Run(how, func(t *testing.T) {
 			checkNoGoroutineLeak(t)
 			path := filepath.Join(t.TempDir(), "x.pid")
-			l, err := Acquire(path, WithWatchInterval(5*time.Millisecond))
+			l, err := Acquire(path, WithWatchInterval(5*time.Millisecond), WithRepublish(false))
 			require.NoError(t, err)
 			lost := l.Lost()
 			require.NotNil(t, lost)
+			if !publishByRename {
+				// Windows: the held PID file is open without
+				// FILE_SHARE_DELETE, so it can be neither removed nor
+				// replaced, and the lock cannot be lost this way.
+				before, err := os.ReadFile(path)
+				require.NoError(t, err)
+				if how == "removed" {
+					require.Error(t, os.Remove(path), "a held PID file cannot be removed on Windows")
+				} else {
+					writeFile(t, path+".new", "not a pid file")
+					require.Error(t, os.Rename(path+".new", path), "a held PID file cannot be replaced on Windows")
+				}
+				after, err := os.ReadFile(path)
+				require.NoError(t, err)
+				assert.Equal(t, string(before), string(after))
+				// The watcher's check finds its file in place.
+				l.mu.Lock()
+				cerr := l.check(l.t, true)
+				l.mu.Unlock()
+				require.NoError(t, cerr)
+				require.NoError(t, l.Err())
+				require.NoError(t, l.Unlock())
+				assert.NoFileExists(t, path)
+				return
+			}
 			if how == "removed" {
 				require.NoError(t, os.Remove(path))
 			} else {
-				writeFile(t, path+".new", "not a pid file")
+				writeFile(t, path+".new", "")
 				require.NoError(t, os.Rename(path+".new", path))
 			}
 			select {
@@ -469,6 +508,17 @@ func TestVanishedFileIsReported(t *testing.T) {
 			assert.ErrorContains(t, l.Err(), how)
 
 			second, err := Acquire(path, WithWatchInterval(-1))
+			if hasLockName {
+				require.ErrorIs(t, err, ErrAlreadyRunning, "the first still holds the lock's socket")
+				var are *AlreadyRunningError
+				require.ErrorAs(t, err, &are)
+				assert.Equal(t, os.Getpid(), are.Holder.PID)
+				require.NoError(t, l.Unlock())
+				second, err = Acquire(path, WithWatchInterval(-1))
+				require.NoError(t, err, "the first released: the next start acquires at once")
+				require.NoError(t, second.Unlock())
+				return
+			}
 			require.NoError(t, err, "with the file gone, a second instance can start: this is why the host must act on Lost")
 			require.NoError(t, l.Unlock())
 			assert.FileExists(t, path, "Unlock of the lost lock leaves the new holder's file")
@@ -487,7 +537,7 @@ func TestBadPathsFailClearly(t *testing.T) {
 		old := time.Now().Add(-time.Hour)
 		require.NoError(t, os.Chtimes(target, old, old))
 		path := filepath.Join(dir, "x.pid")
-		require.NoError(t, os.Symlink(target, path))
+		symlinkOrSkip(t, target, path)
 		assertRefused(t, path, "symbolic link")
 		data, err := os.ReadFile(target)
 		require.NoError(t, err)
@@ -500,7 +550,7 @@ func TestBadPathsFailClearly(t *testing.T) {
 	t.Run("dangling symlink", func(t *testing.T) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "x.pid")
-		require.NoError(t, os.Symlink(filepath.Join(dir, "nowhere"), path))
+		symlinkOrSkip(t, filepath.Join(dir, "nowhere"), path)
 		assertRefused(t, path, "symbolic link")
 		assertDirHas(t, dir, "x.pid")
 	})
@@ -514,7 +564,9 @@ func TestBadPathsFailClearly(t *testing.T) {
 	t.Run("fifo", func(t *testing.T) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "x.pid")
-		require.NoError(t, syscall.Mkfifo(path, 0o644))
+		if err := mkfifo(path); err != nil {
+			t.Skip(err)
+		}
 		assertRefused(t, path, "not a regular file")
 		assertDirHas(t, dir, "x.pid")
 	})
@@ -529,6 +581,21 @@ func TestBadPathsFailClearly(t *testing.T) {
 		assert.Contains(t, err.Error(), path)
 		assertDirHas(t, dir, "data")
 	})
+}
+
+// symlinkOrSkip makes path a symbolic link to target, or skips the test
+// where links cannot be made.
+func symlinkOrSkip(t *testing.T, target, path string) {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		proctest.SkipUnderWine(t, "os.Symlink (CreateSymbolicLinkW) succeeds but makes no link that Lstat or ReadDir can see")
+	}
+	if err := os.Symlink(target, path); err != nil {
+		if runtime.GOOS == "windows" {
+			t.Skipf("this Windows account may not create symbolic links (it needs SeCreateSymbolicLinkPrivilege or developer mode): %v", err)
+		}
+		t.Fatal(err)
+	}
 }
 
 func assertRefused(t *testing.T, path, why string) {
@@ -568,15 +635,19 @@ func TestNewOptions(t *testing.T) {
 
 	l, err := New("")
 	require.NoError(t, err)
-	assert.Equal(t, DefaultPath, l.Path())
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(wd, DefaultPath), l.Path(), "resolved once, in New")
 
 	t.Setenv(EnvPath, "/tmp/from-env.pid")
 	l, err = New("given.pid")
 	require.NoError(t, err)
-	assert.Equal(t, "given.pid", l.Path(), "the environment is read only with FromEnv")
+	assert.Equal(t, filepath.Join(wd, "given.pid"), l.Path(), "the environment is read only with FromEnv")
 	l, err = New("given.pid", FromEnv())
 	require.NoError(t, err)
-	assert.Equal(t, "/tmp/from-env.pid", l.Path())
+	fromEnv, err := filepath.Abs("/tmp/from-env.pid") // on Windows, on the working directory's drive
+	require.NoError(t, err)
+	assert.Equal(t, fromEnv, l.Path())
 
 	t.Setenv(EnvDebug, "true")
 	l, err = New("given.pid", FromEnv())
@@ -617,6 +688,12 @@ func TestReadersNeverSeePartialFiles(t *testing.T) {
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
+		if len(data) == 0 && !publishByRename {
+			// Windows writes the PID file in place (an open file cannot
+			// be renamed over): between its creation and the write, a
+			// reader sees it empty. Never a partial one.
+			continue
+		}
 		require.NoError(t, err)
 		_, err = ParseProcessLock(data)
 		require.NoError(t, err, "read %q", data)
@@ -636,20 +713,20 @@ func TestOSProcesses(t *testing.T) {
 	alive, err = p.Alive(deadPID(t))
 	require.NoError(t, err)
 	assert.False(t, alive)
-	if os.Getuid() != 0 {
-		alive, err = p.Alive(1)
+	if pid, ok := otherUsersProcess(); ok {
+		alive, err = p.Alive(pid)
 		require.NoError(t, err)
-		assert.True(t, alive, "EPERM means alive")
+		assert.True(t, alive, "access denied means alive (pid %d)", pid)
 	}
 	for _, bad := range []int{0, -1} {
 		_, err = p.Alive(bad)
 		assert.Error(t, err)
 		_, _, err = p.Start(bad)
 		assert.Error(t, err)
-		assert.Error(t, p.Signal(bad, syscall.SIGTERM), "never signal pid %d", bad)
+		assert.Error(t, p.Signal(bad, os.Kill), "never signal pid %d", bad)
 	}
 	assert.Error(t, p.Signal(os.Getpid(), nil))
-	assert.ErrorIs(t, p.Signal(deadPID(t), syscall.Signal(0)), ErrNoProcess)
+	assert.ErrorIs(t, p.Signal(deadPID(t), probeSignal), ErrNoProcess)
 
 	tok, at, err := p.Start(os.Getpid())
 	require.NoError(t, err)

@@ -1,6 +1,7 @@
 package instancelock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/sdnotify"
 )
 
 // DefaultShutdownTimeout is the overall deadline of the shutdown hooks when
@@ -97,7 +101,28 @@ func (e *HookError) Unwrap() error { return e.Err }
 // While a shutdown runs, a second signal (counting the one that started it)
 // makes the process exit at once with status 128+signal (130 for SIGINT,
 // 143 for SIGTERM), after releasing the lock if that takes less than half a
-// second.
+// second. Two signals sent back to back may reach the process as one (the
+// kernel does not queue a signal that is already pending).
+//
+// On Unix, two more signals are handled from Start on, so that neither
+// kills the process without its hooks: SIGHUP (a closed terminal or ssh
+// session) calls Hangup if it is set, and otherwise begins the shutdown
+// like the signals in Signals; SIGPIPE is notified, so that a write to a
+// closed standard output or error (a log reader that exited) returns EPIPE
+// instead of killing the process. SIGPIPE stays notified until the process
+// exits, so a last log line after Done cannot kill it either.
+//
+// Under systemd (NOTIFY_SOCKET is set; nothing is sent otherwise), Start
+// also sends what a Type=notify service owes its manager: READY=1 when the
+// State moves to StatusRunning, STOPPING=1 when the shutdown begins,
+// EXTEND_TIMEOUT_USEC then and before each hook while the overall deadline
+// has not passed (so TimeoutStopSec= does not cut a shutdown that is on
+// time), and STATUS= lines along the way. When WATCHDOG_USEC is set for
+// this process (WATCHDOG_PID unset or equal to its PID), it sends
+// WATCHDOG=1 every half interval while the State is running and live by
+// the liveness rule of the Healths built on the State (see
+// Health.Liveness: no Critical check fails), and stops sending otherwise,
+// so that systemd restarts a wedged instance.
 //
 // An abandoned hook's goroutine keeps running until the hook returns: a
 // hook must honour its context. The process usually exits soon after Done,
@@ -121,6 +146,13 @@ type GracefulShutdown struct {
 	// os.Interrupt and syscall.SIGTERM (on Windows, SIGTERM stands for the
 	// console close, logoff and shutdown events).
 	Signals []os.Signal
+	// Hangup, when set, is called on each SIGHUP (Unix) instead of
+	// beginning the shutdown: the host's reload hook (re-read its
+	// configuration, reopen its log files). Calls run one at a time in a
+	// goroutine of their own; a panic is recovered and logged. A SIGHUP that
+	// arrives once the shutdown has begun is logged and ignored. When Hangup
+	// is nil, or SIGHUP is listed in Signals, SIGHUP begins the shutdown.
+	Hangup func()
 	// Logger receives one record per step; nil means silent.
 	Logger *slog.Logger
 
@@ -131,9 +163,15 @@ type GracefulShutdown struct {
 	done   chan struct{}
 	err    error // set before done is closed
 
+	hangupMu sync.Mutex // one Hangup call at a time
+
+	sd   *sdnotify.Notifier // systemd's notify socket, nil when not under systemd
+	sdMu sync.Mutex         // orders the notifications
+
 	mu      sync.Mutex
 	hooks   []namedHook
 	begun   bool
+	results hookResults    // the outcome of each hook run (stats.go)
 	started bool           // Start was called
 	sigs    chan os.Signal // the channel given to signal.Notify, nil before Start
 }
@@ -180,8 +218,8 @@ func (g *GracefulShutdown) Add(name string, hook func(context.Context) error) {
 	}
 }
 
-// Start installs the signal handlers (signal.Notify for Signals) and starts
-// watching for what begins a shutdown: one of the signals (the cause is a
+// Start installs the signal handlers (signal.Notify for Signals, and on
+// Unix for SIGHUP and SIGPIPE) and starts watching for what begins a shutdown: one of the signals (the cause is a
 // *SignalError), ctx being done (the cause is context.Cause(ctx)), or the
 // Locker losing its lock (the cause wraps ErrLockLost). It returns at once;
 // the handlers are removed and the watching goroutine ends when the
@@ -204,6 +242,13 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 	if sigs == nil {
 		sigs = defaultSignals()
 	}
+	hup := hangupSignal()
+	reload := false
+	if hup != nil && !slices.Contains(sigs, hup) {
+		reload = g.Hangup != nil
+		sigs = append(slices.Clip(sigs), hup)
+	}
+	notifySIGPIPE()
 	// Room for the first and the second signal even if both arrive before
 	// the watcher reads.
 	g.sigs = make(chan os.Signal, 2)
@@ -212,14 +257,35 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 	if g.lk != nil {
 		lost = g.lk.Lost()
 	}
-	go g.watch(ctx, g.sigs, lost)
+	if !reload {
+		hup = nil
+	}
+	g.sdStart()
+	go g.watch(ctx, g.sigs, lost, hup)
 	return nil
 }
 
+// hangup runs the Hangup hook for one SIGHUP, after any earlier call has
+// returned.
+func (g *GracefulShutdown) hangup() {
+	g.hangupMu.Lock()
+	defer g.hangupMu.Unlock()
+	log := g.logger()
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("the Hangup hook panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	start := time.Now()
+	log.Info("SIGHUP received: running the Hangup hook")
+	g.Hangup()
+	log.Info("Hangup hook done", "duration", time.Since(start))
+}
+
 // watch begins the shutdown on the first signal, ctx done or lock lost, and
-// forces the exit on the second signal. It returns when the shutdown has
-// finished.
-func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, lost <-chan struct{}) {
+// forces the exit on the second signal. reload is the signal that calls
+// Hangup instead (nil for none). It returns when the shutdown has finished.
+func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, lost <-chan struct{}, reload os.Signal) {
 	ctxDone := ctx.Done()
 	received := 0
 	for {
@@ -229,6 +295,14 @@ func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, los
 			case <-g.done: // it arrived as the shutdown finished: nothing left to force
 				return
 			default:
+			}
+			if reload != nil && sig == reload {
+				if g.ctx.Err() != nil {
+					g.logger().Warn("SIGHUP during the shutdown: ignored", "signal", sig.String())
+				} else {
+					go g.hangup()
+				}
+				continue
 			}
 			received++
 			if received == 1 {
@@ -389,11 +463,13 @@ func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
 		}
 		g.mu.Unlock()
 		g.err = errors.Join(errs...)
+		g.sdNotify(fmt.Sprintf("STATUS=stopped, %d failures", len(errs)))
 		log.Info("shutdown finished", "duration", time.Since(began), "failures", len(errs))
 		close(g.done)
 	}()
 
 	log.Info("shutdown started", "cause", cause.Error(), "hooks", len(hooks))
+	g.sdStopping(cause, max(g.DrainDelay, 0), cmp.Or(max(g.Timeout, 0), DefaultShutdownTimeout))
 	if d := g.DrainDelay; d > 0 {
 		log.Info("draining", "delay", d)
 		time.Sleep(d)
@@ -404,7 +480,11 @@ func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
 	}
 	deadline := time.Now().Add(timeout)
 	for i := len(hooks) - 1; i >= 0; i-- {
-		if err := g.runHook(log, hooks[i], deadline); err != nil {
+		g.sdHook(hooks[i].name, len(hooks)-i, len(hooks), deadline)
+		t := time.Now()
+		err := g.runHook(log, hooks[i], deadline)
+		g.recordHook(hooks[i].name, time.Since(t), err)
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}

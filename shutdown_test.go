@@ -454,14 +454,15 @@ func TestShutdownStartAfterShutdownInstallsNothing(t *testing.T) {
 
 func TestShutdownOnLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	lk, path := sdAcquire(t, WithWatchInterval(10*time.Millisecond))
+	lfs := newLosableFS()
+	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
 	g := NewGracefulShutdown(lk)
 	var rec sdRecorder
 	g.Add("hook", func(context.Context) error { rec.add("hook"); return nil })
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(path); err != nil { // a temp cleaner, rm -rf data/
+	if err := lfs.remove(path); err != nil { // a temp cleaner, rm -rf data/
 		t.Fatal(err)
 	}
 	sdWaitDone(t, g)
@@ -481,20 +482,21 @@ func TestShutdownOnLockLost(t *testing.T) {
 
 func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	lk, path := sdAcquire(t, WithWatchInterval(10*time.Millisecond))
+	lfs := newLosableFS()
+	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
 	g := NewGracefulShutdown(lk)
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Something else replaces the file; the shutdown must not delete it.
-	if err := os.Remove(path); err != nil {
+	if err := lfs.remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte("someone else\n"), 0o644); err != nil {
+	if err := lfs.writeFile(path, []byte("someone else\n")); err != nil {
 		t.Fatal(err)
 	}
 	sdWaitDone(t, g)
-	if data, err := os.ReadFile(path); err != nil || string(data) != "someone else\n" {
+	if data, err := lfs.readFile(path); err != nil || string(data) != "someone else\n" {
 		t.Errorf("the replacing file was touched: %q, %v", data, err)
 	}
 }

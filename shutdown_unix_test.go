@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -21,177 +20,13 @@ import (
 	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
-func init() {
-	helpers["shutdown-child"] = shutdownChild
-	helpers["shutdown-idle"] = shutdownIdle
-}
-
-// shutdownChild is a small backend: it acquires SHUTDOWN_PIDFILE, registers
-// the hooks of SHUTDOWN_HOOKS ("name:kind,…", kinds below), starts the
-// helper with the default signals, prints "ready", waits for the shutdown,
-// prints a "done" line and exits with ExitCode. Every hook prints
-// "hook NAME state=… pidfile=…" when it is called. SHUTDOWN_TIMEOUT and
-// SHUTDOWN_HOOK_TIMEOUT set the deadlines, SHUTDOWN_LOG=1 logs to stderr.
-//
-// A human can run it too:
-//
-//	go test -c -o /tmp/il.test
-//	INSTANCELOCK_HELPER=shutdown-child SHUTDOWN_PIDFILE=/tmp/il.pid SHUTDOWN_HOOKS=db:slow,http:ok SHUTDOWN_LOG=1 /tmp/il.test
-//	# then Ctrl-C (once, or twice), or kill -TERM from another terminal
-func shutdownChild() {
-	lk, err := Acquire(os.Getenv("SHUTDOWN_PIDFILE"))
-	if err != nil {
-		fmt.Println("acquire:", err)
-		os.Exit(3)
-	}
-	g := NewGracefulShutdown(lk)
-	g.Timeout = sdEnvDuration("SHUTDOWN_TIMEOUT")
-	g.HookTimeout = sdEnvDuration("SHUTDOWN_HOOK_TIMEOUT")
-	if os.Getenv("SHUTDOWN_LOG") == "1" {
-		g.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	for _, spec := range strings.Split(os.Getenv("SHUTDOWN_HOOKS"), ",") {
-		if spec != "" {
-			name, kind, _ := strings.Cut(spec, ":")
-			g.Add(name, sdChildHook(g, lk.Path(), name, kind))
-		}
-	}
-	if err := g.Start(context.Background()); err != nil {
-		fmt.Println("start:", err)
-		os.Exit(3)
-	}
-	if err := g.State().Set(StatusRunning); err != nil {
-		fmt.Println("state:", err)
-		os.Exit(3)
-	}
-	fmt.Println("ready")
-	err = g.Wait()
-	_, statErr := os.Lstat(lk.Path())
-	fmt.Printf("done state=%s cause=%v pidfile=%t err=%s\n", g.State().Status(), context.Cause(g.Context()),
-		statErr == nil, strings.ReplaceAll(sdErrString(err), "\n", " | "))
-	os.Exit(g.ExitCode())
-}
-
-// sdChildHook returns a hook of the given kind: ok, err (returns an error),
-// panic, slow (waits for its context, returns ctx.Err()) or hang (ignores its
-// context and never returns).
-func sdChildHook(g *GracefulShutdown, path, name, kind string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		_, err := os.Lstat(path)
-		fmt.Printf("hook %s state=%s pidfile=%t\n", name, g.State().Status(), err == nil)
-		switch kind {
-		case "ok":
-			return nil
-		case "err":
-			return errors.New("failed on purpose")
-		case "panic":
-			panic("panicked on purpose")
-		case "slow":
-			<-ctx.Done()
-			return ctx.Err()
-		case "hang":
-			select {}
-		}
-		return fmt.Errorf("unknown hook kind %q", kind)
-	}
-}
-
-func sdEnvDuration(name string) time.Duration {
-	d, _ := time.ParseDuration(os.Getenv(name))
-	return d
-}
-
-// shutdownIdle creates a GracefulShutdown and, with SHUTDOWN_CYCLE=1, starts
-// it and runs a whole shutdown; then it prints "idle" and sleeps. A signal
-// must then kill it: nothing may remain installed.
-func shutdownIdle() {
-	g := NewGracefulShutdown(nil)
-	if os.Getenv("SHUTDOWN_CYCLE") == "1" {
-		if err := g.Start(context.Background()); err != nil {
-			fmt.Println("start:", err)
-			os.Exit(3)
-		}
-		if err := g.Shutdown(nil); err != nil {
-			fmt.Println("shutdown:", err)
-			os.Exit(3)
-		}
-	}
-	fmt.Println("idle")
-	time.Sleep(time.Minute)
-	os.Exit(4)
-}
-
-// sdChild is a running shutdownChild.
-type sdChild struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	lr   *proctest.Lines
-	path string
-	errb *proctest.SyncBuffer
-}
-
-func sdStartChild(t *testing.T, env ...string) *sdChild {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "app.pid")
-	cmd := helperCmd(t, "shutdown-child", append([]string{"SHUTDOWN_PIDFILE=" + path, "SHUTDOWN_LOG=1"}, env...)...)
-	c := &sdChild{t: t, cmd: cmd, path: path, errb: &proctest.SyncBuffer{}}
-	cmd.Stderr = c.errb
-	c.lr = proctest.NewLines(t, cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("child's log:\n%s", c.errb.String())
-		}
-	})
-	if l := c.lr.Next(sdLiveness); l != "ready" {
-		t.Fatalf("child said %q, want ready", l)
-	}
-	holder, err := (&Locker{path: path, fsys: OSFS{}}).Holder()
-	if err != nil || holder.PID != cmd.Process.Pid {
-		t.Fatalf("the child does not hold the PID file: %+v, %v", holder, err)
-	}
-	return c
-}
+// sdPrepareChild: a child needs nothing special on Unix.
+func sdPrepareChild(*exec.Cmd) {}
 
 func (c *sdChild) signal(sig os.Signal) {
 	c.t.Helper()
 	if err := c.cmd.Process.Signal(sig); err != nil {
 		c.t.Fatal(err)
-	}
-}
-
-// finish reads the child's output to the end, waits for it, and returns its
-// lines and exit code (-1 if it died of a signal).
-func (c *sdChild) finish() ([]string, int) {
-	c.t.Helper()
-	var lines []string
-	deadline := time.Now().Add(sdLiveness)
-	for {
-		l, err := c.lr.Line(time.Until(deadline))
-		if err == proctest.ErrClosed {
-			break
-		}
-		if err != nil {
-			c.t.Fatalf("the child did not exit; it said %q", lines)
-		}
-		lines = append(lines, l)
-	}
-	err := c.cmd.Wait()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		c.t.Fatal(err)
-	}
-	return lines, c.cmd.ProcessState.ExitCode()
-}
-
-func (c *sdChild) pidFileGone() {
-	c.t.Helper()
-	if sdFileExists(c.t, c.path) {
-		c.t.Errorf("the PID file %s is still there", c.path)
 	}
 }
 
@@ -218,6 +53,87 @@ func TestShutdownChildOnSignal(t *testing.T) {
 			c.pidFileGone()
 		})
 	}
+}
+
+// A child whose stderr is a pipe with no reader left (a log shipper that
+// exited) still runs its hooks on SIGTERM, removes its PID file and exits
+// 0: the shutdown's first log line would otherwise kill it with SIGPIPE.
+func TestShutdownChildStderrReaderGone(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sdStartChildStderr(t, w, "SHUTDOWN_HOOKS=database:ok,http:ok")
+	w.Close()
+	r.Close() // now the child's writes to stderr fail with EPIPE
+	c.signal(syscall.SIGTERM)
+	lines, code := c.finish()
+	want := []string{
+		"hook http state=stopping pidfile=true",
+		"hook database state=stopping pidfile=true",
+		"done state=stopped cause=received signal terminated pidfile=false err=<nil>",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if code != 0 {
+		t.Errorf("exit code %d (%v), want 0", code, c.cmd.ProcessState)
+	}
+	c.pidFileGone()
+}
+
+// SIGHUP never kills with its default action: without Hangup it begins the
+// shutdown like SIGTERM; with Hangup it calls it, every time, and the
+// instance keeps running until SIGTERM.
+func TestShutdownChildSIGHUP(t *testing.T) {
+	t.Parallel()
+	t.Run("shutdown", func(t *testing.T) {
+		t.Parallel()
+		c := sdStartChild(t, "SHUTDOWN_HOOKS=database:ok,http:ok")
+		c.signal(syscall.SIGHUP)
+		lines, code := c.finish()
+		want := []string{
+			"hook http state=stopping pidfile=true",
+			"hook database state=stopping pidfile=true",
+			"done state=stopped cause=received signal hangup pidfile=false err=<nil>",
+		}
+		if !slices.Equal(lines, want) {
+			t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+		}
+		if code != 0 {
+			t.Errorf("exit code %d (%v), want 0", code, c.cmd.ProcessState)
+		}
+		c.pidFileGone()
+	})
+	t.Run("Hangup hook", func(t *testing.T) {
+		t.Parallel()
+		c := sdStartChild(t, "SHUTDOWN_HOOKS=http:ok", "SHUTDOWN_HANGUP=1")
+		for range 3 {
+			c.signal(syscall.SIGHUP)
+			if l := c.lr.Next(sdLiveness); l != "hangup state=running" {
+				t.Fatalf("after SIGHUP the child said %q, want hangup state=running", l)
+			}
+		}
+		if !sdFileExists(t, c.path) {
+			t.Fatal("the PID file is gone after SIGHUP")
+		}
+		c.signal(syscall.SIGTERM)
+		lines, code := c.finish()
+		want := []string{
+			"hook http state=stopping pidfile=true",
+			"done state=stopped cause=received signal terminated pidfile=false err=<nil>",
+		}
+		if !slices.Equal(lines, want) {
+			t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+		}
+		if code != 0 {
+			t.Errorf("exit code %d (%v), want 0", code, c.cmd.ProcessState)
+		}
+		if log := c.errb.String(); !strings.Contains(log, "running the Hangup hook") {
+			t.Errorf("the Hangup call is not logged:\n%s", log)
+		}
+	})
 }
 
 func TestShutdownChildHungHook(t *testing.T) {
@@ -282,7 +198,7 @@ func TestShutdownChildFailingHooks(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit code %d, want 1", code)
 	}
-	if log := c.errb.String(); !strings.Contains(log, "shutdown hook panicked") || !strings.Contains(log, "shutdown_unix_test.go") {
+	if log := c.errb.String(); !strings.Contains(log, "shutdown hook panicked") || !strings.Contains(log, "shutdown_child_test.go") {
 		t.Errorf("the panic is not logged with its stack:\n%s", log)
 	}
 	c.pidFileGone()
@@ -412,6 +328,85 @@ func TestShutdownSignalsInProcess(t *testing.T) {
 	// The fake exit returned, so the shutdown goes on: let the hook end.
 	close(release)
 	sdWaitDone(t, g)
+}
+
+// SIGHUP with Hangup set, in this process: each SIGHUP calls Hangup (a
+// panic in it is recovered and logged), a SIGHUP during the shutdown is
+// ignored, and nothing forces the exit.
+func TestShutdownHangupInProcess(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	codes := make(chan int, 1)
+	osExit = func(code int) { codes <- code }
+	defer func() { osExit = os.Exit }()
+
+	var log proctest.SyncBuffer
+	g := NewGracefulShutdown(nil)
+	g.Signals = []os.Signal{syscall.SIGUSR1}
+	g.Timeout = sdLiveness
+	g.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	calls := make(chan int, 4)
+	n := 0
+	g.Hangup = func() {
+		n++
+		calls <- n
+		if n == 1 {
+			panic("reload failed")
+		}
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	g.Add("slow", func(ctx context.Context) error {
+		close(entered)
+		<-release
+		return nil
+	})
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 2; want++ {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-calls:
+			if got != want {
+				t.Fatalf("Hangup call %d, want %d", got, want)
+			}
+		case <-time.After(sdLiveness):
+			t.Fatalf("SIGHUP %d did not call Hangup", want)
+		}
+	}
+	if g.Context().Err() != nil {
+		t.Fatalf("SIGHUP with Hangup set began the shutdown: %v", context.Cause(g.Context()))
+	}
+	go g.Shutdown(nil)
+	<-entered
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "the SIGHUP during the shutdown is logged", func() bool {
+		return strings.Contains(log.String(), "SIGHUP during the shutdown: ignored")
+	})
+	close(release)
+	sdWaitDone(t, g)
+	select {
+	case c := <-calls:
+		t.Errorf("Hangup was called during the shutdown (call %d)", c)
+	case c := <-codes:
+		t.Errorf("SIGHUP forced the exit with %d", c)
+	default:
+	}
+	if !strings.Contains(log.String(), "the Hangup hook panicked") || !strings.Contains(log.String(), "reload failed") {
+		t.Errorf("the panic in Hangup is not logged:\n%s", log.String())
+	}
+}
+
+func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(sdLiveness); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", sdLiveness, what)
+		}
+	}
 }
 
 func TestSignalExitCode(t *testing.T) {

@@ -1,8 +1,10 @@
 package instancelock
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +44,11 @@ type State struct {
 	id        string
 	startedAt time.Time
 	status    atomic.Int32
+
+	changed atomic.Pointer[func(Status)] // called after each move; set by GracefulShutdown.Start
+
+	mu      sync.Mutex
+	healths []*Health // built on this State, for the watchdog's liveness rule
 }
 
 // NewState returns a State in StatusStarting. instanceID names the instance
@@ -78,6 +85,9 @@ func (s *State) Set(to Status) error {
 			return fmt.Errorf("instancelock: %w: %s → %s", ErrInvalidTransition, from, to)
 		}
 		if s.status.CompareAndSwap(int32(from), int32(to)) {
+			if f := s.changed.Load(); f != nil {
+				(*f)(to)
+			}
 			return nil
 		}
 	}
@@ -93,4 +103,28 @@ func allowed(from, to Status) bool {
 		return to == StatusStopped
 	}
 	return false
+}
+
+// addHealth records a Health built on s.
+func (s *State) addHealth(h *Health) {
+	s.mu.Lock()
+	s.healths = append(s.healths, h)
+	s.mu.Unlock()
+}
+
+// live applies the liveness rule of every Health built on s (see
+// Health.Liveness); without one, the instance is live until it is stopped.
+func (s *State) live(ctx context.Context) error {
+	s.mu.Lock()
+	hs := s.healths
+	s.mu.Unlock()
+	if len(hs) == 0 && s.Status() == StatusStopped {
+		return errors.New("the lifecycle is stopped")
+	}
+	for _, h := range hs {
+		if err := h.live(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,63 +23,67 @@ import (
 	"github.com/ad5dec64/instancelock"
 )
 
-// The tests build the command once (with -race when the tests run with
-// -race) and run it as the operator would. When the tests measure coverage,
-// the binary is built with coverage too and writes its counters where the
-// test binary collects its own, so that the command's runs count.
+// The tests run the command as the operator would, from a process of its
+// own: the test binary itself, re-run with cliArgsEnv set, which makes
+// TestMain run the command (cli) with those arguments instead of the tests.
+// No compiler is needed, so the tests run where the test binary was only
+// copied to (a Windows machine, Wine), and the command is built exactly as
+// the tests are (with -race under -race). When the tests measure coverage,
+// the command's runs write their counters where the test binary collects
+// its own, so that they count.
 //
-// The test binary doubles as helper processes: with cliHelperEnv set,
+// The test binary doubles as helper processes too: with cliHelperEnv set,
 // TestMain runs the named helper instead of the tests.
 
-const cliHelperEnv = "INSTANCELOCK_CLI_HELPER"
-
-var (
-	binPath  string // the built command
-	coverDir string // GOCOVERDIR for the command's runs, when measuring coverage
+const (
+	cliHelperEnv = "INSTANCELOCK_CLI_HELPER"
+	// cliArgsEnv holds the command's arguments, as a JSON array of
+	// strings, when the test binary runs as the command.
+	cliArgsEnv = "INSTANCELOCK_CLI_TEST_AS_COMMAND"
 )
 
+var coverDir string // GOCOVERDIR of the tests, when measuring coverage
+
 func TestMain(m *testing.M) {
+	// The command first: the programs it runs may be helpers (their
+	// variable is in its environment too).
+	if args, ok := os.LookupEnv(cliArgsEnv); ok {
+		os.Exit(runAsCommand(m, args))
+	}
 	if name := os.Getenv(cliHelperEnv); name != "" {
 		os.Exit(runHelper(name))
 	}
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "instancelock-cli-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := 1
-	if err := build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func build(dir string) error {
-	binPath = filepath.Join(dir, "instancelock")
-	if runtime.GOOS == "windows" {
-		binPath += ".exe"
-	}
-	args := []string{"build", "-o", binPath}
-	if raceEnabled() {
-		args = append(args, "-race")
-	}
-	if mode := testing.CoverMode(); mode != "" {
-		if f := flag.Lookup("test.gocoverdir"); f != nil && f.Value.String() != "" {
+	if testing.CoverMode() != "" {
+		if f := flag.Lookup("test.gocoverdir"); f != nil {
 			coverDir = f.Value.String()
-			args = append(args, "-cover", "-covermode="+mode, "-coverpkg=github.com/ad5dec64/instancelock/cmd/instancelock")
 		}
 	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
+	os.Exit(m.Run())
 }
 
+// runAsCommand runs the command with the arguments in args (a JSON array)
+// and returns its exit code. The variable is removed first, so that the
+// programs the command runs (run -- COMMAND) do not inherit it. When the
+// test binary measures coverage, m.Run (with no test to run, its output
+// discarded) writes the counters of this run; it exits 2 if it cannot.
+func runAsCommand(m *testing.M, args string) int {
+	os.Unsetenv(cliArgsEnv)
+	var argv []string
+	if err := json.Unmarshal([]byte(args), &argv); err != nil {
+		fmt.Fprintf(os.Stderr, "%s=%q: %v\n", cliArgsEnv, args, err)
+		return 2
+	}
+	code := cli(argv, os.Stdout, os.Stderr)
+	if testing.CoverMode() != "" {
+		flag.Parse() // -test.run=^$ and -test.gocoverdir, from cliCmd
+		if null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+			os.Stdout, os.Stderr = null, null // "no tests to run", the coverage figure
+		}
+		m.Run()
+	}
+	return code
+}
 func raceEnabled() bool {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -143,14 +148,20 @@ type result struct {
 	code           int
 }
 
-// cliCmd returns the command with args, ready to start.
+// cliCmd returns the command with args, ready to start: the test binary
+// running as the command (see TestMain).
 func cliCmd(args ...string) *exec.Cmd {
-	cmd := exec.Command(binPath, args...)
-	cmd.WaitDelay = 10 * time.Second // bounds Wait when a stray child keeps the output open
-	cmd.Env = os.Environ()
+	var flags []string
 	if coverDir != "" {
-		cmd.Env = append(cmd.Env, "GOCOVERDIR="+coverDir)
+		flags = []string{"-test.run=^$", "-test.gocoverdir=" + coverDir}
 	}
+	cmd := exec.Command(os.Args[0], flags...)
+	cmd.WaitDelay = 10 * time.Second // bounds Wait when a stray child keeps the output open
+	if args == nil {
+		args = []string{}
+	}
+	argv, _ := json.Marshal(args)
+	cmd.Env = append(os.Environ(), cliArgsEnv+"="+string(argv))
 	if raceEnabled() {
 		cmd.Env = append(cmd.Env, raceEnv())
 	}
@@ -257,12 +268,13 @@ func TestBadInput(t *testing.T) {
 	if err := os.WriteFile(huge, bytes.Repeat([]byte("1"), instancelock.MaxFileSize+10), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	empty := filepath.Join(dir, "empty.pid")
-	if err := os.WriteFile(empty, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	notDir := filepath.Join(garbage, "x.pid") // a path through a regular file
 	missing := filepath.Join(dir, "missing.pid")
+	// A command that exists (run looks it up before it takes the lock).
+	trueCmd := "true"
+	if runtime.GOOS == "windows" {
+		trueCmd = os.Args[0]
+	}
 
 	cases := []struct {
 		args []string
@@ -278,7 +290,6 @@ func TestBadInput(t *testing.T) {
 		{[]string{"status", "-bogus", missing}, 4},
 		{[]string{"status", garbage}, 4},
 		{[]string{"status", huge}, 4},
-		{[]string{"status", empty}, 4},
 		{[]string{"status", dir}, 4},
 		{[]string{"status", notDir}, 4},
 		{[]string{"status", "-json", garbage}, 4},
@@ -292,21 +303,20 @@ func TestBadInput(t *testing.T) {
 		{[]string{"stop", "-signal", "", missing}, 2},
 		{[]string{"stop", garbage}, 1},
 		{[]string{"stop", huge}, 1},
-		{[]string{"stop", empty}, 1},
 		{[]string{"stop", dir}, 1},
 		{[]string{"stop", notDir}, 1},
 
 		{[]string{"run"}, 2},
 		{[]string{"run", "-pidfile", missing}, 2},
 		{[]string{"run", "-pidfile"}, 2},
-		{[]string{"run", "-wait", "-1s", "--", "true"}, 2},
-		{[]string{"run", "-wait", "long", "--", "true"}, 2},
-		{[]string{"run", "-conflict-exit-code", "256", "--", "true"}, 2},
-		{[]string{"run", "-conflict-exit-code", "-1", "--", "true"}, 2},
-		{[]string{"run", "-pidfile", garbage, "--", "true"}, 125},
-		{[]string{"run", "-pidfile", huge, "--", "true"}, 125},
-		{[]string{"run", "-pidfile", dir, "--", "true"}, 125},
-		{[]string{"run", "-pidfile", notDir, "--", "true"}, 125},
+		{[]string{"run", "-wait", "-1s", "--", trueCmd}, 2},
+		{[]string{"run", "-wait", "long", "--", trueCmd}, 2},
+		{[]string{"run", "-conflict-exit-code", "256", "--", trueCmd}, 2},
+		{[]string{"run", "-conflict-exit-code", "-1", "--", trueCmd}, 2},
+		{[]string{"run", "-pidfile", garbage, "--", trueCmd}, 125},
+		{[]string{"run", "-pidfile", huge, "--", trueCmd}, 125},
+		{[]string{"run", "-pidfile", dir, "--", trueCmd}, 125},
+		{[]string{"run", "-pidfile", notDir, "--", trueCmd}, 125},
 		{[]string{"run", "-pidfile", missing, "--", "no-such-command-instancelock-test"}, 127},
 	}
 	if runtime.GOOS != "windows" && os.Geteuid() != 0 {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 )
@@ -18,3 +19,6 @@ func setParentDeathSignal(cmd *exec.Cmd) {
 	}
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 }
+
+// bindChild does nothing here: the parent-death signal binds the child.
+func bindChild(*os.Process) error { return nil }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/sdnotify"
 )
 
 const runUsage = `Usage: instancelock run [-pidfile PATH] [-wait DURATION] [-conflict-exit-code N] -- COMMAND [ARGS...]
@@ -36,6 +37,11 @@ which sent them to COMMAND already.) On Linux and FreeBSD, COMMAND is killed
 if the wrapper dies, even by SIGKILL, so it never runs without the lock; the
 lock is never passed on to COMMAND. If the PID file is removed while COMMAND
 runs, COMMAND gets SIGTERM (another instance could start).
+
+Under systemd (NOTIFY_SOCKET set), run tells systemd that COMMAND is the
+unit's main process (MAINPID=) and passes NOTIFY_SOCKET and WATCHDOG_USEC
+on to it (not WATCHDOG_PID), so a Type=notify COMMAND notifies systemd
+itself; use NotifyAccess=all in the unit.
 
 Exit codes:
   N         COMMAND's exit status; 128+N if signal N killed it
@@ -128,9 +134,6 @@ func (r *runner) run() int {
 	if err != nil {
 		return r.fail(exitRunFailed, "%s", oneLine(err))
 	}
-	if err := refuseForeign(l); err != nil {
-		return r.fail(exitRunFailed, "%v", err)
-	}
 	if code, ok := r.acquire(l, sigs); !ok {
 		return code
 	}
@@ -146,6 +149,10 @@ func (r *runner) run() int {
 	}
 
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, r.stdout, r.stderr
+	sd := sdnotify.FromEnv()
+	if sd != nil {
+		cmd.Env = childEnv(os.Environ())
+	}
 	setParentDeathSignal(cmd)
 	// The parent-death signal fires when the thread that started the child
 	// exits: keep this goroutine, and so its thread, until the child exits.
@@ -153,6 +160,14 @@ func (r *runner) run() int {
 	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		return r.startFailed(err)
+	}
+	if err := bindChild(cmd.Process); err != nil {
+		r.fail(0, "%s may outlive this wrapper: %s", r.argv[0], oneLine(err))
+	}
+	// Under systemd, COMMAND becomes the unit's main process: it sends its
+	// own READY=1 and watchdog pings, and systemd watches its exit.
+	if err := sd.Notify(fmt.Sprintf("MAINPID=%d", cmd.Process.Pid)); err != nil {
+		r.fail(0, "telling systemd the main PID: %v", err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -177,6 +192,21 @@ func (r *runner) run() int {
 			return exitCode(cmd.ProcessState)
 		}
 	}
+}
+
+// childEnv is the wrapper's environment for COMMAND under systemd:
+// NOTIFY_SOCKET and WATCHDOG_USEC pass through, so COMMAND notifies systemd
+// itself; WATCHDOG_PID, which names the wrapper, is dropped (run tells
+// systemd that COMMAND is the main process, and a COMMAND that saw another
+// PID there would not send watchdog pings).
+func childEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "WATCHDOG_PID=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // interrupted is the cause of a wait for the lock ended by a signal.
@@ -244,31 +274,13 @@ func (r *runner) startFailed(err error) int {
 	return r.fail(code, "%s: %s", r.argv[0], oneLine(err))
 }
 
-// refuseForeign returns an error when the path holds a file that is not a
-// PID file and that nothing locks: a mistyped path to someone's data, which
-// taking the lock would replace and releasing it would remove. An empty file
-// (a lock file of flock(1), or made by touch) is fine.
-func refuseForeign(l *instancelock.Locker) error {
-	_, err := l.Holder()
-	if !errors.Is(err, instancelock.ErrInvalidLock) {
-		return nil
-	}
-	if fi, serr := os.Lstat(l.Path()); serr == nil && fi.Size() == 0 {
-		return nil
-	}
-	if _, running, rerr := l.Running(); rerr == nil && running {
-		return nil // held: TryLock reports the conflict
-	}
-	return fmt.Errorf("%s is not a PID file (%s); refusing to replace it: remove it or choose another -pidfile", l.Path(), pathErr(l.Path(), err))
-}
-
 // describeHolder is "pid 123, started 2025-11-27T20:00:00.000Z (uptime 5m0s)".
 func describeHolder(h instancelock.ProcessLock) string {
 	if h.PID <= 0 {
 		return "a process whose details could not be read"
 	}
 	s := fmt.Sprintf("pid %d", h.PID)
-	if h.Hostname != "" && h.Hostname != hostname() {
+	if !h.Local() {
 		s += " on host " + h.Hostname
 	}
 	if !h.StartedAt.IsZero() {

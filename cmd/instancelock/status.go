@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/ad5dec64/instancelock"
@@ -28,14 +29,16 @@ instance id, whether the process is alive and whether the lock is held.
 Exit codes (LSB init-script convention):
   0  running: a live process holds the lock
   1  stale: the PID file exists but its process is dead (or its PID now
-     belongs to another program); the next start takes it over
+     belongs to another program), or it holds what a crash leaves of a PID
+     file (empty, NUL bytes, cut off); the next start takes it over
   3  not running: there is no PID file
-  4  unknown: the file cannot be read, is not a PID file, or was written on
-     another host (its process cannot be checked from here); also bad usage
+  4  unknown: the file cannot be read, is not a PID file (someone's data:
+     run refuses it), or was written on another machine or in another PID
+     namespace (its process cannot be checked from here); also bad usage
 
 Flags:
   -json   print one JSON object: the PID file's fields (pid, startedAt, port,
-          goVersion, instanceId, hostname, startToken) plus path, status
+          goVersion, instanceId, hostname, startToken, pidSpace) plus path, status
           ("running", "stale", "not running", "unknown"), alive, stale,
           uptimeSeconds and error
 
@@ -58,6 +61,7 @@ type statusReport struct {
 	InstanceID string `json:"instanceId,omitempty"`
 	Hostname   string `json:"hostname,omitempty"`
 	StartToken string `json:"startToken,omitempty"`
+	PIDSpace   string `json:"pidSpace,omitempty"`
 
 	UptimeSeconds float64 `json:"uptimeSeconds,omitempty"`
 	Alive         bool    `json:"alive"` // the process that wrote the file is alive
@@ -105,16 +109,29 @@ func status(path string, now time.Time) *statusReport {
 	h, err := l.Holder()
 	switch {
 	case errors.Is(err, instancelock.ErrNotRunning):
+		if perr := parentNotDir(path); perr != nil {
+			return r.unknown(perr.Error())
+		}
+		// No file; on Linux a live holder may still hold the lock (its
+		// socket names it) while its file was removed.
+		if cur, running, err := l.Running(); err == nil && running {
+			r.setHolder(cur, now)
+			r.locked, r.Alive, r.process = true, true, "is alive (its PID file is missing: it puts it back)"
+			r.code, r.Status = statusRunning, "running"
+			return r
+		}
 		r.code, r.Status = statusAbsent, "not running"
 		return r
-	case errors.Is(err, instancelock.ErrInvalidLock):
+	case errors.Is(err, instancelock.ErrForeignFile):
 		return r.unknown(fmt.Sprintf("%s is not a PID file: %s", path, pathErr(path, err)))
+	case errors.Is(err, instancelock.ErrInvalidLock):
+		return r.remnant(l)
 	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot read %s: %s", path, pathErr(path, err)))
 	}
 	r.setHolder(h, now)
-	if host := hostname(); h.Hostname != "" && h.Hostname != host {
-		return r.unknown(fmt.Sprintf("%s was written on host %s, not %s: pid %d cannot be checked from here", path, h.Hostname, host, h.PID))
+	if !h.Local() {
+		return r.unknown(fmt.Sprintf("%s was written on host %s (another machine, boot or PID namespace), not %s: pid %d cannot be checked from here", path, h.Hostname, hostname(), h.PID))
 	}
 	cur, running, err := l.Running()
 	if err != nil {
@@ -140,7 +157,34 @@ func status(path string, now time.Time) *statusReport {
 		r.code, r.Status = statusRunning, "running"
 		return r
 	}
+	if r.Alive {
+		// Named in the file, alive, but the kernel does not name it as
+		// the lock's holder: not an instance holding this lock.
+		r.process = "is alive but does not hold the lock"
+		return r.unknown(fmt.Sprintf("pid %d named in %s is alive but does not hold the lock (a PID file written by another tool?); it is not treated as this lock's holder", h.PID, path))
+	}
 	r.code, r.Status, r.Stale = statusStale, "stale", true
+	return r
+}
+
+// remnant reports a file that holds what a crash left of a PID file: stale,
+// unless a process holds its lock (a holder writing it in place).
+func (r *statusReport) remnant(l *instancelock.Locker) *statusReport {
+	_, running, err := l.Running()
+	switch {
+	case err != nil:
+		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", r.Path, pathErr(r.Path, err)))
+	case running:
+		r.code, r.Status, r.locked = statusRunning, "running", true
+		r.process = "unknown: the file is being written"
+		return r
+	}
+	if _, err := l.Holder(); errors.Is(err, instancelock.ErrNotRunning) {
+		*r = statusReport{Path: r.Path, Status: "not running", code: statusAbsent}
+		return r
+	}
+	r.code, r.Status, r.Stale = statusStale, "stale", true
+	r.process = "what a crash left of a PID file"
 	return r
 }
 
@@ -150,8 +194,8 @@ func (r *statusReport) unknown(reason string) *statusReport {
 }
 
 func (r *statusReport) setHolder(h instancelock.ProcessLock, now time.Time) {
-	r.PID, r.Port, r.GoVersion, r.InstanceID, r.Hostname, r.StartToken =
-		h.PID, h.Port, h.GoVersion, h.InstanceID, h.Hostname, h.StartToken
+	r.PID, r.Port, r.GoVersion, r.InstanceID, r.Hostname, r.StartToken, r.PIDSpace =
+		h.PID, h.Port, h.GoVersion, h.InstanceID, h.Hostname, h.StartToken, h.PIDSpace
 	r.StartedAt, r.UptimeSeconds = "", 0
 	if !h.StartedAt.IsZero() {
 		r.StartedAt = h.StartedAt.UTC().Format(timeLayout)
@@ -186,10 +230,23 @@ func probe(h instancelock.ProcessLock) (bool, string) {
 // *fs.PathError about path (the caller names the path).
 func pathErr(path string, err error) string {
 	var pe *fs.PathError
-	if errors.As(err, &pe) && pe.Path == path {
+	abs, _ := filepath.Abs(path) // the library names the path it resolved
+	if errors.As(err, &pe) && (pe.Path == path || pe.Path == abs) {
 		err = pe.Err
 	}
 	return oneLine(err)
+}
+
+// parentNotDir returns an error when the directory part of path names a
+// file that is not a directory. On Unix the PID file's lookup reports this
+// itself (ENOTDIR); Windows reports it as a missing path
+// (ERROR_PATH_NOT_FOUND), which would read as "not running".
+func parentNotDir(path string) error {
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("%s: %s is not a directory", path, dir)
+	}
+	return nil
 }
 
 func hostname() string {
@@ -210,6 +267,10 @@ func (r *statusReport) writeText(w io.Writer) {
 	case statusRunning:
 		fmt.Fprintf(w, "%s: running, pid %d holds the lock\n", r.Path, r.PID)
 	case statusStale:
+		if r.PID == 0 {
+			fmt.Fprintf(w, "%s: stale, it holds %s and the lock is free\n", r.Path, r.process)
+			return
+		}
 		fmt.Fprintf(w, "%s: stale, pid %d %s and the lock is free\n", r.Path, r.PID, r.process)
 	}
 	row := func(k, v string) { fmt.Fprintf(w, "  %-12s %s\n", k+":", v) }

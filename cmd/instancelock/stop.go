@@ -96,15 +96,27 @@ func (s *stopper) stop() int {
 	h, err := s.l.Holder()
 	switch {
 	case errors.Is(err, instancelock.ErrNotRunning):
+		if perr := parentNotDir(s.path); perr != nil {
+			return s.fail("%s; nothing done", perr)
+		}
+		// No file; on Linux the holder may still hold the lock (its
+		// socket names it) while its file was removed.
+		if cur, running, rerr := s.l.Running(); rerr == nil && running && cur.PID > 0 {
+			h = cur
+			break
+		}
 		fmt.Fprintf(s.out, "%s: not running (no PID file)\n", s.path)
 		return exitOK
-	case errors.Is(err, instancelock.ErrInvalidLock):
+	case errors.Is(err, instancelock.ErrForeignFile):
 		return s.fail("%s is not a PID file: %s; nothing done", s.path, pathErr(s.path, err))
+	case errors.Is(err, instancelock.ErrInvalidLock):
+		// What a crash left of a PID file: remove it unless it is held.
+		return s.cleanRemnant()
 	case err != nil:
 		return s.fail("cannot read %s: %s", s.path, pathErr(s.path, err))
 	}
-	if host := hostname(); h.Hostname != "" && h.Hostname != host {
-		return s.fail("%s was written on host %s, not %s: stop pid %d there", s.path, h.Hostname, host, h.PID)
+	if !h.Local() {
+		return s.fail("%s was written on host %s (another machine, boot or PID namespace), not %s: stop pid %d there", s.path, h.Hostname, hostname(), h.PID)
 	}
 	target, running, err := s.l.Running()
 	if err != nil {
@@ -176,7 +188,10 @@ func (s *stopper) clean(h instancelock.ProcessLock) int {
 	if !alive && what != "is not running" {
 		alive = true // reused or unknown: someone else's process
 	}
-	if alive {
+	switch {
+	case alive && what == "is alive":
+		fmt.Fprintf(s.errw, "instancelock stop: pid %d is alive but does not hold the lock on %s: not signalling it\n", h.PID, s.path)
+	case alive:
 		fmt.Fprintf(s.errw, "instancelock stop: not signalling pid %d: it does not hold the lock on %s; pid %d %s\n", h.PID, s.path, h.PID, what)
 	}
 	removed, err := s.l.CleanStale()
@@ -187,6 +202,23 @@ func (s *stopper) clean(h instancelock.ProcessLock) int {
 		fmt.Fprintf(s.out, "%s: not running; removed the stale PID file: pid %d %s\n", s.path, h.PID, what)
 	}
 	return s.notHeldNow()
+}
+
+// cleanRemnant handles a file that holds what a crash left of a PID file.
+func (s *stopper) cleanRemnant() int {
+	removed, err := s.l.CleanStale()
+	if err != nil {
+		return s.fail("%s", oneLine(err))
+	}
+	if removed {
+		fmt.Fprintf(s.out, "%s: not running; removed what a crash left of a PID file\n", s.path)
+		return s.notHeldNow()
+	}
+	if _, running, err := s.l.Running(); err == nil && !running {
+		fmt.Fprintf(s.out, "%s: not running (the file is empty; it is left in place)\n", s.path)
+		return exitOK
+	}
+	return s.fail("%s is locked, but its content does not say by which process; nothing done", s.path)
 }
 
 // notHeldNow is the final check: 0 if no live process holds the lock.

@@ -20,6 +20,7 @@ import (
 type DB struct {
 	sql    *sql.DB
 	path   string
+	file   os.FileInfo // the database file as opened, for CheckFile
 	closed atomic.Bool
 }
 
@@ -97,7 +98,28 @@ func OpenDB(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("create schema in %s: %w", path, err)
 	}
+	if d.file, err = os.Stat(path); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	return d, nil
+}
+
+// CheckFile checks that the file at the database's path is still the one
+// that was opened. When it was deleted or replaced (rm -rf of the data
+// directory's contents, a restore copied over it), every row written from
+// then on goes to a file no one will ever read again, and only a restart
+// that reopens the path fixes that: it is the example's Critical check,
+// which stops the systemd watchdog pings and fails liveness.
+func (d *DB) CheckFile(ctx context.Context) error {
+	fi, err := os.Stat(d.path)
+	if err != nil {
+		return fmt.Errorf("the database file is gone: %w", err)
+	}
+	if !os.SameFile(fi, d.file) {
+		return fmt.Errorf("%s was replaced by another file since it was opened", d.path)
+	}
+	return nil
 }
 
 // migrate creates the table, or adds the fence column to a table made

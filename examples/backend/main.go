@@ -53,13 +53,18 @@ type config struct {
 	DB              string
 	Agents          int
 	ShutdownTimeout time.Duration
-	Drain           time.Duration // development: readiness answers 503 this long before the hooks run
+	Drain           time.Duration // readiness answers 503 this long before the hooks run
 	Warmup          time.Duration // development: time between binding the port and being ready
 	AgentInterval   time.Duration // development: how often each agent writes
 	Lock            string        // URL of the fleet lock; "" for none
 	LockTTL         time.Duration // development: the lease TTL of a redis:// lock; 0 for its default
 	Debug           bool
 }
+
+// checkTimeout bounds each run of a health check; a readiness probe whose
+// cached result expired may wait this long (docs/operators.md sets the
+// Kubernetes probes' timeoutSeconds above it).
+const checkTimeout = 2 * time.Second
 
 const (
 	defaultPIDFile = "./data/backend.pid"
@@ -93,7 +98,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.DB, "db", "", "`path` of the SQLite database (default backend.db next to the PID file)")
 	fs.IntVar(&c.Agents, "agents", 2, "number of agents started at boot")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", instancelock.DefaultShutdownTimeout, "overall deadline of the shutdown steps")
-	fs.DurationVar(&c.Drain, "drain", 0, "development: after a shutdown signal, answer 503 on readiness this long before stopping")
+	fs.DurationVar(&c.Drain, "drain", 0, "after a shutdown signal, answer 503 on readiness this long before stopping, so load balancers stop sending requests")
 	fs.DurationVar(&c.Warmup, "warmup", 0, "development: wait this long after binding the port before starting agents and becoming ready")
 	fs.DurationVar(&c.AgentInterval, "agent-interval", time.Second, "development: how often each agent writes a message")
 	fs.StringVar(&c.Lock, "lock", getenv("LOCK_URL"), "`URL` of a fleet lock, postgres://… or redis://… (env LOCK_URL): only its holder runs agents")
@@ -195,7 +200,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	}
 	lk, err := instancelock.Acquire(cfg.PIDFile, opts...)
 	if are := (*instancelock.AlreadyRunningError)(nil); errors.As(err, &are) {
-		fmt.Fprint(stderr, are.Help(restartCommand(os.Args)))
+		fmt.Fprint(stderr, are.Help("")) // "go run ." when started that way
 		return exitError
 	}
 	if err != nil {
@@ -271,12 +276,14 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 	health := instancelock.NewHealth(g.State(), lk)
 	health.AddCounter("activeAgents", orch.Active)
 	health.AddCounter("totalAgents", orch.Total)
-	health.AddCheck(instancelock.Check{Name: "databaseStatus", Run: db.Ping, Timeout: 2 * time.Second,
+	health.AddCheck(instancelock.Check{Name: "databaseStatus", Run: db.Ping, Timeout: checkTimeout,
 		Pass: "connected", Fail: "disconnected"})
+	health.AddCheck(instancelock.Check{Name: "databaseFile", Run: db.CheckFile, Critical: true,
+		Pass: "open", Fail: "replaced"})
 	if fleet != nil {
 		health.AddCounter("orchestratorActive", fleet.Active)
 		health.AddCounter("fenceToken", fleet.Fence)
-		health.AddCheck(instancelock.Check{Name: "fleetLock", Run: fleet.Check, Timeout: 2 * time.Second,
+		health.AddCheck(instancelock.Check{Name: "fleetLock", Run: fleet.Check, Timeout: checkTimeout,
 			Optional: true, Pass: "reachable", Fail: "unreachable"})
 	}
 
@@ -286,9 +293,9 @@ func startup(cfg config, spec *lockSpec, g *instancelock.GracefulShutdown, lk *i
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
 	}
 	srv := &http.Server{
-		Handler: routes(NewAPI(orch, db, fleet, log), probes{
+		Handler: withMetrics(routes(NewAPI(orch, db, fleet, log), probes{
 			health: health, ready: health.Readiness(), live: health.Liveness(),
-		}),
+		}), metricsHandler(g, lk, health, fleet)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -367,24 +374,4 @@ func reportListenError(w io.Writer, cfg config, pidfile string, err error) {
 func hostOf(addr string) string {
 	h, _, _ := net.SplitHostPort(addr)
 	return h
-}
-
-// restartCommand is the command line that starts this program again, for
-// the already-running message: "go run ." when run that way.
-func restartCommand(argv []string) string {
-	if len(argv) == 0 {
-		return "backend"
-	}
-	cmd := argv[0]
-	if strings.Contains(filepath.ToSlash(cmd), "/go-build") {
-		cmd = "go run ."
-	}
-	parts := []string{cmd}
-	for _, a := range argv[1:] {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?;&|<>()") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
 }

@@ -126,22 +126,6 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
-func TestRestartCommand(t *testing.T) {
-	for _, tc := range []struct {
-		argv []string
-		want string
-	}{
-		{[]string{"./backend"}, "./backend"},
-		{[]string{"/tmp/go-build123/b001/exe/backend", "-agents", "3"}, "go run . -agents 3"},
-		{[]string{"./backend", "-pidfile", "/my dir/x.pid", "-db", "it's.db"}, `./backend -pidfile '/my dir/x.pid' -db 'it'\''s.db'`},
-		{nil, "backend"},
-	} {
-		if got := restartCommand(tc.argv); got != tc.want {
-			t.Errorf("restartCommand(%q) = %q; want %q", tc.argv, got, tc.want)
-		}
-	}
-}
-
 func TestReportListenError(t *testing.T) {
 	var out strings.Builder
 	reportListenError(&out, config{Addr: "127.0.0.1:80", Port: 80}, "data/backend.pid", errors.New("bind: permission denied"))

@@ -1,11 +1,10 @@
-//go:build unix
-
 package proctest
 
 import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -36,11 +35,12 @@ func TestMain(m *testing.M) {
 // A helper started by Command runs with its environment, Lines reads what
 // it says, and it does not pass a held Barrier until Release.
 func TestHelperAndBarrier(t *testing.T) {
-	bar := NewBarrier(t, t.TempDir()+"/barrier")
+	path := filepath.Join(t.TempDir(), "barrier")
+	bar := NewBarrier(t, path)
 	var ins []*os.File
 	var outs []*Lines
 	for i := range 3 {
-		cmd := Command(helperEnv, "waiter", fmt.Sprintf("WHO=%d", i), "BARRIER="+bar.f.Name())
+		cmd := Command(helperEnv, "waiter", fmt.Sprintf("WHO=%d", i), "BARRIER="+path)
 		w, err := cmd.StdinPipe()
 		if err != nil {
 			t.Fatal(err)

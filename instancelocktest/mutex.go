@@ -1,0 +1,237 @@
+// Package instancelocktest provides fakes for unit tests of programs that
+// use instancelock: a Mutex whose holder can be made to lose the lock, to
+// be refused, or to hand out fencing tokens, without files, processes or
+// servers, and a way to stop a GracefulShutdown as a signal would, without
+// sending one.
+//
+//	lk := instancelocktest.NewMutex()
+//	code := run(ctx, lk) // the program's main, taking an instancelock.Mutex
+//	lk.Lose(nil)         // the holder loses the lock: run must stop
+package instancelocktest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/ad5dec64/instancelock"
+	"github.com/google/uuid"
+)
+
+// Mutex is a fake instancelock.Mutex and instancelock.Fencer, held in
+// memory. It behaves as the real locks do (TryLock refuses while someone
+// holds it, Lock waits, Unlock is idempotent, Lost and Err report a loss),
+// and the test decides what happens around it: another instance holding
+// the lock (SetHolder, Release), the next acquisition failing (FailNext),
+// the holder losing the lock (Lose). Every acquisition hands out the next
+// fencing token, starting at 1.
+//
+// Use NewMutex; a Mutex is safe for concurrent use.
+type Mutex struct {
+	id string
+
+	mu       sync.Mutex
+	held     bool                      // this Mutex holds the lock
+	other    *instancelock.ProcessLock // another instance holds it
+	freed    chan struct{}             // closed when the lock is free; replaced when taken
+	lost     chan struct{}             // of the current holding
+	lostErr  error                     // why it was lost
+	failNext error
+	token    uint64
+}
+
+var (
+	_ instancelock.Mutex  = (*Mutex)(nil)
+	_ instancelock.Fencer = (*Mutex)(nil)
+)
+
+// NewMutex returns a free Mutex with a new instance id.
+func NewMutex() *Mutex {
+	free := make(chan struct{})
+	close(free)
+	return &Mutex{id: uuid.NewString(), freed: free}
+}
+
+// TryLock takes the lock if it is free. It returns an
+// *instancelock.AlreadyRunningError (matching instancelock.ErrAlreadyRunning)
+// naming the holder set with SetHolder, or the error given to FailNext
+// (once). Taking it again while held returns an error matching
+// instancelock.ErrAlreadyHeld, as the real locks do.
+func (m *Mutex) TryLock() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, err := m.tryLocked()
+	return err
+}
+
+// tryLocked is TryLock under m.mu; it also returns the channel to wait on
+// when another instance holds the lock.
+func (m *Mutex) tryLocked() (<-chan struct{}, error) {
+	if err := m.failNext; err != nil {
+		m.failNext = nil
+		return nil, err
+	}
+	if m.held {
+		return nil, fmt.Errorf("instancelocktest: %w", instancelock.ErrAlreadyHeld)
+	}
+	if m.other != nil {
+		return m.freed, &instancelock.AlreadyRunningError{Path: "instancelocktest.Mutex", Holder: *m.other, Reason: "held by the holder set with SetHolder"}
+	}
+	m.held, m.lost, m.lostErr = true, make(chan struct{}), nil
+	m.freed = make(chan struct{})
+	m.token++
+	return nil, nil
+}
+
+// Lock takes the lock, waiting while another instance holds it (until
+// Release) or until ctx is done, when it returns context.Cause(ctx). An
+// error given to FailNext is returned at once.
+func (m *Mutex) Lock(ctx context.Context) error {
+	for {
+		m.mu.Lock()
+		wait, err := m.tryLocked()
+		m.mu.Unlock()
+		if wait == nil {
+			return err
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// Unlock releases the lock; it returns nil when the lock is not held.
+func (m *Mutex) Unlock() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held {
+		m.held = false
+		close(m.freed)
+	}
+	return nil
+}
+
+// Holder returns this Mutex's ProcessLock (the current process, with its
+// instance id) while it holds the lock, the ProcessLock given to SetHolder
+// while another instance holds it, and an error matching
+// instancelock.ErrNotRunning when the lock is free.
+func (m *Mutex) Holder() (instancelock.ProcessLock, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.held:
+		pl, err := instancelock.Current(0)
+		pl.InstanceID = m.id
+		return pl, err
+	case m.other != nil:
+		return *m.other, nil
+	}
+	return instancelock.ProcessLock{}, instancelock.ErrNotRunning
+}
+
+// Lost returns a channel closed when the current holding is lost (by
+// Lose); nil when the lock has never been taken.
+func (m *Mutex) Lost() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lost
+}
+
+// Err returns nil while the lock is held, an error matching
+// instancelock.ErrLockLost (and the cause given to Lose) after a loss, and
+// instancelock.ErrNotHeld when the lock is not held.
+func (m *Mutex) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.lostErr != nil:
+		return m.lostErr
+	case m.held:
+		return nil
+	}
+	return instancelock.ErrNotHeld
+}
+
+// InstanceID returns the instance id of this Mutex.
+func (m *Mutex) InstanceID() string { return m.id }
+
+// FencingToken returns the token of the current holding (1 for the first
+// acquisition, then one more for each) and true while the lock is held.
+func (m *Mutex) FencingToken() (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.held {
+		return 0, false
+	}
+	return m.token, true
+}
+
+// Lose makes the holder lose the lock, as a removed PID file or an expired
+// lease would: Lost's channel is closed, and Err returns an error matching
+// instancelock.ErrLockLost and cause (when not nil). It does nothing when
+// the lock is not held.
+func (m *Mutex) Lose(cause error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.held {
+		return
+	}
+	if cause == nil {
+		m.lostErr = fmt.Errorf("instancelocktest: %w", instancelock.ErrLockLost)
+	} else {
+		m.lostErr = fmt.Errorf("instancelocktest: %w: %w", instancelock.ErrLockLost, cause)
+	}
+	m.held = false
+	close(m.lost)
+	close(m.freed)
+}
+
+// SetHolder makes another instance, described by holder, hold the lock:
+// TryLock refuses with an *instancelock.AlreadyRunningError naming it, and
+// Lock waits until Release. It panics if this Mutex holds the lock (a
+// mistake in the test).
+func (m *Mutex) SetHolder(holder instancelock.ProcessLock) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.held {
+		panic("instancelocktest: Mutex.SetHolder while the Mutex itself holds the lock")
+	}
+	if m.other == nil {
+		m.freed = make(chan struct{})
+	}
+	m.other = &holder
+}
+
+// Release ends the holding set with SetHolder, waking a waiting Lock.
+func (m *Mutex) Release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.other != nil {
+		m.other = nil
+		close(m.freed)
+	}
+}
+
+// FailNext makes the next TryLock or Lock return err (an I/O error, a
+// refused connection...) without taking the lock.
+func (m *Mutex) FailNext(err error) {
+	if err == nil {
+		err = errors.New("instancelocktest: acquisition failed")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failNext = err
+}
+
+// Signal begins g's shutdown as if the process had received sig (the cause
+// is an *instancelock.SignalError, so ExitCode treats it as asked for),
+// without sending a signal, and returns at once; wait with g.Done or
+// g.Wait. Use it to test a program's main without signalling the test
+// process.
+func Signal(g *instancelock.GracefulShutdown, sig os.Signal) {
+	go g.Shutdown(&instancelock.SignalError{Signal: sig})
+}
