@@ -47,6 +47,13 @@ const (
 	sqlCheck = `SELECT pg_backend_pid(), current_setting('instancelock.holder', true) IS NOT DISTINCT FROM $3,
 		EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
 		AND pid = pg_backend_pid() AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1 AND granted)`
+	// sqlVerify is sqlCheck right after taking the lock, with the previous
+	// holder's row (one round trip for both).
+	sqlVerify = `SELECT pg_backend_pid(), current_setting('instancelock.holder', true) IS NOT DISTINCT FROM $3,
+		EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+		AND pid = pg_backend_pid() AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1 AND granted),
+		p.holder::text, p.keepalive_ms, p.released, p.settle_ms, p.settled
+		FROM (SELECT 1) AS one LEFT JOIN ` + Table + ` p ON p.name = $4`
 	// sqlLookup finds the session holding the key in this database, and its
 	// row if that session wrote it.
 	sqlLookup = `SELECT l.pid, h.holder::text FROM pg_locks l
@@ -71,19 +78,17 @@ const (
 		holder       jsonb NOT NULL,
 		backend_pid  integer NOT NULL,
 		keepalive_ms bigint NOT NULL,
-		scope        text NOT NULL,
 		released     boolean NOT NULL,
 		settle_ms    bigint NOT NULL,
 		settled      boolean NOT NULL,
 		updated_at   timestamptz NOT NULL)`
-	sqlPrevious = `SELECT holder::text, keepalive_ms, scope, released, settle_ms, settled FROM ` + Table + ` WHERE name = $1`
 	// sqlAcquire publishes the new holder with the hand-over wait it does
 	// (settle_ms) and whether that wait is over (settled).
 	sqlAcquire = `INSERT INTO ` + Table + ` AS h
-		(name, key, epoch, holder, backend_pid, keepalive_ms, scope, released, settle_ms, settled, updated_at)
-		VALUES ($1, $2::bigint, 1, $3::jsonb, pg_backend_pid(), $4::bigint, $5, false, $6::bigint, $6::bigint = 0, now())
+		(name, key, epoch, holder, backend_pid, keepalive_ms, released, settle_ms, settled, updated_at)
+		VALUES ($1, $2::bigint, 1, $3::jsonb, pg_backend_pid(), $4::bigint, false, $5::bigint, $5::bigint = 0, now())
 		ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key, epoch = h.epoch + 1, holder = EXCLUDED.holder,
-			backend_pid = EXCLUDED.backend_pid, keepalive_ms = EXCLUDED.keepalive_ms, scope = EXCLUDED.scope,
+			backend_pid = EXCLUDED.backend_pid, keepalive_ms = EXCLUDED.keepalive_ms,
 			released = false, settle_ms = EXCLUDED.settle_ms, settled = EXCLUDED.settled, updated_at = now()
 		RETURNING epoch`
 	sqlSettled = `UPDATE ` + Table + ` SET settled = true, updated_at = now()
@@ -273,9 +278,19 @@ func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool) error
 		return are
 	}
 	// The lock must be visible, on the same server session, to the next
-	// statement.
+	// statement; that statement also reads the previous holder's row.
+	if err := l.ensureTable(ctx, c.Conn); err != nil {
+		return fail(err)
+	}
 	checked := time.Now()
-	if err := l.verify(ctx, c, pid); err != nil {
+	var pid2 int32
+	var marked, held bool
+	var prev previous
+	if err := l.row(ctx, c.Conn, sqlVerify, []any{l.classID, l.objID, c.id, l.name}, &pid2, &marked, &held,
+		&prev.holder, &prev.keepAliveMS, &prev.released, &prev.settleMS, &prev.settled); err != nil {
+		return fail(fmt.Errorf("pglock: %s: checking the lock: %w", l.desc, err))
+	}
+	if err := l.checkHeld(ctx, c, pid, pid2, marked, held); err != nil {
 		return fail(err)
 	}
 	info, err := instancelock.Current(l.port)
@@ -283,7 +298,7 @@ func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool) error
 		return fail(err)
 	}
 	info.InstanceID = l.id
-	epoch, settle, err := l.publish(ctx, c.Conn, info)
+	epoch, settle, err := l.publish(ctx, c.Conn, info, prev)
 	if err != nil {
 		return fail(err)
 	}
@@ -326,6 +341,12 @@ func (l *Locker) verify(ctx context.Context, c *conn, pid int32) error {
 	if err := l.row(ctx, c.Conn, sqlCheck, []any{l.classID, l.objID, c.id}, &pid2, &marked, &held); err != nil {
 		return fmt.Errorf("pglock: %s: checking the lock: %w", l.desc, err)
 	}
+	return l.checkHeld(ctx, c, pid, pid2, marked, held)
+}
+
+// checkHeld judges a check's answer: the statement ran on server process
+// pid2, which carries our holder marker (marked) and holds the lock (held).
+func (l *Locker) checkHeld(ctx context.Context, c *conn, pid, pid2 int32, marked, held bool) error {
 	if pid2 != pid || !marked || !held {
 		l.row(ctx, c.Conn, sqlUnlock, []any{l.key}, new(bool)) // best effort; closing does the rest
 		return fmt.Errorf("%w (the lock was taken on server process %d; the next statement ran on %d, marked %v, holding the lock %v)",
@@ -334,53 +355,61 @@ func (l *Locker) verify(ctx context.Context, c *conn, pid int32) error {
 	return nil
 }
 
+// previous is the previous holder's row, all NULL when there is none.
+type previous struct {
+	holder                *string
+	keepAliveMS, settleMS *int64
+	released, settled     *bool
+}
+
 // publish writes the holder's row and returns its fencing epoch and how
 // long to wait for earlier holders to notice their loss.
-func (l *Locker) publish(ctx context.Context, c *pgx.Conn, info instancelock.ProcessLock) (uint64, time.Duration, error) {
-	if err := l.ensureTable(ctx, c); err != nil {
-		return 0, 0, err
-	}
+func (l *Locker) publish(ctx context.Context, c *pgx.Conn, info instancelock.ProcessLock, p previous) (uint64, time.Duration, error) {
 	data, err := info.MarshalJSON()
 	if err != nil {
 		return 0, 0, err
 	}
 	var wait time.Duration
-	var prevJSON, prevScope string
-	var prevKeepAlive, prevSettle int64
-	var released, settled bool
-	err = l.row(ctx, c, sqlPrevious, []any{l.name}, &prevJSON, &prevKeepAlive, &prevScope, &released, &prevSettle, &settled)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return 0, 0, fmt.Errorf("pglock: %s: reading the previous holder: %w", l.desc, err)
-	case !released:
-		prev, _ := instancelock.ParseProcessLock([]byte(prevJSON))
-		wait = l.settle(prev, prevScope, time.Duration(prevKeepAlive)*time.Millisecond)
-		if !settled {
+	if p.holder != nil && p.released != nil && !*p.released {
+		prev, _ := instancelock.ParseProcessLock([]byte(*p.holder))
+		wait = l.settle(prev, time.Duration(deref(p.keepAliveMS))*time.Millisecond)
+		if p.settled != nil && !*p.settled {
 			// The previous holder was still waiting for its own
 			// predecessor when it went: how much of that wait had passed
 			// is not known without comparing clocks, so wait all of it.
-			wait = max(wait, time.Duration(prevSettle)*time.Millisecond)
+			wait = max(wait, time.Duration(deref(p.settleMS))*time.Millisecond)
 		}
 		wait = min(wait, maxSettle)
 	}
 	var epoch int64
-	err = l.row(ctx, c, sqlAcquire, []any{l.name, l.key, string(data), l.keepAlive.Milliseconds(), l.scope, wait.Milliseconds()}, &epoch)
+	err = l.row(ctx, c, sqlAcquire, []any{l.name, l.key, string(data), l.keepAlive.Milliseconds(), wait.Milliseconds()}, &epoch)
 	if err != nil {
 		return 0, 0, fmt.Errorf("pglock: %s: publishing the holder: %w", l.desc, err)
 	}
 	return uint64(epoch), wait, nil
 }
 
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
 // settle returns how long a new holder waits for a previous holder, which
 // did not release the lock, to learn from its keep-alive that it lost it:
 // nothing when that holder was this Locker (Unlock stopped it) or when its
-// process is visibly gone, its keep-alive interval otherwise.
-func (l *Locker) settle(prev instancelock.ProcessLock, scope string, keepAlive time.Duration) time.Duration {
+// process is visibly gone, its keep-alive interval otherwise. "Visibly
+// gone" needs the previous holder's PID space (instancelock.ProcessLock
+// PIDSpace: the machine's boot id and machine id and the PID namespace, not
+// the host name, which two machines may share) to be this process's, or an
+// earlier boot of this machine (ProcessLock.Local).
+func (l *Locker) settle(prev instancelock.ProcessLock, keepAlive time.Duration) time.Duration {
 	switch {
 	case prev.InstanceID == l.id:
 		return 0
-	case scope != "" && scope == l.scope && processGone(prev):
+	case prev.PIDSpace != "" && prev.Local() && processGone(prev):
 		return 0
 	}
 	return min(max(keepAlive, 0), maxSettle)
