@@ -349,7 +349,7 @@ func (l *Locker) TryLock() error {
 	defer l.acq.Unlock()
 	var c *conn
 	defer func() { l.closeLock(c) }()
-	return l.attempt(context.Background(), &c, false, true)
+	return l.attempt(context.Background(), &c, false, true, instancelock.ProcessLock{})
 }
 
 // Lock acquires the lock, waiting while another session holds it, until
@@ -377,13 +377,14 @@ func (l *Locker) Lock(ctx context.Context) error {
 	defer func() { l.closeLock(c) }()
 	var last error
 	delay := retryMin
-	wait := false // block in pg_advisory_lock (after a first try named the holder)
+	wait := false                     // block in pg_advisory_lock (after a first try named the holder)
+	var seen instancelock.ProcessLock // the holder the first try named
 	for {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if wait {
 			actx, cancel = context.WithTimeout(ctx, blockFor)
 		}
-		err := l.attempt(actx, &c, wait, false)
+		err := l.attempt(actx, &c, wait, false, seen)
 		blockEnded := wait && actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
@@ -398,7 +399,7 @@ func (l *Locker) Lock(ctx context.Context) error {
 		var are *instancelock.AlreadyRunningError
 		switch {
 		case errors.As(err, &are):
-			last, wait, delay = err, true, retryMin
+			last, wait, delay, seen = err, true, retryMin, are.Holder
 			continue
 		case blockEnded:
 			continue // blockFor passed: wait again on a new connection
