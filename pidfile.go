@@ -1,6 +1,7 @@
 package instancelock
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,6 +234,9 @@ type Locker struct {
 	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
+	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
+	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
+	pid       int     // os.Getpid(), read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
 	swept     bool    // temporary files left by crashes were looked for; guarded by mu
 	tookOver  bool    // the last attempt replaced a stale file; guarded by mu
@@ -478,8 +483,11 @@ func (l *Locker) tryLock() error {
 			return err
 		}
 	}
+	if l.pid == 0 {
+		l.pid = os.Getpid()
+	}
 	info := ProcessLock{
-		PID:        os.Getpid(),
+		PID:        l.pid,
 		StartedAt:  time.Now().UTC().Truncate(time.Millisecond),
 		Port:       l.port,
 		GoVersion:  goVersion,
@@ -492,11 +500,10 @@ func (l *Locker) tryLock() error {
 		l.selfToken = &token
 	}
 	info.StartToken = *l.selfToken
-	data, err := info.MarshalJSON()
+	data, err := l.content(info)
 	if err != nil {
 		return err
 	}
-	data = append(data, '\n')
 	sock := -1
 	if l.name != "" {
 		// The name first: while another process of this host holds it,
@@ -571,6 +578,37 @@ func (l *Locker) publish(data []byte) (File, bool, error) {
 // testHookBeforePublish, when set by a test, runs between the creation of
 // a temporary file and its publication.
 var testHookBeforePublish func(tmp string)
+
+// stampSentinel stands for the start time in a Locker's content template.
+var stampSentinel = time.Date(2000, 1, 2, 3, 4, 5, 6e6, time.UTC)
+
+// content returns the PID file's content for info. Only StartedAt changes
+// from one acquisition to the next, so the JSON is made once per Locker
+// with a placeholder time, and each acquisition copies it with the time
+// written over the placeholder (RFC 3339 in UTC with milliseconds has a
+// fixed width): the same bytes MarshalJSON gives, without its cost.
+func (l *Locker) content(info ProcessLock) ([]byte, error) {
+	stamp := info.StartedAt.UTC().Format(timeLayout)
+	if l.tmpl == nil {
+		t := info
+		t.StartedAt = stampSentinel
+		b, err := t.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		l.tmpl, l.tmplAt = append(b, '\n'), -1
+		if s := []byte(stampSentinel.Format(timeLayout)); bytes.Count(b, s) == 1 {
+			l.tmplAt = bytes.Index(b, s)
+		}
+	}
+	if l.tmplAt < 0 || len(stamp) != len(stampSentinel.Format(timeLayout)) {
+		b, err := info.MarshalJSON()
+		return append(b, '\n'), err
+	}
+	data := slices.Clone(l.tmpl)
+	copy(data[l.tmplAt:], stamp)
+	return data, nil
+}
 
 // errRetry: the file changed under us; try again.
 var errRetry = errors.New("retry")
@@ -1101,7 +1139,9 @@ func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock 
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
-	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	}
 	first := l.watch
 	if l.kernel || sock >= 0 {
 		if first <= 0 || first > armAfter {
