@@ -1432,6 +1432,18 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	return holder, !stale, nil
 }
 
+// lockedNow reports whether some open file holds the lock of the file at
+// the path (a shared lock taken for an instant and dropped). For
+// platforms without /proc/locks.
+func (l *Locker) lockedNow() bool {
+	f, err := l.openForRead()
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(f.TryRLock(), ErrWouldBlock)
+}
+
 // CleanStale removes the PID file if it is stale (see TryLock), and
 // reports whether it did. A file held by a live process is kept, and so is
 // a file this Locker holds; a foreign file is kept and reported with an
@@ -1525,9 +1537,15 @@ func (l *Locker) Terminate(sig os.Signal) error {
 		}
 		return l.terminateProven(sig)
 	}
+	// Without a kernel table of lock owners: the file's lock must be held
+	// (a file naming a live process is not enough), its pid alive, and its
+	// start token, where the platform has one, the live process's.
 	holder, running, err := l.Running()
 	if err != nil {
 		return err
+	}
+	if running && holder.PID > 0 && !l.lockedNow() {
+		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, holder.PID, ErrNotRunning)
 	}
 	if !running || holder.PID <= 0 {
 		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
