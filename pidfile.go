@@ -180,8 +180,11 @@ func WithFS(fsys FS) Option { return func(c *config) { c.fsys = fsys } }
 func WithProcessTable(p ProcessTable) Option { return func(c *config) { c.procs = p } }
 
 // WithWatchInterval sets how often a held lock checks that its PID file is
-// still in place (default DefaultWatchInterval). 0 or less turns the check
-// off.
+// still in place (default DefaultWatchInterval). On Linux an inotify watch
+// also runs the check at once when the file or its directory is removed,
+// moved or replaced. 0 or less turns both off (the file is then neither
+// re-published nor reported lost); on Linux a second instance of the host
+// is still refused while the holder lives.
 func WithWatchInterval(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
@@ -216,7 +219,11 @@ func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
 // While held, the PID file contains this process's ProcessLock and is
 // locked by the kernel (flock on Unix, LockFileEx on Windows) through an
 // open file that is closed on exec, so the lock dies with the process and
-// is never inherited by children.
+// is never inherited by children. On Linux the Locker also holds a name in
+// the abstract Unix-socket namespace derived from the file's path, which
+// no rm or mv can touch: while the holder lives no other process of the
+// host acquires the lock, whatever happened to the file or its directory
+// (see docs/design.md).
 type Locker struct {
 	path      string
 	fsys      FS
@@ -372,10 +379,9 @@ func (l *Locker) Info() (ProcessLock, bool) {
 	return l.t.info, true
 }
 
-// Err returns nil while the lock is held and its PID file is in place,
-// ErrNotHeld when the Locker does not hold the lock, and an error matching
-// ErrLockLost once the watcher found the file removed or replaced. It is a
-// single atomic load.
+// Err returns nil while the lock is held, ErrNotHeld when the Locker does
+// not hold the lock, and an error matching ErrLockLost once the lock was
+// lost (see Lost). It is a single atomic load.
 func (l *Locker) Err() error {
 	t := l.last.Load()
 	if t == nil {
@@ -389,10 +395,12 @@ func (l *Locker) Err() error {
 
 // Lost returns a channel that is closed when the held lock is lost: its
 // PID file was removed or replaced by something else (a temp cleaner,
-// rm -rf data/). A second instance could then start, so the host should
-// shut down (GracefulShutdown does when given the Locker). The channel
-// belongs to the current holding; it is nil when the lock is not held, and
-// it is not closed by Unlock.
+// rm -rf data/) and could not be re-published (WithRepublish(false), or
+// another process holds the file now at the path, or it is someone's
+// file). Another instance may then run, so the host should shut down
+// (GracefulShutdown does when given the Locker). The channel belongs to
+// the current holding; it is nil when the lock is not held, and it is not
+// closed by Unlock.
 func (l *Locker) Lost() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -1392,8 +1400,13 @@ func (l *Locker) openForRead() (File, error) {
 // Running reports whether a live process holds the lock, with its
 // ProcessLock. A PID file left by a dead process, or a crash remnant, is
 // reported as not running (and left in place: see CleanStale); a foreign
-// file that no process locks is an error matching ErrForeignFile. This Locker's own holding
-// counts as running.
+// file that no process locks is an error matching ErrForeignFile. This
+// Locker's own holding counts as running. On Linux the kernel says who
+// holds (/proc/locks, the lock's socket): a file naming a live process
+// that does not hold the lock is not running, and a holder whose file was
+// removed is running (its ProcessLock then has the pid and start time the
+// kernel gives). Running takes no lock on Linux; elsewhere it takes a
+// shared lock for an instant.
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
 		return info, true, nil
@@ -1523,10 +1536,15 @@ func (l *Locker) CleanStale() (bool, error) {
 }
 
 // Terminate sends sig (nil means SIGTERM; os.Kill on Windows) to the process
-// that holds the lock. It refuses with an error matching ErrNotRunning when
-// no live process holds it — which includes a PID file naming a pid that
-// now belongs to another process — so it never signals a stranger. It
-// does not wait for the process to exit.
+// that holds the lock, only when it is proven to hold it: on Linux the
+// kernel names it (/proc/locks or SO_PEERCRED on the lock's socket), its
+// start token matches the file's, and the signal goes through a pidfd;
+// elsewhere the file's lock is held, its pid alive and its start token
+// matching. It refuses with an error matching ErrNotRunning when no live
+// process holds the lock — which includes a PID file naming a live process
+// that does not hold it ("pid N is alive but does not hold the lock") and
+// a pid that now belongs to another process — so it never signals a
+// stranger. It does not wait for the process to exit.
 func (l *Locker) Terminate(sig os.Signal) error {
 	if sig == nil {
 		sig = defaultSignal
