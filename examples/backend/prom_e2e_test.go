@@ -233,15 +233,23 @@ func TestE2EPrometheus(t *testing.T) {
 	p.waitValue(`instancelock_state{state="running"}`, 0)
 }
 
-// TestE2EPrometheusFleet scrapes a fleet of two backends sharing a Redis
-// lock (a real redis-server) with a real Prometheus: exactly one holds the
-// fleet lock, and Prometheus has its fencing token (the one /api/health
-// reports) and one takeover; the holder SIGKILLed, the other takes over,
-// and Prometheus has the survivor holding with the new, greater token and
-// one takeover of its own.
+// TestE2EPrometheusFleet scrapes a fleet of two backends sharing a fleet
+// lock (on a real PostgreSQL, then on a real Redis) with a real
+// Prometheus: exactly one holds the fleet lock, and Prometheus has its
+// fencing token (the one /api/health reports) and one takeover; the holder
+// SIGKILLed, the other takes over, and Prometheus has the survivor holding
+// with the new, greater token and one takeover of its own.
 func TestE2EPrometheusFleet(t *testing.T) {
-	url := redisURL(t)
-	ms := startFleet(t, 2, "-lock", url, "-lock-ttl", "1s", "-agents", "1")
+	t.Run("postgres", func(t *testing.T) {
+		promFleet(t, "-lock", postgresURL(t))
+	})
+	t.Run("redis", func(t *testing.T) {
+		promFleet(t, "-lock", redisURL(t), "-lock-ttl", "1s")
+	})
+}
+
+func promFleet(t *testing.T, lockFlags ...string) {
+	ms := startFleet(t, 2, append(lockFlags, "-agents", "1")...)
 	targets := make([]string, len(ms))
 	for i, m := range ms {
 		targets[i] = "127.0.0.1:" + strconv.Itoa(m.port)
