@@ -520,7 +520,7 @@ func TestHealthLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	path := filepath.Join(t.TempDir(), "data", "backend.pid")
 	lfs := newLosableFS()
-	lk, err := New(path, append(lfs.opts(), WithWatchInterval(10*time.Millisecond))...)
+	lk, err := New(path, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func TestRestartCommand(t *testing.T) {
 // restart command, and wraps rather than cuts: every word is still there.
 func TestHelpBoxWidth(t *testing.T) {
 	long := "/var/lib/" + strings.Repeat("very-long-directory-name/", 6) + "backend.pid"
-	e := &AlreadyRunningError{Path: long, Holder: ProcessLock{PID: 4242, Port: 3000, StartedAt: time.Now()}}
+	e := &AlreadyRunningError{Path: long, Holder: ProcessLock{PID: 4242, Port: 3000, StartedAt: time.Now()}, Proven: true}
 	restart := "/home/me/.gocache/3a/" + strings.Repeat("3a6b1b4e0b", 7) + "-d/backend -pidfile " + long + " -addr 127.0.0.1:3000"
 	box := e.Help(restart)
 	for _, l := range strings.Split(strings.TrimSuffix(box, "\n"), "\n") {
@@ -74,12 +74,25 @@ func TestHelpBoxWidth(t *testing.T) {
 		t.Errorf("no continuation line indented to the value column:\n%s", box)
 	}
 	// Short content keeps a box just as wide as it needs.
-	short := (&AlreadyRunningError{Path: "data/backend.pid", Holder: ProcessLock{PID: 7}}).Help("./backend")
+	short := (&AlreadyRunningError{Path: "data/backend.pid", Holder: ProcessLock{PID: 7}, Proven: true}).Help("./backend")
 	if first := strings.SplitN(short, "\n", 2)[0]; utf8.RuneCountInString(first) >= 60 {
 		t.Errorf("a short box is %d wide:\n%s", utf8.RuneCountInString(first), short)
 	}
 	// Help("") names the running program.
-	if got := (&AlreadyRunningError{Path: "x.pid", Holder: ProcessLock{PID: 7}}).Help(""); !strings.Contains(got, restartCommand(os.Args)[:20]) {
+	if got := (&AlreadyRunningError{Path: "x.pid", Holder: ProcessLock{PID: 7}, Proven: true}).Help(""); !strings.Contains(got, restartCommand(os.Args)[:20]) {
 		t.Errorf("Help(\"\") does not name the current command:\n%s", got)
+	}
+}
+
+// Help suggests kill commands only for a holder the kernel named.
+func TestHelpKillsOnlyAProvenHolder(t *testing.T) {
+	e := &AlreadyRunningError{Path: "x.pid", Holder: ProcessLock{PID: 2}}
+	got := e.Help("./backend")
+	if strings.Contains(got, "kill ") || !strings.Contains(got, "not proven") || !strings.Contains(got, "./backend") {
+		t.Errorf("unproven holder:\n%s", got)
+	}
+	e.Proven = true
+	if got := e.Help("./backend"); !strings.Contains(got, "kill 2") {
+		t.Errorf("proven holder:\n%s", got)
 	}
 }

@@ -21,6 +21,7 @@ var helpers = map[string]func(){}
 const helperEnv = "INSTANCELOCK_HELPER"
 
 func TestMain(m *testing.M) {
+	runTestService() // Windows: when the service control manager starts this binary
 	proctest.RunHelper(helperEnv, helpers)
 	os.Exit(m.Run())
 }

@@ -66,8 +66,13 @@ var (
 // matches ErrAlreadyRunning with errors.Is; errors.As gives the holder.
 type AlreadyRunningError struct {
 	Path   string      // the PID file
-	Holder ProcessLock // the holder, as read from the file; PID is 0 if the file could not be read
+	Holder ProcessLock // the holder, as read from the file (or named by the kernel); PID is 0 if unknown
 	Reason string      // why the holder is judged alive, for logs
+	// Proven: the kernel names Holder.PID as the process that holds the
+	// lock (Linux: /proc/locks or SO_PEERCRED on the lock's socket), the
+	// process is alive and its start token matches. Help suggests kill
+	// commands only then.
+	Proven bool
 }
 
 // Error names the holder's PID and the path, on one line.
@@ -112,12 +117,21 @@ func (e *AlreadyRunningError) Help(restart string) string {
 		lines = append(lines, "  Host:     "+h.Hostname)
 	}
 	lines = append(lines, "  Lock:     "+e.Path, "")
-	if !h.Local() {
+	switch {
+	case !h.Local():
 		lines = append(lines, "It runs on another host or in another container: stop it there, then run: "+restart)
-	} else {
+	case e.Proven && h.PID > 0:
 		lines = append(lines,
 			"To stop it:        kill "+pid,
 			"To force it:       kill -9 "+pid+" && "+restart)
+	default:
+		// Never advise killing a pid the kernel did not name as the
+		// holder: the file may be forged, or name a pid of another PID
+		// namespace.
+		lines = append(lines,
+			"The lock is held, but pid "+pid+" is not proven to hold it: signal nothing by hand.",
+			"To see who holds it: instancelock status "+e.Path,
+			"Once it is gone:   "+restart)
 	}
 	if h.Port != 0 {
 		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
@@ -136,6 +150,7 @@ type config struct {
 	watch    time.Duration
 	fromEnv  bool
 	hostname string
+	keep     *bool
 	err      error
 }
 
@@ -174,6 +189,19 @@ func WithWatchInterval(d time.Duration) Option {
 	}
 }
 
+// WithRepublish decides what a holder does when its PID file is removed,
+// moved or replaced while it still holds the lock (a temp cleaner, rm -rf
+// data/). With true, the default, it writes its PID file again (the file
+// only describes the holder; the lock decides), logs a warning and keeps
+// running; Lost and Err report a loss only when that fails, for example
+// because another process holds the file now put at the path. With false
+// it reports the loss at once (Lost, Err), as a host that wants to stop
+// then needs. On Linux no other process of the host can take the lock in
+// between (see docs/design.md); elsewhere another instance may start in
+// the moment before the file is noticed gone, and the holder then reports
+// the loss.
+func WithRepublish(on bool) Option { return func(c *config) { c.keep = &on } }
+
 // FromEnv makes New read the environment: PID_FILE_PATH overrides the path
 // given to New, and PROCESS_MANAGER_DEBUG=true sends debug logs to standard
 // error when no WithLogger is given.
@@ -197,7 +225,11 @@ type Locker struct {
 	hostname  string
 	pidSpace  string // thisPIDSpace(); see sameHost
 	id        string
-	byRename  bool    // publishByRename; a field so tests can run the other mode
+	byRename  bool   // publishByRename; a field so tests can run the other mode
+	name      string // the lock's abstract socket name (Linux, OS file system), "" for none
+	kernel    bool   // the OS file system and process table: readers ask the kernel (look)
+	keep      bool   // WithRepublish
+	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
@@ -223,6 +255,12 @@ type tenure struct {
 	stopped bool
 	tmp     string // a temporary name that could not be removed, retried at Unlock
 	inPlace bool   // written in place on Unix: the directory may not let us remove it
+
+	sock    int      // the listening socket of the lock's name, -1 for none
+	watched bool     // registered with the inotify watcher (watchHeld)
+	armed   bool     // arm ran
+	wds     [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
+	data    []byte   // the published content, for re-publishing
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). A
@@ -270,12 +308,19 @@ func New(path string, opts ...Option) (*Locker, error) {
 	if c.hostname == "" {
 		c.hostname, _ = os.Hostname()
 	}
-	return &Locker{
+	l := &Locker{
 		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
 		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: byRename(c.fsys),
 		tmpPrefix: tempPrefix(path),
-		log:       c.logger.With("pidfile", path),
-	}, nil
+		log:       c.logger.With("pidfile", path), keep: c.keep == nil || *c.keep,
+	}
+	_, osfs := c.fsys.(OSFS)
+	_, osprocs := c.procs.(OSProcesses)
+	l.kernel = osfs && osprocs && hasLockName
+	if osfs && hasLockName {
+		l.name = lockName(path)
+	}
+	return l, nil
 }
 
 // byRename reports whether a Locker on fsys publishes its PID file by
@@ -452,6 +497,34 @@ func (l *Locker) tryLock() error {
 		return err
 	}
 	data = append(data, '\n')
+	sock := -1
+	if l.name != "" {
+		// The name first: while another process of this host holds it,
+		// nothing else is tried (see holder.go).
+		if sock, err = l.claimName(); err != nil {
+			return err
+		}
+		l.nameHeld.Store(sock >= 0)
+		defer l.nameHeld.Store(false)
+	}
+	f, inPlace, err := l.publish(data)
+	if err != nil {
+		closeName(sock)
+		return err
+	}
+	l.hold(f, info, inPlace && l.byRename, data, sock)
+	if !inPlace && (!l.swept || l.tookOver) {
+		l.sweepTemps()
+	}
+	return nil
+}
+
+// publish puts a PID file with data at the path and returns it, open and
+// locked: the file protocol of TryLock (attemptRename or attemptInPlace),
+// retried while the file changes under it. It is also how a holder
+// re-publishes its file.
+func (l *Locker) publish(data []byte) (File, bool, error) {
+	var err error
 	var last *AlreadyRunningError
 	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
 	inPlace := !l.byRename
@@ -476,7 +549,7 @@ func (l *Locker) tryLock() error {
 			continue
 		case errors.As(err, &r):
 			if !r.retry {
-				return r.AlreadyRunningError
+				return nil, false, r.AlreadyRunningError
 			}
 			last = r.AlreadyRunningError
 			time.Sleep(pause)
@@ -484,19 +557,17 @@ func (l *Locker) tryLock() error {
 			continue
 		case errors.Is(err, errRetry):
 			continue
+		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission):
+			return nil, false, fmt.Errorf("%w (this user cannot create files in %s: create the PID file for it, e.g. install -o USER -m 0644 /dev/null %s, or let it write the directory)", err, l.dir(), l.path)
 		case err != nil:
-			return err
+			return nil, false, err
 		}
-		l.hold(f, info, inPlace && l.byRename)
-		if !inPlace && (!l.swept || l.tookOver) {
-			l.sweepTemps()
-		}
-		return nil
+		return f, inPlace, nil
 	}
 	if last != nil {
-		return last
+		return nil, false, last
 	}
-	return &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
+	return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
 }
 
 // testHookBeforePublish, when set by a test, runs between the creation of
@@ -828,14 +899,34 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 		}
 		holder, perr := ParseProcessLock(data)
 		are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
-		// Unreadable content, or a holder we can see is dead, while the
-		// lock is held: another contender is taking a stale file over (its
-		// own file will appear in a moment), or a reader is peeking at it
-		// (Running, status tools). Look again shortly.
-		retry := perr != nil
-		if holder.PID > 0 && l.sameHost(holder) {
-			if alive, err := l.procs.Alive(holder.PID); err == nil && !alive {
-				retry = true
+		// Content that looks stale (unreadable, a dead or reused pid of
+		// this host) while the lock is held: a stale file being replaced,
+		// or a momentary reader (Running on platforms without
+		// /proc/locks). Look again shortly.
+		retry := perr != nil || l.staleLooking(holder)
+		are.Proven = !l.kernel && perr == nil && holder.StartToken != "" && l.sameHost(holder) && l.tokenMatches(holder)
+		if l.kernel {
+			writers, readers, lerr := flockOwners(st)
+			if lerr == nil && len(writers) == 0 && readers > 0 && l.nameHeld.Load() {
+				// Only shared locks: readers, or a squatter who opened the
+				// file for reading and holds LOCK_SH; nobody holds it. We
+				// hold the lock's name, so no other contender of this host
+				// is here: judge the content, and replace the file by
+				// renaming ours over it (the squatter keeps the old inode).
+				_, stale, why, jerr := l.judge(data, st.ModTime())
+				if jerr != nil {
+					return nil, jerr // someone's file: never replaced
+				}
+				if !stale {
+					are.Reason = why
+					l.prove(are, writers)
+					return nil, are
+				}
+				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
+				return f, nil
+			}
+			if lerr == nil {
+				l.prove(are, writers)
 			}
 		}
 		return nil, retryable{are, retry}
@@ -995,35 +1086,120 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 // errWrite marks a failed write of the PID file in place.
 var errWrite = errors.New("writing the PID file")
 
-// hold records a new tenure and starts the watcher.
-func (l *Locker) hold(f File, info ProcessLock, inPlace bool) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace}
+// armAfter is when a holding arms its inotify watch and registers its
+// socket with the watcher: a tenure shorter than that (a quick job) costs
+// no watcher work at all, and a change made before is seen by the check
+// that follows the arming.
+const armAfter = 10 * time.Millisecond
+
+// hold records a new tenure and starts the watcher: a timer that checks
+// the file every interval and, on Linux, an inotify watch of the file and
+// its directory that runs the same check at once on any event that may
+// concern the file (see holdwatch_linux.go), armed armAfter after the
+// acquisition. sock is the listening socket of the lock's name (-1 for
+// none); the watcher also drains its connections.
+func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock int) {
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, sock: sock, wds: [2]int32{-1, -1}, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
-	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID)
-	if l.watch > 0 {
+	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	first := l.watch
+	if l.kernel || sock >= 0 {
+		if first <= 0 || first > armAfter {
+			first = armAfter
+		}
+	}
+	if first > 0 {
 		t.wmu.Lock()
-		t.timer = time.AfterFunc(l.watch, func() { l.watchFile(t) })
+		t.timer = time.AfterFunc(first, func() { l.watchFile(t) })
 		t.wmu.Unlock()
 	}
 }
 
-// watchFile runs every interval while the lock is held: it checks that the
-// held file is still at the path, and re-arms the timer.
+// arm starts the inotify watch and registers the socket (Linux). The
+// caller holds t.wmu.
+func (l *Locker) arm(t *tenure) {
+	t.armed = true
+	if !l.kernel && t.sock < 0 {
+		return
+	}
+	path := ""
+	if l.watch > 0 {
+		path = l.path
+	}
+	err := watchHeld(t, l.dir(), path, t.sock, t.poke(l))
+	if err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
+	}
+}
+
+// poke returns the function the inotify watcher calls on an event that
+// may concern the held file: a check at once, in its own goroutine.
+func (t *tenure) poke(l *Locker) func() {
+	return func() { go l.watchFile(t) }
+}
+
+// watchFile runs every interval, and at once on a file event (Linux),
+// while the lock is held: it checks that the held file is still at the
+// path, re-publishes it when it is not (WithRepublish), and re-arms the
+// timer.
 func (l *Locker) watchFile(t *tenure) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	if t.stopped {
+	if t.stopped || t.err.Load() != nil {
 		return
 	}
-	if err := l.check(t, false); err != nil {
+	if !t.armed {
+		l.arm(t)
+		if l.watch <= 0 {
+			return
+		}
+	}
+	// Check, and re-publish while the file is not ours: the check after a
+	// re-publication sees a change made before its watch was in place.
+	for republished := 0; ; republished++ {
+		err := l.check(t, false)
+		if err == nil {
+			break
+		}
+		if l.keep && republished < maxAttempts {
+			perr := l.republish(t)
+			if perr == nil {
+				l.log.Warn("the PID file was removed or replaced while this process holds the lock; re-published it", "why", err)
+				continue
+			}
+			err = fmt.Errorf("%w; re-publishing failed: %w", err, perr)
+		}
 		t.err.Store(&err)
 		l.log.Error("lock lost: another instance may start", "err", err)
 		close(t.lost)
 		return
 	}
-	t.timer.Reset(l.watch)
+	if t.timer != nil {
+		t.timer.Reset(l.watch)
+	}
+}
+
+// republish puts the tenure's PID file back at the path, with the same
+// content, by the same protocol as TryLock. It fails when another process
+// holds the file now at the path. The caller holds t.wmu.
+func (l *Locker) republish(t *tenure) error {
+	if t.sock >= 0 {
+		l.nameHeld.Store(true)
+		defer l.nameHeld.Store(false)
+	}
+	f, inPlace, err := l.publish(t.data)
+	if err != nil {
+		return err
+	}
+	old := t.f
+	t.f, t.inPlace = f, inPlace && l.byRename
+	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
+	if l.watch > 0 {
+		rewatchHeld(t, l.dir(), l.path, t.poke(l))
+	}
+	return nil
 }
 
 // stopWatch stops the watcher; when it returns, no check is running and
@@ -1078,6 +1254,12 @@ func (l *Locker) Unlock() error {
 	}
 	t.stopWatch()
 	l.t = nil
+	if t.watched {
+		unwatchHeld(t, t.sock)
+	}
+	// The name first: a waiter woken by the file's removal below must
+	// find it free.
+	closeName(t.sock)
 	var err error
 	if t.tmp != "" {
 		// The temporary name could not be removed at acquisition.
@@ -1178,6 +1360,10 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
 		return info, true, nil
 	}
+	if l.kernel {
+		s, err := l.look()
+		return s.holder, s.held, err
+	}
 	f, err := l.openForRead()
 	if errors.Is(err, ErrNotRunning) {
 		return ProcessLock{}, false, nil
@@ -1211,7 +1397,8 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 // CleanStale removes the PID file if it is stale (see TryLock), and
 // reports whether it did. A file held by a live process is kept, and so is
 // a file this Locker holds; a foreign file is kept and reported with an
-// error matching ErrForeignFile.
+// error matching ErrForeignFile. An empty file is kept: it is what a
+// release in place leaves, and the next start takes it over anyway.
 func (l *Locker) CleanStale() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -1252,6 +1439,14 @@ func (l *Locker) CleanStale() (bool, error) {
 			return false, err
 		}
 		// We hold the kernel lock of the stale file, and it is at the path.
+		if st, err := f.Stat(); err == nil && st.Size() == 0 {
+			// An empty file is what a release in place leaves (a PID file
+			// prepared for the service in a directory it cannot write):
+			// nothing in it is stale, and removing it would lock the
+			// service out of its next start.
+			f.Close()
+			return false, nil
+		}
 		if !l.byRename {
 			// Windows: a file open without FILE_SHARE_DELETE (Go opens
 			// every file so) cannot be deleted, not even through our own
@@ -1285,6 +1480,12 @@ func (l *Locker) CleanStale() (bool, error) {
 func (l *Locker) Terminate(sig os.Signal) error {
 	if sig == nil {
 		sig = defaultSignal
+	}
+	if l.kernel {
+		if _, held := l.Info(); held {
+			return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+		}
+		return l.terminateProven(sig)
 	}
 	holder, running, err := l.Running()
 	if err != nil {

@@ -20,3 +20,6 @@ func assertTerminated(t *testing.T, _ error) { t.Skip("no termination status to 
 func mkfifo(string) error { return errors.ErrUnsupported }
 
 func otherUsersProcess() (int, bool) { return 0, false }
+
+// runTestService does nothing: only Windows has services.
+func runTestService() {}

@@ -373,7 +373,14 @@ func TestStaleFilesAreTakenOver(t *testing.T) {
 		assert.Equal(t, live, are.Holder.PID)
 		_, running, err := l.Running()
 		require.NoError(t, err)
-		assert.True(t, running)
+		if hasLockName {
+			// Running reports a holder of the lock, proven by the kernel:
+			// this process holds nothing.
+			assert.False(t, running)
+			assert.ErrorContains(t, l.Terminate(nil), fmt.Sprintf("pid %d is alive but does not hold the lock", live))
+		} else {
+			assert.True(t, running)
+		}
 		// A legacy file older than the live process: the pid was reused.
 		old := liveStart.Add(-time.Hour)
 		require.NoError(t, os.Chtimes(path, old, old))
@@ -410,9 +417,21 @@ func TestOtherHostHolderIsNotJudgedByPID(t *testing.T) {
 	err = l.TryLock()
 	var are *AlreadyRunningError
 	require.ErrorAs(t, err, &are)
-	assert.Equal(t, "web-2", are.Holder.Hostname)
-	err = l.Terminate(nil)
-	assert.ErrorContains(t, err, "another host")
+	if hasLockName {
+		// The lock's socket names the real holder, on this host; the file
+		// names someone else, so nothing is proven and nothing signalled.
+		assert.Equal(t, h.pid, are.Holder.PID)
+		assert.False(t, are.Proven)
+		assert.NotContains(t, are.Help("x"), "kill ")
+		err = l.Terminate(nil)
+		assert.ErrorContains(t, err, "not proven")
+		alive, _ := OSProcesses{}.Alive(h.pid)
+		assert.True(t, alive, "the holder was not signalled")
+	} else {
+		assert.Equal(t, "web-2", are.Holder.Hostname)
+		err = l.Terminate(nil)
+		assert.ErrorContains(t, err, "another host")
+	}
 	h.kill(t)
 }
 
@@ -436,14 +455,16 @@ func TestTerminate(t *testing.T) {
 	assert.ErrorContains(t, other.Terminate(nil), "held by this process")
 }
 
-// A vanished lock file is noticed: Lost is closed and Err reports it, and
-// Unlock leaves alone the file that a second instance created meanwhile.
+// A vanished lock file is noticed: with WithRepublish(false) Lost is
+// closed and Err reports it, and Unlock leaves alone the file that a
+// second instance created meanwhile. On Linux no second instance of this
+// host can start while the first lives (the lock's socket).
 func TestVanishedFileIsReported(t *testing.T) {
 	for _, how := range []string{"removed", "replaced"} {
 		t.Run(how, func(t *testing.T) {
 			checkNoGoroutineLeak(t)
 			path := filepath.Join(t.TempDir(), "x.pid")
-			l, err := Acquire(path, WithWatchInterval(5*time.Millisecond))
+			l, err := Acquire(path, WithWatchInterval(5*time.Millisecond), WithRepublish(false))
 			require.NoError(t, err)
 			lost := l.Lost()
 			require.NotNil(t, lost)
@@ -487,6 +508,17 @@ func TestVanishedFileIsReported(t *testing.T) {
 			assert.ErrorContains(t, l.Err(), how)
 
 			second, err := Acquire(path, WithWatchInterval(-1))
+			if hasLockName {
+				require.ErrorIs(t, err, ErrAlreadyRunning, "the first still holds the lock's socket")
+				var are *AlreadyRunningError
+				require.ErrorAs(t, err, &are)
+				assert.Equal(t, os.Getpid(), are.Holder.PID)
+				require.NoError(t, l.Unlock())
+				second, err = Acquire(path, WithWatchInterval(-1))
+				require.NoError(t, err, "the first released: the next start acquires at once")
+				require.NoError(t, second.Unlock())
+				return
+			}
 			require.NoError(t, err, "with the file gone, a second instance can start: this is why the host must act on Lost")
 			require.NoError(t, l.Unlock())
 			assert.FileExists(t, path, "Unlock of the lost lock leaves the new holder's file")

@@ -49,3 +49,6 @@ func mkfifo(path string) error { return syscall.Mkfifo(path, 0o644) }
 // otherUsersProcess returns a process of another user (init), when this
 // test does not run as root.
 func otherUsersProcess() (int, bool) { return 1, os.Getuid() != 0 }
+
+// runTestService does nothing: only Windows has services.
+func runTestService() {}

@@ -178,13 +178,6 @@ func sdStartChildStderr(t *testing.T, stderr *os.File, env ...string) *sdChild {
 	return c
 }
 
-func (c *sdChild) signal(sig os.Signal) {
-	c.t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
 // finish reads the child's output to the end, waits for it, and returns its
 // lines and exit code (-1 if it died of a signal).
 func (c *sdChild) finish() ([]string, int) {

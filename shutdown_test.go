@@ -455,7 +455,7 @@ func TestShutdownStartAfterShutdownInstallsNothing(t *testing.T) {
 func TestShutdownOnLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lfs := newLosableFS()
-	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond))...)
+	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
 	g := NewGracefulShutdown(lk)
 	var rec sdRecorder
 	g.Add("hook", func(context.Context) error { rec.add("hook"); return nil })
@@ -483,7 +483,7 @@ func TestShutdownOnLockLost(t *testing.T) {
 func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lfs := newLosableFS()
-	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond))...)
+	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
 	g := NewGracefulShutdown(lk)
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)

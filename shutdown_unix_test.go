@@ -23,6 +23,13 @@ import (
 // sdPrepareChild: a child needs nothing special on Unix.
 func sdPrepareChild(*exec.Cmd) {}
 
+func (c *sdChild) signal(sig os.Signal) {
+	c.t.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
 func TestShutdownChildOnSignal(t *testing.T) {
 	t.Parallel()
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {

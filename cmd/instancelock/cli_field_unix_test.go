@@ -48,7 +48,12 @@ func TestRemnantsAreStale(t *testing.T) {
 			}
 			write()
 			r = runCLI(t, "stop", path)
-			if r.code != 0 || exists(path) {
+			if content == "" {
+				// What a release in place leaves: kept.
+				if r.code != 0 || !exists(path) || !strings.Contains(r.stdout, "not running") {
+					t.Errorf("stop of an empty file: %+v", r)
+				}
+			} else if r.code != 0 || exists(path) {
 				t.Errorf("stop did not remove the remnant: %+v", r)
 			}
 		})
@@ -160,4 +165,122 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// needRoot skips a test that runs commands as the user nobody unless the
+// test runs as root; under CI=true it fails instead.
+func needRoot(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root to run the command as the user nobody"
+	} else if _, err := exec.LookPath("setpriv"); err != nil {
+		why = "needs setpriv(1)"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// publicDir is a new directory every user can enter, removed at the end.
+func publicDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "instancelock-cli-layout-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// asNobody turns a command made by cliCmd into one run by the user nobody,
+// from a copy of the test binary that nobody can execute (coverage
+// counters are not collected for it).
+func asNobody(t *testing.T, cli *exec.Cmd) *exec.Cmd {
+	t.Helper()
+	bin := filepath.Join(publicDir(t), "instancelock")
+	data, err := os.ReadFile(cli.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", bin, "-test.run=^$")
+	cmd.Env, cmd.WaitDelay = cli.Env, cli.WaitDelay
+	return cmd
+}
+
+func permOf(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// Under umask 077, run creates the documented modes, and another user's
+// status can read the file.
+func TestRunUnderUmask077(t *testing.T) {
+	needRoot(t)
+	path := filepath.Join(publicDir(t), "new", "job.pid")
+	cli := cliCmd("run", "-pidfile", path, "--", "sh", "-c", sleeper)
+	cmd := exec.Command("sh", append([]string{"-c", `umask 077 && exec "$0" "$@"`, cli.Path}, cli.Args[1:]...)...)
+	cmd.Env = cli.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	p := start(t, cmd, true)
+	p.out.expect(t, "ready")
+	if m := permOf(t, path); m != 0o644 {
+		t.Errorf("file mode %v, want 0644", m)
+	}
+	if m := permOf(t, filepath.Dir(path)); m != 0o755 {
+		t.Errorf("directory mode %v, want 0755", m)
+	}
+	r := runCmd(t, asNobody(t, cliCmd("status", path)))
+	if r.code != statusRunning || !strings.Contains(r.stdout, "lock:        held") {
+		t.Errorf("status as nobody: %+v", r)
+	}
+}
+
+// The /run/app layout: a root-owned 0755 directory, the PID file prepared
+// for the service user, who runs the job; status and stop work from root.
+func TestRunInARootOwnedDirectory(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(publicDir(t), "app")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "app.pid")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	job := asNobody(t, cliCmd("run", "-pidfile", path, "--", "sh", "-c", sleeper))
+	job.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	p := start(t, job, true)
+	p.out.expect(t, "ready")
+	if r := runCLI(t, "status", path); r.code != statusRunning {
+		t.Errorf("status: %+v", r)
+	}
+	if r := runCmd(t, asNobody(t, cliCmd("run", "-pidfile", path, "--", "echo", "second"))); r.code != 1 || strings.Contains(r.stdout, "second") {
+		t.Errorf("a second run as the service user: %+v", r)
+	}
+	if r := runCLI(t, "stop", "-timeout", "10s", path); r.code != exitOK {
+		t.Errorf("stop: %+v", r)
+	}
+	p.wait(t)
+	if data, err := os.ReadFile(path); err != nil || len(data) != 0 {
+		t.Errorf("released in place: want the file kept and emptied, got %q, %v", data, err)
+	}
+	if r := runCmd(t, asNobody(t, cliCmd("run", "-pidfile", path, "--", "true"))); r.code != 0 {
+		t.Errorf("the next run: %+v", r)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -334,11 +335,36 @@ func TestRunConflict(t *testing.T) {
 }
 
 // TestRunLockLost: when the PID file is removed under a running command,
-// the command gets SIGTERM.
+// the wrapper, which still holds the lock, puts it back and the command
+// runs on; when another process holds the file now at the path, the lock
+// is lost and the command gets SIGTERM.
 func TestRunLockLost(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "job.pid")
 	p, stderr := holdWithRun(t, pidfile, `trap 'echo got-TERM; exit 4' TERM; `+sleeper)
 	if err := os.Remove(pidfile); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if data, err := os.ReadFile(pidfile); err == nil {
+			if pl, err := instancelock.ParseProcessLock(data); err == nil && pl.PID == p.pid() {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the removed PID file was not re-published")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Another process's locked file is renamed over it: lost.
+	other, err := os.OpenFile(pidfile+".other", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := syscall.Flock(int(other.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(pidfile+".other", pidfile); err != nil {
 		t.Fatal(err)
 	}
 	p.out.expect(t, "got-TERM")
@@ -680,4 +706,53 @@ func TestParseSignal(t *testing.T) {
 	if got := signalName(syscall.SIGTERM); got != "SIGTERM" {
 		t.Errorf("signalName(SIGTERM) = %q", got)
 	}
+}
+
+// TestStopNeverSignalsAnUnprovenPID: the issue's input. A PID file naming a
+// live process that does not hold the lock: stop signals nothing and says
+// so, status does not say "held".
+func TestStopNeverSignalsAnUnprovenPID(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "f.pid")
+	stranger := strangerProcess(t)
+	spid := stranger.pid()
+	if err := os.WriteFile(pidfile, []byte(strconv.Itoa(spid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "stop", "-timeout", "300ms", pidfile)
+	if strings.Contains(r.stdout, "sent") {
+		t.Errorf("stop says it sent a signal: %+v", r)
+	}
+	if !strings.Contains(r.stderr, fmt.Sprintf("pid %d is alive but does not hold the lock", spid)) {
+		t.Errorf("stop did not say why it did nothing: %+v", r)
+	}
+	st := runCLI(t, "status", pidfile)
+	if st.code == 0 || strings.Contains(st.stdout, "held") || !strings.Contains(st.stderr+st.stdout, "alive but does not hold the lock") {
+		t.Errorf("status: %+v", st)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if !stranger.running() {
+		t.Fatalf("the stranger was signalled: exit %d", stranger.code)
+	}
+}
+
+// TestStopAfterTheFileWasRemoved: on Linux the holder is found (and
+// proven) by its lock's socket while its PID file is gone.
+func TestStopAfterTheFileWasRemoved(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the lock's socket is Linux's")
+	}
+	pidfile := filepath.Join(t.TempDir(), "job.pid")
+	p, _ := holdWithRun(t, pidfile, sleeper)
+	if err := os.Remove(pidfile); err != nil {
+		t.Fatal(err)
+	}
+	st := runCLI(t, "status", pidfile)
+	if st.code != 0 || !strings.Contains(st.stdout, fmt.Sprintf("pid %d", p.pid())) {
+		t.Errorf("status: %+v", st)
+	}
+	r := runCLI(t, "stop", pidfile)
+	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("sent SIGTERM to pid %d", p.pid())) {
+		t.Errorf("stop: %+v", r)
+	}
+	p.wait(t)
 }

@@ -112,6 +112,14 @@ func status(path string, now time.Time) *statusReport {
 		if perr := parentNotDir(path); perr != nil {
 			return r.unknown(perr.Error())
 		}
+		// No file; on Linux a live holder may still hold the lock (its
+		// socket names it) while its file was removed.
+		if cur, running, err := l.Running(); err == nil && running {
+			r.setHolder(cur, now)
+			r.locked, r.Alive, r.process = true, true, "is alive (its PID file is missing: it puts it back)"
+			r.code, r.Status = statusRunning, "running"
+			return r
+		}
 		r.code, r.Status = statusAbsent, "not running"
 		return r
 	case errors.Is(err, instancelock.ErrForeignFile):
@@ -148,6 +156,12 @@ func status(path string, now time.Time) *statusReport {
 	if running {
 		r.code, r.Status = statusRunning, "running"
 		return r
+	}
+	if r.Alive {
+		// Named in the file, alive, but the kernel does not name it as
+		// the lock's holder: not an instance holding this lock.
+		r.process = "is alive but does not hold the lock"
+		return r.unknown(fmt.Sprintf("pid %d named in %s is alive but does not hold the lock (a PID file written by another tool?); it is not treated as this lock's holder", h.PID, path))
 	}
 	r.code, r.Status, r.Stale = statusStale, "stale", true
 	return r

@@ -99,6 +99,12 @@ func (s *stopper) stop() int {
 		if perr := parentNotDir(s.path); perr != nil {
 			return s.fail("%s; nothing done", perr)
 		}
+		// No file; on Linux the holder may still hold the lock (its
+		// socket names it) while its file was removed.
+		if cur, running, rerr := s.l.Running(); rerr == nil && running && cur.PID > 0 {
+			h = cur
+			break
+		}
 		fmt.Fprintf(s.out, "%s: not running (no PID file)\n", s.path)
 		return exitOK
 	case errors.Is(err, instancelock.ErrForeignFile):
@@ -182,7 +188,10 @@ func (s *stopper) clean(h instancelock.ProcessLock) int {
 	if !alive && what != "is not running" {
 		alive = true // reused or unknown: someone else's process
 	}
-	if alive {
+	switch {
+	case alive && what == "is alive":
+		fmt.Fprintf(s.errw, "instancelock stop: pid %d is alive but does not hold the lock on %s: not signalling it\n", h.PID, s.path)
+	case alive:
 		fmt.Fprintf(s.errw, "instancelock stop: not signalling pid %d: it does not hold the lock on %s; pid %d %s\n", h.PID, s.path, h.PID, what)
 	}
 	removed, err := s.l.CleanStale()
@@ -204,6 +213,10 @@ func (s *stopper) cleanRemnant() int {
 	if removed {
 		fmt.Fprintf(s.out, "%s: not running; removed what a crash left of a PID file\n", s.path)
 		return s.notHeldNow()
+	}
+	if _, running, err := s.l.Running(); err == nil && !running {
+		fmt.Fprintf(s.out, "%s: not running (the file is empty; it is left in place)\n", s.path)
+		return exitOK
 	}
 	return s.fail("%s is locked, but its content does not say by which process; nothing done", s.path)
 }

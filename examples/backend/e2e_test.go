@@ -849,16 +849,17 @@ func TestE2EForcedExitOnSecondSignal(t *testing.T) {
 // TestE2ELockLost: removing the PID file of a running instance (a temp
 // cleaner, rm -rf data/) would let a second instance start; the instance
 // notices, shuts down in order and exits 1.
+// TestE2ELockLost: the PID file is replaced by someone's file, which the
+// instance may not overwrite: it cannot keep its file in place, so it
+// reports the loss and stops with exit 1.
 func TestE2ELockLost(t *testing.T) {
 	t.Parallel()
 	dir, port := t.TempDir(), freePort(t)
 	b := start(t, launch{dir: dir, port: port, flags: []string{"-agent-interval", "20ms"}})
 	b.waitReady()
-	if err := os.Remove(b.pidfile); err != nil {
-		t.Fatal(err)
-	}
+	replaceWithForeignFile(t, b.pidfile)
 	if code := b.waitExit(exitTimeout); code != 1 {
-		t.Fatalf("exit code %d after the PID file was removed; want 1", code)
+		t.Fatalf("exit code %d after the PID file was replaced; want 1", code)
 	}
 	for _, want := range []string{"lock lost", `msg="agents stopped"`, `msg="database closed"`} {
 		if b.lineWith(want) == "" {
@@ -866,6 +867,58 @@ func TestE2ELockLost(t *testing.T) {
 		}
 	}
 	rowsByPID(t, b.db) // the database is intact
+}
+
+// replaceWithForeignFile renames someone's file (not a PID file) over
+// path.
+func replaceWithForeignFile(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path+".notes", []byte("someone's notes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".notes", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestE2ERemovedPIDFile: the issue's input. rm data/backend.pid under a
+// running instance, then start a second: it is refused (the first still
+// holds the lock), the first puts its PID file back and keeps running, and
+// the database has one writer, always.
+func TestE2ERemovedPIDFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := start(t, launch{dir: dir, port: freePort(t), flags: []string{"-agent-interval", "5ms"}})
+	a.waitReady()
+	for round := range 5 {
+		if err := os.Remove(a.pidfile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		b := start(t, launch{dir: dir, port: freePort(t), flags: []string{"-agent-interval", "5ms"}})
+		if code := b.waitExit(exitTimeout); code != 1 {
+			t.Fatalf("round %d: the second instance exited %d; want 1 (refused):\n%s", round, code, b.log())
+		}
+		if !strings.Contains(b.log(), fmt.Sprintf("PID:      %d", a.pid())) {
+			t.Fatalf("round %d: the refusal does not name the running instance %d:\n%s", round, a.pid(), b.log())
+		}
+		eventually(t, 10*time.Second, "the PID file to be put back", func() bool {
+			data, err := os.ReadFile(a.pidfile)
+			return err == nil && strings.Contains(string(data), fmt.Sprintf(`"pid":%d,`, a.pid()))
+		})
+		a.must("GET", "/readyz", 200, nil)
+	}
+	a.waitRows(20)
+	a.signal(syscall.SIGTERM)
+	if code := a.waitExit(exitTimeout); code != 0 {
+		t.Fatalf("the instance exited %d; want 0:\n%s", code, a.log())
+	}
+	rows := rowsByPID(t, filepath.Join(dir, "backend.db"))
+	if len(rows) != 1 || rows[a.pid()] == 0 {
+		t.Errorf("rows by writer pid: %v; want only %d", rows, a.pid())
+	}
+	if a.lineWith("re-published") == "" {
+		t.Errorf("the instance did not log that it put its file back:\n%s", a.log())
+	}
 }
 
 // --- Single writer ---

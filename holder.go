@@ -1,0 +1,222 @@
+package instancelock
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+)
+
+// This file holds the lock's outer protocol: the lock's second kernel
+// object (an abstract Unix socket on Linux, see holder_linux.go), the
+// proof of who holds the lock, and what readers look at. Readers never
+// take or block a lock on Linux: they read /proc/locks and connect to the
+// socket.
+
+// errUnproven: the lock is held, but no process could be proven to hold
+// it, so nothing is signalled.
+var errUnproven = errors.New("the holder could not be proven")
+
+// claimName takes the lock's name. It returns the listening socket, -1
+// when the name cannot be used (the lock then rests on the PID file's
+// kernel lock alone, as on other platforms), or an *AlreadyRunningError
+// when a process that may be our holder has it.
+func (l *Locker) claimName() (int, error) {
+	for range 3 {
+		fd, err := bindName(l.name)
+		if err == nil {
+			return fd, nil
+		}
+		if !errors.Is(err, errNameTaken) {
+			l.log.Warn("the lock's socket is not available; relying on the PID file's lock alone", "err", err)
+			return -1, nil
+		}
+		p, err := peerOfName(l.name)
+		switch {
+		case errors.Is(err, errNoListener):
+			continue // its holder just left, or a socket that is not ours: try again
+		case err != nil:
+			l.log.Warn("the lock's socket is bound, but its owner cannot be identified; relying on the PID file's lock", "err", err)
+			return -1, nil
+		case !l.trustedPeer(p.uid):
+			l.log.Warn("the lock's socket is bound by another user, which cannot be this lock's holder; ignoring it and relying on the PID file's lock",
+				"uid", p.uid, "pid", p.pid)
+			return -1, nil
+		}
+		holder, proven := l.peerHolder(p)
+		return -1, &AlreadyRunningError{Path: l.path, Holder: holder, Proven: proven,
+			Reason: fmt.Sprintf("pid %d holds the lock's socket", p.pid)}
+	}
+	l.log.Warn("the lock's socket is bound by a socket that does not listen (not a holder); relying on the PID file's lock")
+	return -1, nil
+}
+
+// peerHolder describes the process p that holds the lock's socket: the
+// PID file's content when it names p, else what the process table says.
+func (l *Locker) peerHolder(p peer) (ProcessLock, bool) {
+	if p.pid <= 0 {
+		return ProcessLock{}, false // in another PID namespace
+	}
+	file, err := l.Holder()
+	if err == nil && file.PID == p.pid && l.tokenMatches(file) {
+		return file, true
+	}
+	h := ProcessLock{PID: p.pid}
+	if token, at, err := l.procs.Start(p.pid); err == nil {
+		h.StartToken, h.StartedAt = token, at.UTC()
+	}
+	// A PID file that names another process: the kernel's holder is
+	// shown, but not proven against what the file claims.
+	return h, err != nil
+
+}
+
+// tokenMatches reports whether h's process is alive and, when h carries a
+// start token, still the process that wrote it.
+func (l *Locker) tokenMatches(h ProcessLock) bool {
+	if h.PID <= 0 {
+		return false
+	}
+	if alive, err := l.procs.Alive(h.PID); err != nil || !alive {
+		return false
+	}
+	if h.StartToken == "" {
+		return true
+	}
+	token, _, err := l.procs.Start(h.PID)
+	return err == nil && token == h.StartToken
+}
+
+// staleLooking reports whether h, found in a file whose lock is held,
+// names a process of this host that cannot be its holder: dead, or its pid
+// reused (start token differs).
+func (l *Locker) staleLooking(h ProcessLock) bool {
+	if h.PID <= 0 || !l.sameHost(h) || h.PID == os.Getpid() {
+		return false
+	}
+	alive, err := l.procs.Alive(h.PID)
+	if err != nil {
+		return false
+	}
+	if !alive {
+		return true
+	}
+	if h.StartToken == "" {
+		return false
+	}
+	token, _, err := l.procs.Start(h.PID)
+	return err == nil && token != h.StartToken
+}
+
+// sighting is what a reader sees of the lock, without taking it.
+type sighting struct {
+	holder ProcessLock // the holder: the file's content, or the kernel's pid when the file does not name it
+	file   bool        // a PID file is at the path
+	held   bool        // the kernel says a process holds the lock
+	proven bool        // holder.PID is that process: named by the kernel, alive, start token matching
+	how    string      // how held was learnt
+}
+
+// look reports who holds the lock, proven by the kernel: /proc/locks names
+// the pid of the flock on the file at the path, SO_PEERCRED the pid of the
+// lock's socket. It takes no lock. Only where l.kernel is set.
+func (l *Locker) look() (sighting, error) {
+	var s sighting
+	var foreign error
+	f, err := l.openForRead()
+	switch {
+	case errors.Is(err, ErrNotRunning):
+	case err != nil:
+		return s, err
+	default:
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return s, err
+		}
+		data, _ := readLimited(f)
+		s.file = true
+		var kind contentKind
+		s.holder, kind = classify(data)
+		if kind == contentForeign {
+			foreign = l.foreign(data)
+		}
+		writers, _, err := flockOwners(st)
+		if err != nil {
+			return s, &fs.PathError{Op: "look", Path: l.path, Err: fmt.Errorf("reading /proc/locks: %w", err)}
+		}
+		if len(writers) > 0 {
+			s.held, s.how = true, fmt.Sprintf("/proc/locks: pid %d holds the flock", writers[0])
+			if slices.Contains(writers, s.holder.PID) && l.tokenMatches(s.holder) {
+				s.proven = true
+				return s, nil
+			}
+		}
+	}
+	if l.name == "" {
+		return s, foreign
+	}
+	p, err := peerOfName(l.name)
+	if err != nil || !l.trustedPeer(p.uid) {
+		// Nothing holds the lock; a file that is not a PID file is
+		// someone's, and reported as such.
+		return s, foreign
+	}
+	s.held, s.how = true, fmt.Sprintf("pid %d holds the lock's socket", p.pid)
+	s.holder, s.proven = l.peerHolder(p)
+	return s, nil
+}
+
+// prove adds to an *AlreadyRunningError from the PID file's lock whether
+// the kernel names its holder (Linux: /proc/locks, then the socket).
+func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
+	if slices.Contains(writers, are.Holder.PID) && l.tokenMatches(are.Holder) {
+		are.Proven = true
+		return
+	}
+	if l.name == "" {
+		return
+	}
+	if p, err := peerOfName(l.name); err == nil && l.trustedPeer(p.uid) {
+		are.Holder, are.Proven = l.peerHolder(p)
+	}
+}
+
+// terminateProven is Terminate where the kernel can name the holder.
+func (l *Locker) terminateProven(sig os.Signal) error {
+	s, err := l.look()
+	if err != nil {
+		return fmt.Errorf("instancelock: terminate: %w", err)
+	}
+	h := s.holder
+	switch {
+	case !s.held && h.PID > 0 && l.tokenMatches(h):
+		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, h.PID, ErrNotRunning)
+	case !s.held:
+		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
+	case !s.proven:
+		return fmt.Errorf("instancelock: terminate: %s is locked (%s), but pid %d named in the file is not proven to hold it; nothing signalled: %w",
+			l.path, s.how, h.PID, errUnproven)
+	case h.PID == os.Getpid():
+		return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+	}
+	err = signalPinned(h.PID, sig, func() error {
+		again, err := l.look()
+		if err != nil {
+			return err
+		}
+		if !again.proven || again.holder.PID != h.PID {
+			return fmt.Errorf("pid %d no longer holds %s: %w", h.PID, l.path, ErrNotRunning)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNoProcess) || errors.Is(err, ErrNotRunning) {
+			return fmt.Errorf("instancelock: terminate: %w: %w", ErrNotRunning, err)
+		}
+		return fmt.Errorf("instancelock: terminate: %w", err)
+	}
+	l.log.Info("signalled the holder", "pid", h.PID, "signal", sig.String(), "proof", s.how)
+	return nil
+}

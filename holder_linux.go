@@ -1,0 +1,211 @@
+//go:build linux
+
+package instancelock
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// On Linux the lock has two kernel objects, both released by the kernel
+// when the holder dies, however it dies:
+//
+//   - the flock of the PID file (below and in flock_unix.go), which also
+//     works between containers that share a volume;
+//   - a listening Unix socket in the abstract namespace, named after the
+//     PID file's canonical path. No rm or mv can touch it, so while the
+//     holder lives no other process of the same network namespace can take
+//     the lock, whatever happened to the file or its directory. A contender
+//     that finds the name bound connects to it, and SO_PEERCRED names the
+//     holder's pid and uid: kernel proof of who holds.
+//
+// The name is taken first and given back last; see docs/design.md.
+
+// hasLockName: this platform has the abstract-socket name.
+const hasLockName = true
+
+// lockName returns the abstract socket name for the PID file at path: a
+// hash of its canonical absolute path (the directory's symbolic links
+// resolved when it exists), so that two spellings of one path meet.
+func lockName(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = filepath.Clean(path)
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
+		abs = filepath.Join(dir, filepath.Base(abs))
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return "@instancelock/" + hex.EncodeToString(sum[:16])
+}
+
+// errNameTaken: another socket has the lock's name.
+var errNameTaken = errors.New("the lock's name is taken")
+
+// bindName binds and listens on the abstract socket name. The descriptor
+// is close-on-exec, so children never keep the name. It returns
+// errNameTaken when the name is bound by another socket.
+func bindName(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(fd)
+		if err == unix.EADDRINUSE {
+			return -1, errNameTaken
+		}
+		return -1, os.NewSyscallError("bind", err)
+	}
+	if err := unix.Listen(fd, 64); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("listen", err)
+	}
+	return fd, nil
+}
+
+func closeName(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// peer is the process that listens on the lock's name.
+type peer struct {
+	pid int // as seen from this process's PID namespace; 0 when not visible
+	uid int
+}
+
+// errNoListener: nothing listens on the name (nothing bound it, or a
+// socket bound it without listening, which a holder never does).
+var errNoListener = errors.New("nothing listens on the lock's name")
+
+// peerOfName connects to the name without waiting and reads the
+// listener's credentials. The connection is closed at once; the holder
+// drains it (see holdwatch_linux.go). A full backlog is reported as an
+// error (the listener cannot be identified).
+func peerOfName(name string) (peer, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return peer{}, os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	err = unix.Connect(fd, &unix.SockaddrUnix{Name: name})
+	switch {
+	case err == unix.ECONNREFUSED, err == unix.ENOENT:
+		return peer{}, errNoListener
+	case err != nil:
+		return peer{}, os.NewSyscallError("connect", err)
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return peer{}, os.NewSyscallError("getsockopt SO_PEERCRED", err)
+	}
+	return peer{pid: int(cred.Pid), uid: int(cred.Uid)}, nil
+}
+
+// trustedPeer reports whether a process of uid may be this lock's holder:
+// this process's own user, root, or the owner of the PID file or of its
+// directory. A socket of any other user cannot be our holder (it could not
+// have written the PID file), so it is ignored: another user cannot block
+// the service by binding the name first.
+func (l *Locker) trustedPeer(uid int) bool {
+	if uid == os.Geteuid() || uid == 0 {
+		return true
+	}
+	for _, p := range []string{l.path, l.dir()} {
+		if fi, err := os.Lstat(p); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == uid {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// flockOwners lists, from /proc/locks, the pids of the flock(2) locks on
+// the file fi describes: writers hold LOCK_EX, readers LOCK_SH. Pids are
+// as the kernel recorded them at flock time (a child that inherited the
+// descriptor shows its parent's pid) and as seen from /proc's PID
+// namespace (0 when not visible).
+func flockOwners(fi fs.FileInfo) (writers []int, readers int, err error) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, 0, errors.ErrUnsupported
+	}
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return nil, 0, err
+	}
+	// "1: FLOCK  ADVISORY  WRITE 1234 fe:01:5678 0 EOF"; waiters have "->"
+	// after the number. Device numbers are hex, at least two digits.
+	key := []byte(fmt.Sprintf(" %02x:%02x:%d ", unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino))
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		k := bytes.Index(line, key)
+		if k < 0 {
+			continue
+		}
+		f := bytes.Fields(line[:k])
+		// f: "N:", "FLOCK", "ADVISORY", "WRITE", "pid"
+		if len(f) != 5 || string(f[1]) != "FLOCK" {
+			continue
+		}
+		pid, _ := strconv.Atoi(string(f[4]))
+		switch string(f[3]) {
+		case "WRITE":
+			writers = append(writers, pid)
+		case "READ":
+			readers++
+		}
+	}
+	return writers, readers, nil
+}
+
+// signalPinned sends sig to pid through a pidfd opened before check runs:
+// check proves (again) that pid is the holder, and the pidfd guarantees
+// that the signal reaches that very process even if it exits and its pid
+// is reused in between.
+func signalPinned(pid int, sig os.Signal, check func() error) error {
+	s, ok := sig.(syscall.Signal)
+	if !ok {
+		return fmt.Errorf("signal %v is not a syscall.Signal", sig)
+	}
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err == unix.ESRCH {
+		return fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+	}
+	if err != nil {
+		// No pidfd (old kernel): check, then kill.
+		if err := check(); err != nil {
+			return err
+		}
+		return processSignal(pid, sig)
+	}
+	defer unix.Close(pfd)
+	if err := check(); err != nil {
+		return err
+	}
+	if err := unix.PidfdSendSignal(pfd, s, nil, 0); err != nil {
+		if err == unix.ESRCH {
+			return fmt.Errorf("signal %v to pid %d: %w", sig, pid, ErrNoProcess)
+		}
+		return fmt.Errorf("signal %v to pid %d: %w", sig, pid, err)
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+//go:build !linux
+
+package instancelock
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+)
+
+// hasLockName: no abstract socket namespace here; the PID file's kernel
+// lock is the only kernel object (see the README's platform table).
+const hasLockName = false
+
+func lockName(string) string { return "" }
+
+var (
+	errNameTaken  = errors.New("the lock's name is taken")
+	errNoListener = errors.New("nothing listens on the lock's name")
+)
+
+func bindName(string) (int, error) { return -1, errors.ErrUnsupported }
+
+func closeName(int) {}
+
+type peer struct{ pid, uid int }
+
+func peerOfName(string) (peer, error) { return peer{}, errors.ErrUnsupported }
+
+func (l *Locker) trustedPeer(int) bool { return false }
+
+// flockOwners: no kernel table of lock owners here.
+func flockOwners(fs.FileInfo) ([]int, int, error) { return nil, 0, errors.ErrUnsupported }
+
+func signalPinned(pid int, sig os.Signal, check func() error) error {
+	if err := check(); err != nil {
+		return err
+	}
+	return processSignal(pid, sig)
+}
+
+func watchHeld(*tenure, string, string, int, func()) error { return errors.ErrUnsupported }
+
+func rewatchHeld(*tenure, string, string, func()) {}
+
+func unwatchHeld(*tenure, int) {}
