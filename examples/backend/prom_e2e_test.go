@@ -201,8 +201,9 @@ func (p *promServer) waitValue(q string, want float64) {
 
 // TestE2EPrometheus scrapes the built backend with a real Prometheus and
 // reads the series back through the query API: the lock held and the
-// instance running; then the PID file is replaced by someone's file, the instance loses its
-// lock and drains, and Prometheus records the loss and the stopping state.
+// instance running; then the PID file is replaced by someone's file, the
+// instance loses its lock and drains, and Prometheus records the loss and
+// the stopping state.
 func TestE2EPrometheus(t *testing.T) {
 	dir := t.TempDir()
 	port := freePort(t)
