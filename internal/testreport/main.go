@@ -155,11 +155,12 @@ func report(r io.Reader, w io.Writer, allow map[string]string, strict bool) int 
 }
 
 // keepPackageLine reports whether a package-level output line is worth
-// printing: the result lines ("ok …", "FAIL …", "--- FAIL"), coverage and
-// anything that is not go test's own "PASS"/"=== RUN" chatter.
+// printing: the result lines ("ok …", "FAIL …", "--- FAIL") and anything
+// that is not go test's own "PASS", "=== RUN" or lone "coverage:" line.
 func keepPackageLine(s string) bool {
 	t := strings.TrimSpace(s)
-	return t != "" && t != "PASS" && !strings.HasPrefix(t, "=== ")
+	// "coverage: …" alone repeats what the package's "ok" line says.
+	return t != "" && t != "PASS" && !strings.HasPrefix(t, "=== ") && !strings.HasPrefix(t, "coverage: ")
 }
 
 // skipReason returns the reason a test logged before it skipped: its

@@ -21,6 +21,7 @@ const events = `{"Action":"start","Package":"ex/a"}
 {"Action":"output","Package":"ex/a","Test":"TestFifo/fifo","Output":"    a_test.go:20: mkfifo: operation not permitted\n"}
 {"Action":"skip","Package":"ex/a","Test":"TestFifo/fifo"}
 {"Action":"output","Package":"ex/a","Output":"PASS\n"}
+{"Action":"output","Package":"ex/a","Output":"coverage: 50.0% of statements\n"}
 {"Action":"output","Package":"ex/a","Output":"ok  \tex/a\t0.010s\n"}
 {"Action":"pass","Package":"ex/a"}
 {"Action":"run","Package":"ex/b","Test":"TestBad"}
@@ -49,7 +50,7 @@ func TestReport(t *testing.T) {
 			t.Errorf("the report lacks %q:\n%s", want, got)
 		}
 	}
-	for _, noise := range []string{"=== RUN", "PASS\n", "TestOK"} {
+	for _, noise := range []string{"=== RUN", "PASS\n", "TestOK", "coverage: 50.0%"} {
 		if strings.Contains(got, noise) {
 			t.Errorf("the report has %q:\n%s", noise, got)
 		}
