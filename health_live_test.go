@@ -69,6 +69,16 @@ func TestHealthLivenessCriticalCheck(t *testing.T) {
 	if err := h2.live(ctx); err == nil || !strings.Contains(err.Error(), `"slow"`) {
 		t.Errorf("live with an ended context = %v, want an error naming the check", err)
 	}
+	// While stopping no check runs: the instance is live (draining).
+	wedged.Store(true)
+	st.Set(StatusStopping)
+	if err := h.live(context.Background()); err != nil {
+		t.Errorf("live while stopping = %v, want nil", err)
+	}
+	// No Critical check: nothing runs, live.
+	if err := NewHealth(nil, nil).live(context.Background()); err != nil {
+		t.Errorf("live without a Critical check = %v", err)
+	}
 	// Without a Health, the State alone is live until stopped.
 	st3 := NewState("")
 	if err := st3.live(context.Background()); err != nil {

@@ -73,6 +73,11 @@ func TestHelpBoxWidth(t *testing.T) {
 	if !strings.Contains(box, "║                    ") {
 		t.Errorf("no continuation line indented to the value column:\n%s", box)
 	}
+	// A line whose label is too wide continues under a small indent.
+	rows := wrapHelpLine("It runs on another host: stop it there, then run:     "+strings.Repeat("x ", 60), 96)
+	if len(rows) < 2 || !strings.HasPrefix(rows[1], "  x") {
+		t.Errorf("wrapped %q", rows)
+	}
 	// Short content keeps a box just as wide as it needs.
 	short := (&AlreadyRunningError{Path: "data/backend.pid", Holder: ProcessLock{PID: 7}, Proven: true}).Help("./backend")
 	if first := strings.SplitN(short, "\n", 2)[0]; utf8.RuneCountInString(first) >= 60 {

@@ -572,6 +572,8 @@ func (l *Locker) publish(data []byte) (File, bool, error) {
 			continue
 		case errors.Is(err, errRetry):
 			continue
+		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission):
+			return nil, false, fmt.Errorf("%w (this user cannot create files in %s: create the PID file for it, e.g. install -o USER -m 0644 /dev/null %s, or let it write the directory)", err, l.dir(), l.path)
 		case err != nil:
 			return nil, false, err
 		}

@@ -213,7 +213,7 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 			syscall.EIO, "creating " + memPIDPath},
 		{"read-only directory, no PID file", false,
 			func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
-			fs.ErrPermission, "opening " + memPIDPath},
+			fs.ErrPermission, "create the PID file for it"},
 		{"ENOSPC writing the temp file", true,
 			func(r *memRig) { r.fs.Fail("write", "", syscall.ENOSPC) },
 			syscall.ENOSPC, "writing " + memPIDPath},

@@ -5,12 +5,15 @@ package instancelock
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 // sdSocket listens on a datagram socket as systemd does, sets NOTIFY_SOCKET
@@ -149,6 +152,27 @@ func TestShutdownSystemdUnset(t *testing.T) {
 	g.State().Set(StatusRunning)
 	if err := g.Shutdown(nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A notify socket that nobody listens on: each failed notification is
+// logged, and the shutdown goes on as usual.
+func TestShutdownSystemdSocketGone(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody"))
+	t.Setenv("WATCHDOG_USEC", "")
+	var log proctest.SyncBuffer
+	g := NewGracefulShutdown(nil)
+	g.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	g.State().Set(StatusRunning)
+	if err := g.Shutdown(nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(log.String(), "systemd notification failed"); n < 3 {
+		t.Errorf("%d failed notifications logged, want one each for starting, READY, STOPPING…:\n%s", n, log.String())
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 // where they fail. PGLOCK_PG_BIN names the directory of initdb and pg_ctl
 // when they are neither in /usr/lib/postgresql/*/bin nor on PATH.
 var (
+	testSrv    *pgServer
 	testDSN    string // the server's connection string; "" when absent
 	testAddr   string // its host:port
 	skipReason string
@@ -66,7 +67,8 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer srv.stop()
-	testDSN, testAddr = srv.dsn, srv.addr
+	testSrv, testDSN, testAddr = srv, srv.dsn, srv.addr
+	defer stopBouncer()
 	return m.Run()
 }
 
@@ -98,17 +100,18 @@ func version(binDir string) int {
 type pgServer struct {
 	bin, dir, dsn, addr string
 	asPostgres          bool
+	env                 []string // added to the server's environment
 }
 
 // startPostgres runs initdb into a temporary directory and starts the
 // server on a free loopback port. As root it runs both as the postgres
 // user, which then owns the directory.
-func startPostgres(bin string) (*pgServer, error) {
+func startPostgres(bin string, env ...string) (*pgServer, error) {
 	dir, err := os.MkdirTemp("", "pglock-test-")
 	if err != nil {
 		return nil, err
 	}
-	s := &pgServer{bin: bin, dir: dir, asPostgres: os.Geteuid() == 0}
+	s := &pgServer{bin: bin, dir: dir, asPostgres: os.Geteuid() == 0, env: env}
 	if s.asPostgres {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -157,7 +160,18 @@ func (s *pgServer) run(tool string, args ...string) ([]byte, error) {
 		cmd = exec.Command(path, args...)
 	}
 	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), s.env...)
 	return cmd.CombinedOutput()
+}
+
+// restart restarts the server (fast shutdown: every session is ended) on
+// the same port.
+func (s *pgServer) restart() error {
+	out, err := s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-l", filepath.Join(s.dir, "log"), "-m", "fast", "-w", "-t", "60", "restart")
+	if err != nil {
+		return fmt.Errorf("pg_ctl restart: %v\n%s", err, out)
+	}
+	return nil
 }
 
 func (s *pgServer) stop() {

@@ -36,8 +36,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +48,7 @@ import (
 	"github.com/ad5dec64/instancelock"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Table is the table, in the connection's default schema (search_path),
@@ -63,25 +67,42 @@ const (
 	DefaultTimeout = 10 * time.Second
 )
 
-// Polling of Lock: the first wait, and the longest.
+// Retry delays of Lock while the server cannot be reached: the first,
+// and the longest.
 const (
-	pollMin = 25 * time.Millisecond
-	pollMax = 250 * time.Millisecond
+	retryMin = 50 * time.Millisecond
+	retryMax = 2 * time.Second
 )
+
+// blockFor bounds one blocking wait in pg_advisory_lock: Lock then opens a
+// new connection and waits again, so that a waiter whose server vanished
+// without a word (a partition) notices within this time.
+const blockFor = time.Minute
 
 // maxSettle caps the time an acquirer waits for the previous holder to
 // notice its loss, whatever the previous holder's row says.
 const maxSettle = time.Minute
 
 // ErrTransactionPooler is matched by the error of an acquisition (and by
-// the cause of a loss) when the session that took the advisory lock is not
-// the session that runs the next statement: the connection goes through a
-// transaction-mode pooler (PgBouncer pool_mode=transaction) or a proxy that
-// moves clients between server sessions. Session locks cannot work there;
-// connect to PostgreSQL directly or through a session-mode pool.
-var ErrTransactionPooler = errors.New("pglock: the advisory lock is not held by the session that took it: " +
-	"the connection goes through a transaction-mode pooler (PgBouncer pool_mode=transaction) or a proxy that moves sessions; " +
+// the cause of a loss) when the connection does not have a server session
+// of its own: it goes through a transaction- or statement-mode pooler
+// (PgBouncer pool_mode=transaction or statement), which hands one server
+// session to several clients, or a proxy that moves clients between server
+// sessions. Session locks cannot work there (advisory locks are re-entrant
+// within a session, so two clients of one server session would both hold
+// it); the Locker finds out with session markers before it takes the lock.
+// Connect to PostgreSQL directly or through a session-mode pool.
+var ErrTransactionPooler = errors.New("pglock: the connection has no server session of its own: " +
+	"it goes through a transaction- or statement-mode pooler (PgBouncer pool_mode=transaction) or a proxy that moves sessions; " +
 	"connect to PostgreSQL directly or through a session-mode pool")
+
+// ErrLeaseExpired is the cause of a loss (wrapped by an error that matches
+// instancelock.ErrLockLost) when no keep-alive check confirmed the lock
+// within 90% of the keep-alive interval: the process was paused (SIGSTOP,
+// a frozen VM, a long GC pause) or the server answered too slowly. A
+// successor that took over meanwhile may already act; Err and
+// FencingToken report this at the moment they are called.
+var ErrLeaseExpired = errors.New("the lease ran out before a keep-alive check confirmed the lock")
 
 // An Option configures a Locker.
 type Option func(*config)
@@ -161,7 +182,8 @@ type Locker struct {
 	id        string
 	scope     string
 
-	mu         sync.Mutex // serialises acquisitions and Unlock
+	acq        sync.Mutex // serialises acquisitions
+	mu         sync.Mutex // serialises setting the tenure and Unlock
 	t          *tenure    // the current tenure, under mu
 	cur        atomic.Pointer[tenure]
 	last       atomic.Pointer[tenure]
@@ -170,7 +192,7 @@ type Locker struct {
 
 // tenure is one holding of the lock.
 type tenure struct {
-	conn  *pgx.Conn
+	conn  *conn
 	info  instancelock.ProcessLock
 	epoch uint64
 	pid   int           // the server process of the holding session
@@ -178,6 +200,7 @@ type tenure struct {
 	stop  chan struct{} // closed by Unlock to stop the keep-alive
 	done  chan struct{} // closed when the keep-alive has returned
 	err   atomic.Pointer[error]
+	valid atomic.Int64 // the lease deadline, monoNow time
 }
 
 // New returns a Locker for the lock name (not empty) in the database that
@@ -185,11 +208,18 @@ type tenure struct {
 // it). It connects to nothing: connections are opened by TryLock, Lock and
 // Holder. It fails when an option or the connection string is invalid.
 //
-// The Locker sets, unless connString sets them, the session parameters
-// application_name, tcp_keepalives_idle=5, tcp_keepalives_interval=2,
-// tcp_keepalives_count=3, tcp_user_timeout=10000 (so the server frees the
-// lock about 10 s after the holder's host vanishes from the network) and
-// idle_session_timeout=0.
+// The Locker sends application_name=instancelock-pglock as a startup
+// parameter (unless connString sets it) and, on each lock connection right
+// after connecting, sets with set_config (unless connString sets them):
+// tcp_keepalives_idle=5, tcp_keepalives_interval=2, tcp_keepalives_count=3,
+// tcp_user_timeout=10000 (so the server frees the lock about 10 s after the
+// holder's host vanishes from the network), idle_session_timeout=0,
+// idle_in_transaction_session_timeout=0, statement_timeout=0 and
+// lock_timeout=0 (a waiter blocks in pg_advisory_lock). They are not
+// startup parameters because PgBouncer refuses those; through a pooler they
+// apply to the pooler's connection to the server, so the dead-host
+// detection then depends on the pooler's own client keepalives
+// (PgBouncer's tcp_keepalive and client_idle_timeout settings).
 func New(connString, name string, opts ...Option) (*Locker, error) {
 	if name == "" {
 		return nil, errors.New("pglock: New: empty lock name")
@@ -206,19 +236,12 @@ func New(connString, name string, opts ...Option) (*Locker, error) {
 		return nil, fmt.Errorf("pglock: New: %w", err)
 	}
 	// One round trip per statement, unnamed statements: nothing is left on
-	// the session but the lock.
+	// the session but the lock and its markers.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
-	for k, v := range map[string]string{
-		"application_name":        "instancelock-pglock",
-		"tcp_keepalives_idle":     "5",
-		"tcp_keepalives_interval": "2",
-		"tcp_keepalives_count":    "3",
-		"tcp_user_timeout":        "10000",
-		"idle_session_timeout":    "0",
-	} {
-		if _, ok := cfg.RuntimeParams[k]; !ok {
-			cfg.RuntimeParams[k] = v
-		}
+	// application_name is the only startup parameter added (PgBouncer
+	// passes it on); the others are set after connecting (sessionParams).
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = "instancelock-pglock"
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
@@ -242,26 +265,40 @@ func (l *Locker) InstanceID() string { return l.id }
 // Err returns nil while the lock is held, ErrNotHeld
 // (instancelock.ErrNotHeld) when this Locker does not hold it, and an error
 // matching instancelock.ErrLockLost, wrapping the cause, once the lock was
-// found lost. The loss error stays until the next acquisition. It is a
-// single atomic load.
+// found lost. The loss error stays until the next acquisition.
+//
+// Err compares the lease deadline (90% of the keep-alive interval after
+// the last check that confirmed the lock, on the monotonic clock) with the
+// time of the call: a process that resumes after a pause longer than that
+// sees the loss at its first call, before the keep-alive runs, and the
+// loss is then recorded (Lost is closed, the connection is closed).
 func (l *Locker) Err() error {
 	t := l.last.Load()
 	if t == nil {
 		return instancelock.ErrNotHeld
 	}
+	return l.errOf(t)
+}
+
+// errOf is Err of the tenure t.
+func (l *Locker) errOf(t *tenure) error {
 	if p := t.err.Load(); p != nil {
 		return *p
+	}
+	if err := l.expired(t); err != nil {
+		l.lose(t, err)
+		return *t.err.Load()
 	}
 	return nil
 }
 
 // Lost returns a channel that is closed when the held lock is lost: the
 // server ended the session (pg_terminate_backend, a restart), the
-// connection broke, or the server did not answer a keep-alive check in
-// time. Another instance may hold the lock from then on, so the holder must
-// stop the work the lock protects. The channel belongs to the current
-// holding; it is nil when the lock is not held, and it is not closed by
-// Unlock.
+// connection broke, the server did not answer a keep-alive check in time,
+// or the lease deadline passed (see Err). Another instance may hold the
+// lock from then on, so the holder must stop the work the lock protects.
+// The channel belongs to the current holding; it is nil when the lock is
+// not held, and it is not closed by Unlock.
 func (l *Locker) Lost() <-chan struct{} {
 	if t := l.cur.Load(); t != nil {
 		return t.lost
@@ -272,10 +309,11 @@ func (l *Locker) Lost() <-chan struct{} {
 // FencingToken returns the fencing epoch of the current holding: a number
 // that is larger for every new holder of the name, so that a resource can
 // refuse a write carrying a smaller token than one it has seen. It returns
-// false when the lock is not held or was lost.
+// false when the lock is not held or was lost, including a lease deadline
+// passed at the time of the call (see Err).
 func (l *Locker) FencingToken() (uint64, bool) {
 	t := l.cur.Load()
-	if t == nil || t.err.Load() != nil {
+	if t == nil || l.errOf(t) != nil {
 		return 0, false
 	}
 	return t.epoch, true
@@ -292,51 +330,133 @@ func (l *Locker) FencingToken() (uint64, bool) {
 // ended under it) and may still be running, TryLock waits for that
 // holder's keep-alive interval before it returns, so that the previous
 // holder has learnt of its loss first; it does not wait when it can see
-// that the previous holder's process is gone (same host and PID
-// namespace).
+// that the previous holder's process is gone (same machine and PID
+// namespace). After a clean Unlock it never waits. The wait is measured on
+// this process's monotonic clock: the server's clock plays no part.
 //
 // When a session has just taken the lock and not yet published its row,
 // TryLock looks again for up to half a second so that its error can name
 // the holder.
 //
 // It fails with an error matching ErrTransactionPooler when the connection
-// goes through a transaction-mode pooler, and with the connection's error
-// when the server cannot be reached; the Locker then holds nothing. TryLock
-// on a Locker that holds the lock is an error.
+// goes through a transaction- or statement-mode pooler, and with the
+// connection's error when the server cannot be reached; the Locker then
+// holds nothing. TryLock on a Locker that holds the lock is an error.
 func (l *Locker) TryLock() error {
-	var c *pgx.Conn
-	defer func() { l.closeConn(c) }()
-	return l.attempt(context.Background(), &c, true)
+	if err := l.beginAcquire(); err != nil {
+		return err
+	}
+	defer l.acq.Unlock()
+	var c *conn
+	defer func() { l.closeLock(c) }()
+	return l.attempt(context.Background(), &c, false, true)
 }
 
-// Lock acquires the lock, polling for it (from 25ms to 250ms apart) while
-// another session holds it, until ctx is done; it then returns
-// context.Cause(ctx) joined with the last *instancelock.AlreadyRunningError.
-// It keeps one connection for the whole wait. Errors other than
-// ErrAlreadyRunning (the server cannot be reached, a pooler) end the wait.
+// Lock acquires the lock, waiting while another session holds it, until
+// ctx is done; it then returns context.Cause(ctx) joined with the last
+// error (an *instancelock.AlreadyRunningError naming the holder, or why
+// the server could not be reached).
+//
+// It tries once with pg_try_advisory_lock (to name the holder), then
+// blocks in pg_advisory_lock on its connection: the server grants the lock
+// to the waiter the moment the holder's session lets go of it (Unlock, the
+// holder's process dies, its session is ended), so the hand-over needs no
+// polling. ctx cancels the wait (the connection is closed).
+//
+// Connection errors (the server restarts, refuses connections, the
+// network breaks) do not end the wait: Lock reconnects after 50 ms,
+// doubling up to 2 s, until ctx is done. ErrTransactionPooler and other
+// errors (authentication, a missing database, permissions) end it.
 // Everything TryLock says about a successful acquisition holds.
 func (l *Locker) Lock(ctx context.Context) error {
-	var c *pgx.Conn
-	defer func() { l.closeConn(c) }()
-	wait := pollMin
+	if err := l.beginAcquire(); err != nil {
+		return err
+	}
+	defer l.acq.Unlock()
+	var c *conn
+	defer func() { l.closeLock(c) }()
+	var last error
+	delay := retryMin
+	wait := false // block in pg_advisory_lock (after a first try named the holder)
 	for {
-		err := l.attempt(ctx, &c, false)
-		var are *instancelock.AlreadyRunningError
-		if ctx.Err() != nil && err != nil {
-			return errors.Join(context.Cause(ctx), err)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if wait {
+			actx, cancel = context.WithTimeout(ctx, blockFor)
 		}
-		if !errors.As(err, &are) {
+		err := l.attempt(actx, &c, wait, false)
+		blockEnded := wait && actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			if last == nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				last = err
+			}
+			return errors.Join(context.Cause(ctx), last)
+		}
+		var are *instancelock.AlreadyRunningError
+		switch {
+		case errors.As(err, &are):
+			last, wait, delay = err, true, retryMin
+			continue
+		case blockEnded:
+			continue // blockFor passed: wait again on a new connection
+		case !retryable(err):
 			return err
 		}
-		t := time.NewTimer(wait/2 + rand.N(wait))
+		if last == nil || !errors.Is(last, instancelock.ErrAlreadyRunning) {
+			last = err
+		}
+		l.log.Warn("cannot reach the lock's server; retrying", "in", delay, "err", err)
+		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return errors.Join(context.Cause(ctx), err)
 		case <-t.C:
 		}
-		wait = min(2*wait, pollMax)
+		delay = min(2*delay, retryMax)
+		wait = false
 	}
+}
+
+// beginAcquire takes acq, or fails when the lock is held.
+func (l *Locker) beginAcquire() error {
+	l.acq.Lock()
+	l.mu.Lock()
+	held := l.t != nil
+	l.mu.Unlock()
+	if held {
+		l.acq.Unlock()
+		return fmt.Errorf("pglock: %s: already held by this Locker", l.desc)
+	}
+	return nil
+}
+
+// retryable reports whether an acquisition error may go away by itself:
+// the server could not be reached or went away (a restart, a network
+// error), or it refuses connections for now (starting up, shutting down,
+// too many connections).
+func retryable(err error) bool {
+	if errors.Is(err, ErrTransactionPooler) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "57P"),         // admin shutdown, crash shutdown, cannot connect now
+			pgErr.Code == "53300",                        // too many connections
+			pgErr.Code == "40001", pgErr.Code == "40P01": // serialization failure, deadlock
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // Unlock releases the lock: it marks the metadata row released, unlocks
@@ -365,9 +485,9 @@ func (l *Locker) Unlock() error {
 		}
 		cancel()
 		e := instancelock.ErrNotHeld
-		t.err.Store(&e)
+		t.err.CompareAndSwap(nil, &e)
 	}
-	l.closeConn(t.conn)
+	l.closeLock(t.conn)
 	if err != nil {
 		return fmt.Errorf("pglock: releasing %s (the connection is closed, which frees the lock on the server): %w", l.desc, err)
 	}

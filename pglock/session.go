@@ -8,17 +8,44 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The statements. Keys are passed as bigint; pg_locks shows a bigint
 // advisory key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+//
+// Every lock connection carries two session-level markers (custom settings,
+// which a session pooler's DISCARD ALL resets): instancelock.session, set
+// to a random id when the connection is opened, and instancelock.holder,
+// set to the same id in the statement that takes the lock. A statement that
+// finds instancelock.session not ours runs on another client's server
+// session; one that finds instancelock.holder already set runs on a server
+// session that holds the lock for someone (a transaction pooler handing one
+// server session to several clients, where advisory locks are re-entrant):
+// both refuse with ErrTransactionPooler instead of taking the lock.
 const (
-	sqlTryLock = `SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()`
-	sqlUnlock  = `SELECT pg_advisory_unlock($1::bigint)`
-	// sqlCheck is the pooler check after acquiring and the keep-alive.
-	sqlCheck = `SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+	// sqlTryLock and sqlWaitLock answer the server process and "" (not
+	// taken), "moved", "shared", or the session id (taken).
+	sqlTryLock = `SELECT pg_backend_pid(), CASE
+		WHEN current_setting('instancelock.session', true) IS DISTINCT FROM $2 THEN 'moved'
+		WHEN coalesce(current_setting('instancelock.holder', true), '') <> '' THEN 'shared'
+		WHEN pg_try_advisory_lock($1::bigint) THEN set_config('instancelock.holder', $2, false)
+		ELSE '' END`
+	sqlWaitLock = `SELECT pg_backend_pid(), CASE
+		WHEN current_setting('instancelock.session', true) IS DISTINCT FROM $2 THEN 'moved'
+		WHEN coalesce(current_setting('instancelock.holder', true), '') <> '' THEN 'shared'
+		WHEN pg_advisory_lock($1::bigint)::text = '' THEN set_config('instancelock.holder', $2, false)
+		ELSE '' END`
+	sqlUnlock = `SELECT pg_advisory_unlock($1::bigint)`
+	// sqlSession reads the markers: the pooler probe and its echo.
+	sqlSession = `SELECT pg_backend_pid(), coalesce(current_setting('instancelock.session', true), '')`
+	// sqlCheck is the check after acquiring and the keep-alive: the server
+	// process, whether it carries our holder marker, and whether it holds
+	// the lock.
+	sqlCheck = `SELECT pg_backend_pid(), current_setting('instancelock.holder', true) IS NOT DISTINCT FROM $3,
+		EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
 		AND pid = pg_backend_pid() AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1 AND granted)`
 	// sqlLookup finds the session holding the key in this database, and its
 	// row if that session wrote it.
@@ -33,6 +60,10 @@ const (
 		AND l.classid = $2::bigint::oid AND l.objid = $3::bigint::oid AND l.objsubid = 1 AND l.granted
 		AND $1::text IS NOT NULL LIMIT 1`
 	sqlTableExists = `SELECT to_regclass('` + Table + `') IS NOT NULL`
+	// The table holds no time the lock logic reads: the hand-over wait is a
+	// duration (settle_ms) the new holder waits on its own monotonic clock,
+	// so a server clock that steps changes nothing. updated_at is for
+	// people.
 	sqlCreateTable = `CREATE TABLE IF NOT EXISTS ` + Table + ` (
 		name         text PRIMARY KEY,
 		key          bigint NOT NULL,
@@ -42,31 +73,111 @@ const (
 		keepalive_ms bigint NOT NULL,
 		scope        text NOT NULL,
 		released     boolean NOT NULL,
-		settle_until timestamptz NOT NULL,
+		settle_ms    bigint NOT NULL,
+		settled      boolean NOT NULL,
 		updated_at   timestamptz NOT NULL)`
-	sqlPrevious = `SELECT holder::text, keepalive_ms, scope, released FROM ` + Table + ` WHERE name = $1`
-	// sqlAcquire publishes the new holder. settle_until is when every
-	// earlier holder that may still believe it holds the lock has learnt
-	// otherwise: it only moves forward, so a chain of holders that crash
-	// while settling cannot shorten it.
+	sqlPrevious = `SELECT holder::text, keepalive_ms, scope, released, settle_ms, settled FROM ` + Table + ` WHERE name = $1`
+	// sqlAcquire publishes the new holder with the hand-over wait it does
+	// (settle_ms) and whether that wait is over (settled).
 	sqlAcquire = `INSERT INTO ` + Table + ` AS h
-		(name, key, epoch, holder, backend_pid, keepalive_ms, scope, released, settle_until, updated_at)
-		VALUES ($1, $2::bigint, 1, $3::jsonb, pg_backend_pid(), $4::bigint, $5, false, now() + $6::bigint * interval '1 millisecond', now())
+		(name, key, epoch, holder, backend_pid, keepalive_ms, scope, released, settle_ms, settled, updated_at)
+		VALUES ($1, $2::bigint, 1, $3::jsonb, pg_backend_pid(), $4::bigint, $5, false, $6::bigint, $6::bigint = 0, now())
 		ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key, epoch = h.epoch + 1, holder = EXCLUDED.holder,
 			backend_pid = EXCLUDED.backend_pid, keepalive_ms = EXCLUDED.keepalive_ms, scope = EXCLUDED.scope,
-			released = false, settle_until = greatest(h.settle_until, EXCLUDED.settle_until), updated_at = now()
-		RETURNING epoch, greatest(0, floor(extract(epoch FROM h.settle_until - now()) * 1000))::bigint`
+			released = false, settle_ms = EXCLUDED.settle_ms, settled = EXCLUDED.settled, updated_at = now()
+		RETURNING epoch`
+	sqlSettled = `UPDATE ` + Table + ` SET settled = true, updated_at = now()
+		WHERE name = $1 AND epoch = $2::bigint AND backend_pid = pg_backend_pid()`
 	sqlRelease = `UPDATE ` + Table + ` SET released = true, updated_at = now()
 		WHERE name = $1 AND epoch = $2::bigint AND backend_pid = pg_backend_pid()`
 )
 
-// connect opens a dedicated connection.
+// sessionParams are set on every lock connection after it is opened,
+// unless the connection string sets them: with SET rather than as startup
+// parameters, which PgBouncer refuses. Through a pooler they apply to the
+// pooler's server connection, not to the client's connection to the pooler.
+var sessionParams = [][2]string{
+	// The server frees the lock about 10 s after the holder's host
+	// vanishes from the network (direct connections).
+	{"tcp_keepalives_idle", "5"},
+	{"tcp_keepalives_interval", "2"},
+	{"tcp_keepalives_count", "3"},
+	{"tcp_user_timeout", "10000"},
+	// A waiter blocks in pg_advisory_lock; a holder's session idles.
+	{"idle_session_timeout", "0"},
+	{"idle_in_transaction_session_timeout", "0"},
+	{"statement_timeout", "0"},
+	{"lock_timeout", "0"},
+}
+
+// conn is a lock connection: its session carries the marker id.
+type conn struct {
+	*pgx.Conn
+	id  string // the instancelock.session marker
+	pid int32  // the server process it answered from
+}
+
+// connect opens a plain connection (Holder's).
 func (l *Locker) connect(ctx context.Context) (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	c, err := pgx.ConnectConfig(ctx, l.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pglock: %s: connecting: %w", l.desc, err)
+	}
+	return c, nil
+}
+
+// connectLock opens a lock connection: it sets the session parameters and
+// the session marker, then proves that the connection has a server session
+// of its own. A second connection reads the marker: behind a transaction
+// or statement pooler it is given the server session the first one just
+// left idle, and sees the marker (or the same server process); then the
+// first connection reads its marker back, which must not have moved. Either
+// failure is ErrTransactionPooler, before any lock is taken.
+func (l *Locker) connectLock(ctx context.Context) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	pc, err := pgx.ConnectConfig(ctx, l.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pglock: %s: connecting: %w", l.desc, err)
+	}
+	c := &conn{Conn: pc, id: uuid.NewString()}
+	fail := func(err error) (*conn, error) {
+		l.closeLock(c)
+		return nil, err
+	}
+	sql := "SELECT pg_backend_pid(), concat_ws(',', set_config('instancelock.session', $1, false)"
+	for _, p := range sessionParams {
+		if _, set := l.cfg.RuntimeParams[p[0]]; !set {
+			sql += fmt.Sprintf(", set_config('%s', '%s', false)", p[0], p[1])
+		}
+	}
+	sql += ")"
+	if err := pc.QueryRow(ctx, sql, c.id).Scan(&c.pid, nil); err != nil {
+		return fail(fmt.Errorf("pglock: %s: setting up the session: %w", l.desc, err))
+	}
+	probe, err := pgx.ConnectConfig(ctx, l.cfg)
+	if err != nil {
+		return fail(fmt.Errorf("pglock: %s: connecting: %w", l.desc, err))
+	}
+	var pid int32
+	var marker string
+	err = probe.QueryRow(ctx, sqlSession).Scan(&pid, &marker)
+	l.closeConn(probe)
+	if err != nil {
+		return fail(fmt.Errorf("pglock: %s: probing for a pooler: %w", l.desc, err))
+	}
+	if pid == c.pid || marker == c.id {
+		return fail(fmt.Errorf("%w (a second connection was given the first one's server session, server process %d)",
+			ErrTransactionPooler, pid))
+	}
+	if err := pc.QueryRow(ctx, sqlSession).Scan(&pid, &marker); err != nil {
+		return fail(fmt.Errorf("pglock: %s: probing for a pooler: %w", l.desc, err))
+	}
+	if pid != c.pid || marker != c.id {
+		return fail(fmt.Errorf("%w (the connection moved from server process %d to %d between two statements)",
+			ErrTransactionPooler, c.pid, pid))
 	}
 	return c, nil
 }
@@ -82,6 +193,13 @@ func (l *Locker) closeConn(c *pgx.Conn) {
 	c.Close(ctx)
 }
 
+// closeLock closes a lock connection (nil is fine).
+func (l *Locker) closeLock(c *conn) {
+	if c != nil {
+		l.closeConn(c.Conn)
+	}
+}
+
 // row runs one statement bounded by the timeout and scans its row.
 func (l *Locker) row(ctx context.Context, c *pgx.Conn, sql string, args []any, dest ...any) error {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
@@ -89,41 +207,54 @@ func (l *Locker) row(ctx context.Context, c *pgx.Conn, sql string, args []any, d
 	return c.QueryRow(ctx, sql, args...).Scan(dest...)
 }
 
-// attempt is one try at the lock on *cp (opened if nil). On success the
-// connection moves to the new tenure and *cp becomes nil. When another
-// session holds the lock, the error is an *AlreadyRunningError and *cp
-// stays open for the next try. On any other error *cp is closed and nil.
-// retry makes it look again, shortly, at a holder that has not published
-// its metadata yet (TryLock wants to name it; Lock polls anyway).
-func (l *Locker) attempt(ctx context.Context, cp **pgx.Conn, retry bool) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.t != nil {
-		return fmt.Errorf("pglock: %s: already held by this Locker", l.desc)
-	}
-	fail := func(err error) error {
-		l.closeConn(*cp)
-		*cp = nil
-		return err
-	}
+// attempt is one try at the lock on *cp (opened if nil). With wait it
+// blocks in pg_advisory_lock until the lock is free or ctx ends (the
+// server's own queue: the waiter holds the lock as soon as the holder's
+// session lets go of it). On success the connection moves to the new
+// tenure and *cp becomes nil. When another session holds the lock (only
+// without wait), the error is an *AlreadyRunningError and *cp stays open
+// for the next try. On any other error *cp is closed and nil. retry makes
+// it look again, shortly, at a holder that has not published its metadata
+// yet (TryLock wants to name it).
+func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool) error {
 	if *cp == nil {
-		c, err := l.connect(ctx)
+		c, err := l.connectLock(ctx)
 		if err != nil {
 			return err
 		}
 		*cp = c
 	}
 	c := *cp
-	var got bool
+	fail := func(err error) error {
+		l.closeLock(c)
+		*cp = nil
+		return err
+	}
 	var pid int32
+	var status string
 	for tries := 0; ; tries++ {
-		if err := l.row(ctx, c, sqlTryLock, []any{l.key}, &got, &pid); err != nil {
-			return fail(fmt.Errorf("pglock: %s: pg_try_advisory_lock: %w", l.desc, err))
+		var err error
+		if wait {
+			err = c.QueryRow(ctx, sqlWaitLock, l.key, c.id).Scan(&pid, &status)
+		} else {
+			err = l.row(ctx, c.Conn, sqlTryLock, []any{l.key, c.id}, &pid, &status)
 		}
-		if got {
+		if err != nil {
+			return fail(fmt.Errorf("pglock: %s: taking the advisory lock: %w", l.desc, err))
+		}
+		switch status {
+		case c.id:
+		case "moved":
+			return fail(fmt.Errorf("%w (the statement ran on server process %d, which is not this connection's session)",
+				ErrTransactionPooler, pid))
+		case "shared":
+			return fail(fmt.Errorf("%w (server process %d already holds the lock for another client of the same server session)",
+				ErrTransactionPooler, pid))
+		}
+		if status == c.id {
 			break
 		}
-		h, err := l.lookup(ctx, c, retry)
+		h, err := l.lookup(ctx, c.Conn, retry)
 		if err != nil {
 			return fail(err)
 		}
@@ -141,24 +272,18 @@ func (l *Locker) attempt(ctx context.Context, cp **pgx.Conn, retry bool) error {
 		}
 		return are
 	}
-	// The lock must be visible, on the same server process, to the next
-	// statement: behind a transaction-mode pooler it is not.
-	var pid2 int32
-	var held bool
-	if err := l.row(ctx, c, sqlCheck, []any{l.classID, l.objID}, &pid2, &held); err != nil {
-		return fail(fmt.Errorf("pglock: %s: checking the lock: %w", l.desc, err))
-	}
-	if pid2 != pid || !held {
-		l.row(ctx, c, sqlUnlock, []any{l.key}, new(bool)) // best effort; closing does the rest
-		return fail(fmt.Errorf("%w (pg_try_advisory_lock ran on server process %d, the next statement on %d, which holds the lock: %v)",
-			ErrTransactionPooler, pid, pid2, held))
+	// The lock must be visible, on the same server session, to the next
+	// statement.
+	checked := time.Now()
+	if err := l.verify(ctx, c, pid); err != nil {
+		return fail(err)
 	}
 	info, err := instancelock.Current(l.port)
 	if err != nil {
 		return fail(err)
 	}
 	info.InstanceID = l.id
-	epoch, settle, err := l.publish(ctx, c, info)
+	epoch, settle, err := l.publish(ctx, c.Conn, info)
 	if err != nil {
 		return fail(err)
 	}
@@ -171,18 +296,41 @@ func (l *Locker) attempt(ctx context.Context, cp **pgx.Conn, retry bool) error {
 			return fail(fmt.Errorf("pglock: %s: waiting for the previous holder to notice its loss: %w", l.desc, context.Cause(ctx)))
 		case <-t.C:
 		}
-		if err := l.row(ctx, c, sqlCheck, []any{l.classID, l.objID}, &pid2, &held); err != nil || pid2 != pid || !held {
-			return fail(fmt.Errorf("pglock: %s: lost while waiting for the previous holder (held: %v): %w", l.desc, held, err))
+		checked = time.Now()
+		if err := l.verify(ctx, c, pid); err != nil {
+			return fail(fmt.Errorf("pglock: %s: lost while waiting for the previous holder: %w", l.desc, err))
+		}
+		if _, err := c.Exec(ctx, sqlSettled, l.name, int64(epoch)); err != nil {
+			return fail(fmt.Errorf("pglock: %s: recording the end of the hand-over wait: %w", l.desc, err))
 		}
 	}
 	t := &tenure{conn: c, info: info, epoch: epoch, pid: int(pid),
 		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	t.valid.Store(l.validUntil(checked))
 	*cp = nil
+	l.mu.Lock()
 	l.t = t
 	l.cur.Store(t)
 	l.last.Store(t)
+	l.mu.Unlock()
 	l.log.Debug("lock acquired", "epoch", epoch, "backend", pid)
 	go l.keepAliveLoop(t)
+	return nil
+}
+
+// verify checks that the session of c, server process pid, holds the lock
+// under our holder marker.
+func (l *Locker) verify(ctx context.Context, c *conn, pid int32) error {
+	var pid2 int32
+	var marked, held bool
+	if err := l.row(ctx, c.Conn, sqlCheck, []any{l.classID, l.objID, c.id}, &pid2, &marked, &held); err != nil {
+		return fmt.Errorf("pglock: %s: checking the lock: %w", l.desc, err)
+	}
+	if pid2 != pid || !marked || !held {
+		l.row(ctx, c.Conn, sqlUnlock, []any{l.key}, new(bool)) // best effort; closing does the rest
+		return fmt.Errorf("%w (the lock was taken on server process %d; the next statement ran on %d, marked %v, holding the lock %v)",
+			ErrTransactionPooler, pid, pid2, marked, held)
+	}
 	return nil
 }
 
@@ -198,9 +346,9 @@ func (l *Locker) publish(ctx context.Context, c *pgx.Conn, info instancelock.Pro
 	}
 	var wait time.Duration
 	var prevJSON, prevScope string
-	var prevKeepAlive int64
-	var released bool
-	err = l.row(ctx, c, sqlPrevious, []any{l.name}, &prevJSON, &prevKeepAlive, &prevScope, &released)
+	var prevKeepAlive, prevSettle int64
+	var released, settled bool
+	err = l.row(ctx, c, sqlPrevious, []any{l.name}, &prevJSON, &prevKeepAlive, &prevScope, &released, &prevSettle, &settled)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -208,14 +356,20 @@ func (l *Locker) publish(ctx context.Context, c *pgx.Conn, info instancelock.Pro
 	case !released:
 		prev, _ := instancelock.ParseProcessLock([]byte(prevJSON))
 		wait = l.settle(prev, prevScope, time.Duration(prevKeepAlive)*time.Millisecond)
+		if !settled {
+			// The previous holder was still waiting for its own
+			// predecessor when it went: how much of that wait had passed
+			// is not known without comparing clocks, so wait all of it.
+			wait = max(wait, time.Duration(prevSettle)*time.Millisecond)
+		}
+		wait = min(wait, maxSettle)
 	}
-	var epoch, settleMS int64
-	err = l.row(ctx, c, sqlAcquire, []any{l.name, l.key, string(data), l.keepAlive.Milliseconds(), l.scope, wait.Milliseconds()},
-		&epoch, &settleMS)
+	var epoch int64
+	err = l.row(ctx, c, sqlAcquire, []any{l.name, l.key, string(data), l.keepAlive.Milliseconds(), l.scope, wait.Milliseconds()}, &epoch)
 	if err != nil {
 		return 0, 0, fmt.Errorf("pglock: %s: publishing the holder: %w", l.desc, err)
 	}
-	return uint64(epoch), min(time.Duration(settleMS)*time.Millisecond, maxSettle), nil
+	return uint64(epoch), wait, nil
 }
 
 // settle returns how long a new holder waits for a previous holder, which
@@ -233,7 +387,7 @@ func (l *Locker) settle(prev instancelock.ProcessLock, scope string, keepAlive t
 }
 
 // processGone reports whether the process that wrote pl, which runs in this
-// process's host and PID namespace, has exited (or its pid now names
+// process's machine and PID namespace, has exited (or its pid now names
 // another process).
 func processGone(pl instancelock.ProcessLock) bool {
 	if pl.PID <= 0 || pl.PID == os.Getpid() {
@@ -331,48 +485,96 @@ func (l *Locker) lookupOnce(ctx context.Context, c *pgx.Conn) (holderRow, error)
 	return h, nil
 }
 
-// keepAliveLoop checks twice per keep-alive interval, each check bounded
-// to 40% of it, that the session still holds the lock. A loss that happens
-// at time L is seen by the first check that starts after L, at most half an
-// interval later, which fails at most 40% of an interval after it starts.
+// validUntil is the lease deadline after a check sent at sent: 90% of the
+// keep-alive interval later. A successor that takes over from a holder
+// that did not release waits that holder's whole interval after it got
+// the lock, which is after the holder's last successful check was sent.
+func (l *Locker) validUntil(sent time.Time) int64 {
+	return int64(sent.Sub(monoBase) + l.keepAlive*9/10)
+}
+
+// monoBase is the origin of the monotonic lease deadlines.
+var monoBase = time.Now()
+
+// monoNow is the monotonic time since monoBase.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// keepAliveLoop checks every third of the keep-alive interval that the
+// session still holds the lock; every successful check moves the lease
+// deadline to 90% of an interval after the check was sent. A check that
+// fails, or does not answer before the deadline, or a deadline that passed
+// before the next check (the process was paused) is a loss. It returns on
+// Unlock or on loss, closing the connection on loss (which ends the
+// session, so a lock it still held is freed).
 func (l *Locker) keepAliveLoop(t *tenure) {
 	defer close(t.done)
-	tick := time.NewTicker(l.keepAlive / 2)
+	tick := time.NewTicker(l.keepAlive / 3)
 	defer tick.Stop()
 	for {
 		select {
 		case <-t.stop:
 			return
+		case <-t.lost: // found by Err or FencingToken
+			l.closeLock(t.conn)
+			return
 		case <-tick.C:
 		}
-		if err := l.check(t); err != nil {
-			var lerr error = &lostError{desc: l.desc, cause: err}
-			t.err.Store(&lerr)
-			close(t.lost)
-			l.log.Error("lock lost: stop the work it protects", "err", err)
-			l.closeConn(t.conn)
+		err := l.expired(t)
+		if err == nil {
+			err = l.check(t)
+		}
+		if err != nil {
+			if l.lose(t, err) {
+				l.log.Error("lock lost: stop the work it protects", "err", err)
+			}
+			l.closeLock(t.conn)
 			return
 		}
 	}
 }
 
-// check runs one keep-alive check.
+// expired returns the loss error when t's lease deadline has passed.
+func (l *Locker) expired(t *tenure) error {
+	if over := monoNow() - t.valid.Load(); over > 0 {
+		return fmt.Errorf("%w: no keep-alive check confirmed the lock within %v (the process was paused, or the server is slow), %v ago",
+			ErrLeaseExpired, l.keepAlive*9/10, time.Duration(over).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// lose records the loss of t once; it reports whether this call did.
+func (l *Locker) lose(t *tenure, cause error) bool {
+	var lerr error = &lostError{desc: l.desc, cause: cause}
+	if !t.err.CompareAndSwap(nil, &lerr) {
+		return false
+	}
+	close(t.lost)
+	return true
+}
+
+// check runs one keep-alive check, bounded by the lease deadline, and
+// moves the deadline on success.
 func (l *Locker) check(t *tenure) error {
-	limit := l.keepAlive * 2 / 5
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	sent := time.Now()
+	left := time.Duration(t.valid.Load() - int64(sent.Sub(monoBase)))
+	ctx, cancel := context.WithTimeout(context.Background(), left)
 	defer cancel()
 	var pid int32
-	var held bool
-	err := t.conn.QueryRow(ctx, sqlCheck, l.classID, l.objID).Scan(&pid, &held)
+	var marked, held bool
+	err := t.conn.QueryRow(ctx, sqlCheck, l.classID, l.objID, t.conn.id).Scan(&pid, &marked, &held)
 	switch {
 	case err != nil && ctx.Err() != nil:
-		return fmt.Errorf("the server did not answer the keep-alive check within %v: %w", limit, err)
+		return fmt.Errorf("%w: the server did not answer the keep-alive check before the lease deadline (%v): %w", ErrLeaseExpired, left.Round(time.Millisecond), err)
 	case err != nil:
 		return fmt.Errorf("keep-alive check: %w", err)
-	case int(pid) != t.pid:
-		return fmt.Errorf("%w (the session moved from server process %d to %d)", ErrTransactionPooler, t.pid, pid)
+	case int(pid) != t.pid || !marked:
+		return fmt.Errorf("%w (the connection moved from server process %d to %d)", ErrTransactionPooler, t.pid, pid)
 	case !held:
 		return errors.New("the session no longer holds the advisory lock (pg_advisory_unlock_all or DISCARD ALL ran on it?)")
+	}
+	v := l.validUntil(sent)
+	if t.valid.Load() < v {
+		t.valid.Store(v)
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/ad5dec64/instancelock"
 	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -406,4 +407,103 @@ func TestFleetHolderPaused(t *testing.T) {
 	require.Equal(t, b.InstanceID(), h.InstanceID)
 	require.NoError(t, b.Err())
 	require.NoError(t, b.Unlock())
+}
+
+func init() { helpers["fleet-worker"] = helperWorker }
+
+// monotonic returns CLOCK_MONOTONIC in nanoseconds: one clock for the test
+// and its helper processes.
+func monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// helperWorker is the worker loop of a holder: it takes the lock, prints
+// "held <fence>", then over and over reads the monotonic clock, checks Err
+// and FencingToken and, while both say the lock is held, appends "ok
+// <clock> <fence>" to LEDGER. When a check reports the loss it prints
+// "lost <error>" and waits to be killed.
+func helperWorker() {
+	l, err := helperLocker()
+	if err == nil {
+		err = l.TryLock()
+	}
+	if err != nil {
+		fmt.Println("err", oneLine(err))
+		return
+	}
+	ledger, err := os.OpenFile(os.Getenv("LEDGER"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		fmt.Println("err", oneLine(err))
+		return
+	}
+	f, _ := l.FencingToken()
+	fmt.Println("held", f)
+	for {
+		now := monotonic()
+		err := l.Err()
+		f, ok := l.FencingToken()
+		if err != nil || !ok {
+			fmt.Println("lost", strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
+			time.Sleep(time.Hour)
+		}
+		fmt.Fprintf(ledger, "ok %d %d\n", now, f)
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A worker paused (SIGSTOP) past its TTL while a waiter takes over: when
+// it resumes (SIGCONT) its very first check reports the loss. No check that
+// began after SIGCONT may say the lock is held (the ledger of checks,
+// stamped with CLOCK_MONOTONIC, shows it), whether or not the renewal timer
+// has run by then.
+func TestFleetResumedHolderIsToldAtItsFirstCheck(t *testing.T) {
+	needServer(t)
+	ttl := 300 * time.Millisecond
+	for run := range 3 {
+		name := fmt.Sprintf("%s-%d", t.Name(), run)
+		ledger := filepath.Join(t.TempDir(), "ledger")
+		require.NoError(t, os.WriteFile(ledger, nil, 0o644))
+		cmd := helperCmd(t, "fleet-worker", "LOCK_NAME="+name, "TTL="+ttl.String(), "LEDGER="+ledger)
+		out := proctest.NewLines(t, cmd)
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGCONT); cmd.Process.Kill(); cmd.Wait() })
+		line := out.Next(30 * time.Second)
+		oldFence, ok := strings.CutPrefix(line, "held ")
+		require.True(t, ok, line)
+		time.Sleep(50 * time.Millisecond) // it is checking and writing
+
+		require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
+		w := open(t, name, WithTTL(ttl))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		require.NoError(t, w.Lock(ctx), "the waiter takes over once the paused holder's key expires")
+		cancel()
+
+		resumed := monotonic()
+		require.NoError(t, cmd.Process.Signal(syscall.SIGCONT))
+		line = out.Next(30 * time.Second)
+		require.True(t, strings.HasPrefix(line, "lost "), line)
+		require.Contains(t, line, "expired")
+
+		data, err := os.ReadFile(ledger)
+		require.NoError(t, err)
+		var before, after int
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			fs := strings.Fields(l)
+			require.Len(t, fs, 3, l)
+			at, _ := strconv.ParseInt(fs[1], 10, 64)
+			if at > resumed {
+				after++
+				continue
+			}
+			before++
+			require.Equal(t, oldFence, fs[2])
+		}
+		require.Positive(t, before, "the worker wrote before the pause")
+		require.Zero(t, after, "run %d: a check that began after SIGCONT said the lock was held", run)
+		require.NoError(t, w.Unlock())
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
 }

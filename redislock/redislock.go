@@ -137,7 +137,8 @@ func AllowEviction() Option { return func(c *config) { c.allowEviction = true } 
 // checks that the key still holds this holding's value. The lock is lost, and Lost is closed, when a renewal finds
 // the key gone or changed, or when the local deadline (the send time of the
 // last successful acquisition or renewal, plus the TTL, less 1% and 2 ms
-// for clock drift) passes before a renewal succeeds.
+// for clock drift, on the monotonic clock) passes before a renewal
+// succeeds; Err and FencingToken compare that deadline at the call.
 type Locker struct {
 	client   redis.UniversalClient
 	owned    bool // made by Open: Close closes the client
@@ -164,7 +165,16 @@ type tenure struct {
 	stop  chan struct{} // closed by Unlock
 	done  chan struct{} // closed when the renewer has returned
 	err   atomic.Pointer[error]
+	// deadline is the lease deadline (monoNow time): the send time of the
+	// last successful acquisition or renewal plus lease().
+	deadline atomic.Int64
 }
+
+// monoBase is the origin of the monotonic lease deadlines.
+var monoBase = time.Now()
+
+// mono returns t (a time.Time with a monotonic reading) as monoNow time.
+func mono(t time.Time) int64 { return int64(t.Sub(monoBase)) }
 
 // New returns a Locker for the lock called name on the server behind
 // client. The key is name itself; the fencing counter is name+":fence"
@@ -286,14 +296,28 @@ func (l *Locker) InstanceID() string { return l.id }
 // Locker does not hold it (never locked, or unlocked), and an error that
 // matches instancelock.ErrLockLost and wraps the cause (ErrKeyChanged,
 // ErrLeaseExpired) once the holding was lost; that error stays until the
-// next acquisition. It is a single atomic load.
+// next acquisition.
+//
+// Err compares the lease deadline (see Locker) with the monotonic time of
+// the call: a process that resumes after a pause longer than the lease sees
+// the loss at its first call, before its renewal timer runs, and the loss
+// is then recorded (Lost is closed).
 func (l *Locker) Err() error {
 	t := l.last.Load()
 	if t == nil {
 		return instancelock.ErrNotHeld
 	}
+	return l.errOf(t)
+}
+
+// errOf is Err of the holding t.
+func (l *Locker) errOf(t *tenure) error {
 	if p := t.err.Load(); p != nil {
 		return *p
+	}
+	if over := time.Duration(mono(time.Now()) - t.deadline.Load()); over > 0 {
+		l.lose(t, fmt.Errorf("%w: the lease ran out %v ago (the process was paused, or no renewal answered)", ErrLeaseExpired, over.Round(time.Millisecond)))
+		return *t.err.Load()
 	}
 	return nil
 }
@@ -312,7 +336,8 @@ func (l *Locker) Lost() <-chan struct{} {
 }
 
 // FencingToken returns the fencing token of the current holding and true,
-// or 0 and false when the lock is not held or was lost. Tokens strictly
+// or 0 and false when the lock is not held or was lost, including a lease
+// deadline passed at the time of the call (see Err). Tokens strictly
 // increase from one holding to the next, across processes, as long as the
 // counter key name+":fence" survives; when it does not (a restart without
 // persistence, a failover before replication), the next token is at least
@@ -320,11 +345,12 @@ func (l *Locker) Lost() <-chan struct{} {
 // server's clock does not go back.
 func (l *Locker) FencingToken() (uint64, bool) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.t == nil || l.t.err.Load() != nil {
+	t := l.t
+	l.mu.Unlock()
+	if t == nil || l.errOf(t) != nil {
 		return 0, false
 	}
-	return l.t.fence, true
+	return t.fence, true
 }
 
 // TryLock acquires the lock with one attempt, without waiting. When another
@@ -339,12 +365,21 @@ func (l *Locker) TryLock() error {
 
 // Lock acquires the lock, waiting while another process holds it, until
 // ctx is done; it then returns context.Cause(ctx) joined with the last
-// error. It polls with a backoff from 50 ms to 500 ms with jitter, never
-// sleeping past the moment the holder's key would expire. Network errors
-// and the server's transient replies (LOADING, READONLY, MASTERDOWN,
-// TRYAGAIN, CLUSTERDOWN) do not end the wait, so waiters ride out a server
-// restart; other errors do.
+// error.
+//
+// It subscribes to the lock's release channel (name+":released", on which
+// Unlock publishes) before it tries, and tries again the moment a release
+// is published, so a released lock changes hands within a round trip or
+// two. Between releases it also polls, with a backoff from 50 ms to 500 ms
+// with jitter, never sleeping past the moment the holder's key would
+// expire: a holder that died (its key expires, nothing is published), a
+// lost message, or a server without pub/sub still hand over. Network
+// errors and the server's transient replies (LOADING, READONLY,
+// MASTERDOWN, TRYAGAIN, CLUSTERDOWN) do not end the wait, so waiters ride
+// out a server restart; other errors do.
 func (l *Locker) Lock(ctx context.Context) error {
+	released, unsubscribe := l.subscribe(ctx)
+	defer unsubscribe()
 	backoff := minBackoff
 	var last error
 	for {
@@ -374,11 +409,32 @@ func (l *Locker) Lock(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+		case <-released:
 		}
 		t.Stop()
 		backoff = min(2*backoff, maxBackoff)
 	}
 }
+
+// subscribe subscribes to the release channel of the lock and returns the
+// channel of its messages and how to unsubscribe. When the subscription
+// cannot be confirmed (the server is down, pub/sub is not allowed), the
+// channel is nil and Lock only polls.
+func (l *Locker) subscribe(ctx context.Context) (<-chan *redis.Message, func()) {
+	ps := l.client.Subscribe(ctx, l.releasedChannel())
+	sctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	_, err := ps.Receive(sctx) // the subscription's confirmation
+	cancel()
+	if err != nil {
+		ps.Close()
+		l.log.Debug("cannot subscribe to the release channel; polling only", "err", err)
+		return nil, func() {}
+	}
+	return ps.Channel(redis.WithChannelSize(1)), func() { ps.Close() }
+}
+
+// releasedChannel is the pub/sub channel on which a release is published.
+func (l *Locker) releasedChannel() string { return l.name + ":released" }
 
 // transient reports whether err may go away by itself: a network error, or
 // one of the replies a server gives while it starts or fails over.
@@ -458,6 +514,7 @@ func (l *Locker) attempt(ctx context.Context) (time.Duration, error) {
 	}
 	t := &tenure{value: value, token: token, fence: v.fence,
 		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	t.deadline.Store(mono(sent.Add(l.lease())))
 	l.t = t
 	l.last.Store(t)
 	l.log.Debug("lock acquired", "fence", v.fence, "instanceId", l.id)
@@ -491,6 +548,8 @@ func (l *Locker) keepAlive(t *tenure, sent time.Time) {
 		select {
 		case <-t.stop:
 			return
+		case <-t.lost: // found by Err or FencingToken
+			return
 		case <-expire.C:
 			l.lose(t, expired())
 			return
@@ -508,6 +567,9 @@ func (l *Locker) keepAlive(t *tenure, sent time.Time) {
 		case <-t.stop:
 			cancel()
 			return
+		case <-t.lost:
+			cancel()
+			return
 		case <-expire.C:
 			cancel()
 			l.lose(t, expired())
@@ -518,6 +580,7 @@ func (l *Locker) keepAlive(t *tenure, sent time.Time) {
 			case err == nil && time.Now().Before(deadline):
 				lastErr = nil
 				deadline = sent.Add(l.lease())
+				t.deadline.Store(mono(deadline))
 				expire.Reset(time.Until(deadline))
 				tick.Reset(time.Until(sent.Add(l.ttl / 3)))
 			case err == nil:
@@ -556,10 +619,12 @@ func (l *Locker) renew(ctx context.Context, value string) error {
 	return fmt.Errorf("%w: the key holds another value", ErrKeyChanged)
 }
 
-// lose records the loss of t.
+// lose records the loss of t, once.
 func (l *Locker) lose(t *tenure, cause error) {
 	var err error = &lostError{desc: l.desc, cause: cause}
-	t.err.Store(&err)
+	if !t.err.CompareAndSwap(nil, &err) {
+		return
+	}
 	close(t.lost)
 	l.log.Error("lock lost: another instance may hold it now", "err", cause, "fence", t.fence)
 }
@@ -596,11 +661,8 @@ func (l *Locker) unlock() error {
 	close(t.stop)
 	<-t.done
 	l.t = nil
-	lost := t.err.Load() != nil
-	if !lost {
-		e := instancelock.ErrNotHeld
-		t.err.Store(&e)
-	}
+	e := instancelock.ErrNotHeld
+	lost := !t.err.CompareAndSwap(nil, &e)
 	err := l.release(t.token)
 	l.log.Debug("lock released", "fence", t.fence, "err", err)
 	if lost {
@@ -617,7 +679,7 @@ func (l *Locker) unlock() error {
 func (l *Locker) release(token string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.ttl)
 	defer cancel()
-	return releaseScript.Run(ctx, l.client, []string{l.name}, tokenPrefix(token)).Err()
+	return releaseScript.Run(ctx, l.client, []string{l.name}, tokenPrefix(token), l.releasedChannel()).Err()
 }
 
 // tokenPrefix is how every value of the holding with this token begins.

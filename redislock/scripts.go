@@ -52,12 +52,17 @@ return 0
 
 // releaseScript deletes the key if its value begins with ARGV[1], the
 // '{"token":"…"' of one holding (a release may follow an acquisition whose
-// reply was lost, so the whole value is not always known). It returns 1 if
-// it did, 0 otherwise.
+// reply was lost, so the whole value is not always known), and then
+// publishes "released" on the channel ARGV[2], where waiters listen (with
+// pcall: a user whose ACL does not allow the channel still releases; the
+// waiters then find the free key by polling). It returns 1 if it did, 0
+// otherwise.
 var releaseScript = redis.NewScript(`
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, string.len(ARGV[1])) == ARGV[1] then
-	return redis.call('DEL', KEYS[1])
+	redis.call('DEL', KEYS[1])
+	redis.pcall('PUBLISH', ARGV[2], 'released')
+	return 1
 end
 return 0
 `)
