@@ -38,9 +38,9 @@ Exit codes (LSB init-script convention):
 
 Flags:
   -json   print one JSON object: the PID file's fields (pid, startedAt, port,
-          goVersion, instanceId, hostname, startToken, pidSpace) plus path, status
-          ("running", "stale", "not running", "unknown"), alive, stale,
-          uptimeSeconds and error
+          goVersion, instanceId, hostname, startToken, pidSpace) plus path,
+          status ("running", "stale", "not running", "unknown"), alive,
+          stale, uptimeSeconds and error
 
 Examples:
   instancelock status data/backend.pid
