@@ -59,8 +59,10 @@ func (l *Locker) peerHolder(p peer) (ProcessLock, bool) {
 		return ProcessLock{}, false // in another PID namespace
 	}
 	file, err := l.Holder()
-	if err == nil && file.PID == p.pid && l.tokenMatches(file) {
-		return file, true
+	if err == nil && file.PID == p.pid {
+		// The file names it: the file describes it (a holder on its way
+		// out is no longer proven, but it is still the same holding).
+		return file, l.tokenMatches(file)
 	}
 	h := ProcessLock{PID: p.pid}
 	if token, at, err := l.procs.Start(p.pid); err == nil {
