@@ -67,7 +67,10 @@ func bindName(name string) (int, error) {
 		}
 		return -1, os.NewSyscallError("bind", err)
 	}
-	if err := unix.Listen(fd, 64); err != nil {
+	// The largest backlog the kernel allows (it caps it at somaxconn):
+	// until the holder's watcher drains them (10 ms after acquisition, then
+	// at once), every contender's and reader's connection waits there.
+	if err := unix.Listen(fd, 4096); err != nil {
 		unix.Close(fd)
 		return -1, os.NewSyscallError("listen", err)
 	}

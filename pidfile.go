@@ -1,6 +1,7 @@
 package instancelock
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,8 +180,11 @@ func WithFS(fsys FS) Option { return func(c *config) { c.fsys = fsys } }
 func WithProcessTable(p ProcessTable) Option { return func(c *config) { c.procs = p } }
 
 // WithWatchInterval sets how often a held lock checks that its PID file is
-// still in place (default DefaultWatchInterval). 0 or less turns the check
-// off.
+// still in place (default DefaultWatchInterval). On Linux an inotify watch
+// also runs the check at once when the file or its directory is removed,
+// moved or replaced. 0 or less turns both off (the file is then neither
+// re-published nor reported lost); on Linux a second instance of the host
+// is still refused while the holder lives.
 func WithWatchInterval(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
@@ -214,7 +219,11 @@ func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
 // While held, the PID file contains this process's ProcessLock and is
 // locked by the kernel (flock on Unix, LockFileEx on Windows) through an
 // open file that is closed on exec, so the lock dies with the process and
-// is never inherited by children.
+// is never inherited by children. On Linux the Locker also holds a name in
+// the abstract Unix-socket namespace derived from the file's path, which
+// no rm or mv can touch: while the holder lives no other process of the
+// host acquires the lock, whatever happened to the file or its directory
+// (see docs/design.md).
 type Locker struct {
 	path      string
 	fsys      FS
@@ -232,6 +241,9 @@ type Locker struct {
 	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
+	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
+	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
+	pid       int     // os.Getpid(), read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
 	swept     bool    // temporary files left by crashes were looked for; guarded by mu
 	tookOver  bool    // the last attempt replaced a stale file; guarded by mu
@@ -367,10 +379,9 @@ func (l *Locker) Info() (ProcessLock, bool) {
 	return l.t.info, true
 }
 
-// Err returns nil while the lock is held and its PID file is in place,
-// ErrNotHeld when the Locker does not hold the lock, and an error matching
-// ErrLockLost once the watcher found the file removed or replaced. It is a
-// single atomic load.
+// Err returns nil while the lock is held, ErrNotHeld when the Locker does
+// not hold the lock, and an error matching ErrLockLost once the lock was
+// lost (see Lost). It is a single atomic load.
 func (l *Locker) Err() error {
 	t := l.last.Load()
 	if t == nil {
@@ -384,10 +395,12 @@ func (l *Locker) Err() error {
 
 // Lost returns a channel that is closed when the held lock is lost: its
 // PID file was removed or replaced by something else (a temp cleaner,
-// rm -rf data/). A second instance could then start, so the host should
-// shut down (GracefulShutdown does when given the Locker). The channel
-// belongs to the current holding; it is nil when the lock is not held, and
-// it is not closed by Unlock.
+// rm -rf data/) and could not be re-published (WithRepublish(false), or
+// another process holds the file now at the path, or it is someone's
+// file). Another instance may then run, so the host should shut down
+// (GracefulShutdown does when given the Locker). The channel belongs to
+// the current holding; it is nil when the lock is not held, and it is not
+// closed by Unlock.
 func (l *Locker) Lost() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -478,8 +491,11 @@ func (l *Locker) tryLock() error {
 			return err
 		}
 	}
+	if l.pid == 0 {
+		l.pid = os.Getpid()
+	}
 	info := ProcessLock{
-		PID:        os.Getpid(),
+		PID:        l.pid,
 		StartedAt:  time.Now().UTC().Truncate(time.Millisecond),
 		Port:       l.port,
 		GoVersion:  goVersion,
@@ -492,11 +508,10 @@ func (l *Locker) tryLock() error {
 		l.selfToken = &token
 	}
 	info.StartToken = *l.selfToken
-	data, err := info.MarshalJSON()
+	data, err := l.content(info)
 	if err != nil {
 		return err
 	}
-	data = append(data, '\n')
 	sock := -1
 	if l.name != "" {
 		// The name first: while another process of this host holds it,
@@ -573,6 +588,37 @@ func (l *Locker) publish(data []byte) (File, bool, error) {
 // testHookBeforePublish, when set by a test, runs between the creation of
 // a temporary file and its publication.
 var testHookBeforePublish func(tmp string)
+
+// stampSentinel stands for the start time in a Locker's content template.
+var stampSentinel = time.Date(2000, 1, 2, 3, 4, 5, 6e6, time.UTC)
+
+// content returns the PID file's content for info. Only StartedAt changes
+// from one acquisition to the next, so the JSON is made once per Locker
+// with a placeholder time, and each acquisition copies it with the time
+// written over the placeholder (RFC 3339 in UTC with milliseconds has a
+// fixed width): the same bytes MarshalJSON gives, without its cost.
+func (l *Locker) content(info ProcessLock) ([]byte, error) {
+	stamp := info.StartedAt.UTC().Format(timeLayout)
+	if l.tmpl == nil {
+		t := info
+		t.StartedAt = stampSentinel
+		b, err := t.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		l.tmpl, l.tmplAt = append(b, '\n'), -1
+		if s := []byte(stampSentinel.Format(timeLayout)); bytes.Count(b, s) == 1 {
+			l.tmplAt = bytes.Index(b, s)
+		}
+	}
+	if l.tmplAt < 0 || len(stamp) != len(stampSentinel.Format(timeLayout)) {
+		b, err := info.MarshalJSON()
+		return append(b, '\n'), err
+	}
+	data := slices.Clone(l.tmpl)
+	copy(data[l.tmplAt:], stamp)
+	return data, nil
+}
 
 // errRetry: the file changed under us; try again.
 var errRetry = errors.New("retry")
@@ -1103,7 +1149,9 @@ func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock 
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
-	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	}
 	first := l.watch
 	if l.kernel || sock >= 0 {
 		if first <= 0 || first > armAfter {
@@ -1354,8 +1402,13 @@ func (l *Locker) openForRead() (File, error) {
 // Running reports whether a live process holds the lock, with its
 // ProcessLock. A PID file left by a dead process, or a crash remnant, is
 // reported as not running (and left in place: see CleanStale); a foreign
-// file that no process locks is an error matching ErrForeignFile. This Locker's own holding
-// counts as running.
+// file that no process locks is an error matching ErrForeignFile. This
+// Locker's own holding counts as running. On Linux the kernel says who
+// holds (/proc/locks, the lock's socket): a file naming a live process
+// that does not hold the lock is not running, and a holder whose file was
+// removed is running (its ProcessLock then has the pid and start time the
+// kernel gives). Running takes no lock on Linux; elsewhere it takes a
+// shared lock for an instant.
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
 		return info, true, nil
@@ -1392,6 +1445,18 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 		return ProcessLock{}, false, err
 	}
 	return holder, !stale, nil
+}
+
+// lockedNow reports whether some open file holds the lock of the file at
+// the path (a shared lock taken for an instant and dropped). For
+// platforms without /proc/locks.
+func (l *Locker) lockedNow() bool {
+	f, err := l.openForRead()
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(f.TryRLock(), ErrWouldBlock)
 }
 
 // CleanStale removes the PID file if it is stale (see TryLock), and
@@ -1473,10 +1538,15 @@ func (l *Locker) CleanStale() (bool, error) {
 }
 
 // Terminate sends sig (nil means SIGTERM; os.Kill on Windows) to the process
-// that holds the lock. It refuses with an error matching ErrNotRunning when
-// no live process holds it — which includes a PID file naming a pid that
-// now belongs to another process — so it never signals a stranger. It
-// does not wait for the process to exit.
+// that holds the lock, only when it is proven to hold it: on Linux the
+// kernel names it (/proc/locks or SO_PEERCRED on the lock's socket), its
+// start token matches the file's, and the signal goes through a pidfd;
+// elsewhere the file's lock is held, its pid alive and its start token
+// matching. It refuses with an error matching ErrNotRunning when no live
+// process holds the lock — which includes a PID file naming a live process
+// that does not hold it ("pid N is alive but does not hold the lock") and
+// a pid that now belongs to another process — so it never signals a
+// stranger. It does not wait for the process to exit.
 func (l *Locker) Terminate(sig os.Signal) error {
 	if sig == nil {
 		sig = defaultSignal
@@ -1487,9 +1557,15 @@ func (l *Locker) Terminate(sig os.Signal) error {
 		}
 		return l.terminateProven(sig)
 	}
+	// Without a kernel table of lock owners: the file's lock must be held
+	// (a file naming a live process is not enough), its pid alive, and its
+	// start token, where the platform has one, the live process's.
 	holder, running, err := l.Running()
 	if err != nil {
 		return err
+	}
+	if running && holder.PID > 0 && !l.lockedNow() {
+		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, holder.PID, ErrNotRunning)
 	}
 	if !running || holder.PID <= 0 {
 		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)

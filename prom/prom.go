@@ -26,9 +26,10 @@
 //
 // A check appears once a probe has run it. Losses and takeovers are counted
 // from what each scrape sees: a holding that begins and is lost between two
-// scrapes is not seen (the PID-file lock's loss makes a GracefulShutdown end
-// the process, and fleet locks hold for far longer than a scrape interval,
-// so in practice nothing is missed). The hook metrics are served as long as
+// scrapes is not seen. That is rare: the PID-file lock's loss makes a
+// GracefulShutdown end the process, and a fleet lock is usually held for
+// far longer than a scrape interval; a loss of a holding that a scrape saw
+// is always counted, even if the lock was released or taken again since. The hook metrics are served as long as
 // the host serves /metrics: an HTTP server stopped by the first hook takes
 // them with it (see the example backend's README).
 package prom

@@ -163,7 +163,7 @@ func TestCollectAndLintFindsNothing(t *testing.T) {
 }
 
 func TestLockHeldAndLost(t *testing.T) {
-	lk, path := acquire(t, instancelock.WithWatchInterval(10*time.Millisecond))
+	lk, path := acquire(t, instancelock.WithWatchInterval(10*time.Millisecond), instancelock.WithRepublish(false))
 	c := New(WithLock("pidfile", lk))
 	mfs := gather(t, c)
 	mustValue(t, mfs, 1, "instancelock_lock_held", "lock", "pidfile")
@@ -173,7 +173,7 @@ func TestLockHeldAndLost(t *testing.T) {
 		t.Error("takeovers reported for the PID-file lock, which is no fleet lock")
 	}
 
-	// rm of the PID file: the watcher reports the loss.
+	// rm of the PID file: without republishing, the watcher reports the loss.
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestLockHeldAndLost(t *testing.T) {
 }
 
 func TestLockLostAndUnlockedBetweenScrapesIsCounted(t *testing.T) {
-	lk, path := acquire(t, instancelock.WithWatchInterval(10*time.Millisecond))
+	lk, path := acquire(t, instancelock.WithWatchInterval(10*time.Millisecond), instancelock.WithRepublish(false))
 	c := New(WithLock("pidfile", lk))
 	mustValue(t, gather(t, c), 0, "instancelock_lock_losses_total", "lock", "pidfile")
 	os.Remove(path)

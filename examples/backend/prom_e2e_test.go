@@ -201,8 +201,9 @@ func (p *promServer) waitValue(q string, want float64) {
 
 // TestE2EPrometheus scrapes the built backend with a real Prometheus and
 // reads the series back through the query API: the lock held and the
-// instance running; then the PID file is replaced by someone's file, the instance loses its
-// lock and drains, and Prometheus records the loss and the stopping state.
+// instance running; then the PID file is replaced by someone's file, the
+// instance loses its lock and drains, and Prometheus records the loss and
+// the stopping state.
 func TestE2EPrometheus(t *testing.T) {
 	dir := t.TempDir()
 	port := freePort(t)
@@ -231,15 +232,23 @@ func TestE2EPrometheus(t *testing.T) {
 	p.waitValue(`instancelock_state{state="running"}`, 0)
 }
 
-// TestE2EPrometheusFleet scrapes a fleet of two backends sharing a Redis
-// lock (a real redis-server) with a real Prometheus: exactly one holds the
-// fleet lock, and Prometheus has its fencing token (the one /api/health
-// reports) and one takeover; the holder SIGKILLed, the other takes over,
-// and Prometheus has the survivor holding with the new, greater token and
-// one takeover of its own.
+// TestE2EPrometheusFleet scrapes a fleet of two backends sharing a fleet
+// lock (on a real PostgreSQL, then on a real Redis) with a real
+// Prometheus: exactly one holds the fleet lock, and Prometheus has its
+// fencing token (the one /api/health reports) and one takeover; the holder
+// SIGKILLed, the other takes over, and Prometheus has the survivor holding
+// with the new, greater token and one takeover of its own.
 func TestE2EPrometheusFleet(t *testing.T) {
-	url := redisURL(t)
-	ms := startFleet(t, 2, "-lock", url, "-lock-ttl", "1s", "-agents", "1")
+	t.Run("postgres", func(t *testing.T) {
+		promFleet(t, "-lock", postgresURL(t))
+	})
+	t.Run("redis", func(t *testing.T) {
+		promFleet(t, "-lock", redisURL(t), "-lock-ttl", "1s")
+	})
+}
+
+func promFleet(t *testing.T, lockFlags ...string) {
+	ms := startFleet(t, 2, append(lockFlags, "-agents", "1")...)
 	targets := make([]string, len(ms))
 	for i, m := range ms {
 		targets[i] = "127.0.0.1:" + strconv.Itoa(m.port)
