@@ -39,7 +39,7 @@ func (l *Locker) claimName() (int, error) {
 		case err != nil:
 			l.log.Warn("the lock's socket is bound, but its owner cannot be identified; relying on the PID file's lock", "err", err)
 			return -1, nil
-		case !l.trustedPeer(p.uid):
+		case !l.trustedPeer(p):
 			l.log.Warn("the lock's socket is bound by another user, which cannot be this lock's holder; ignoring it and relying on the PID file's lock",
 				"uid", p.uid, "pid", p.pid)
 			return -1, nil
@@ -59,8 +59,10 @@ func (l *Locker) peerHolder(p peer) (ProcessLock, bool) {
 		return ProcessLock{}, false // in another PID namespace
 	}
 	file, err := l.Holder()
-	if err == nil && file.PID == p.pid && l.tokenMatches(file) {
-		return file, true
+	if err == nil && file.PID == p.pid {
+		// The file names it: the file describes it (a holder on its way
+		// out is no longer proven, but it is still the same holding).
+		return file, l.tokenMatches(file)
 	}
 	h := ProcessLock{PID: p.pid}
 	if token, at, err := l.procs.Start(p.pid); err == nil {
@@ -158,7 +160,7 @@ func (l *Locker) look() (sighting, error) {
 		return s, foreign
 	}
 	p, err := peerOfName(l.name)
-	if err != nil || !l.trustedPeer(p.uid) {
+	if err != nil || !l.trustedPeer(p) {
 		// Nothing holds the lock; a file that is not a PID file is
 		// someone's, and reported as such.
 		return s, foreign
@@ -178,7 +180,7 @@ func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
 	if l.name == "" {
 		return
 	}
-	if p, err := peerOfName(l.name); err == nil && l.trustedPeer(p.uid) {
+	if p, err := peerOfName(l.name); err == nil && l.trustedPeer(p) {
 		are.Holder, are.Proven = l.peerHolder(p)
 	}
 }

@@ -117,12 +117,15 @@ func peerOfName(name string) (peer, error) {
 	return peer{pid: int(cred.Pid), uid: int(cred.Uid)}, nil
 }
 
-// trustedPeer reports whether a process of uid may be this lock's holder:
-// this process's own user, root, or the owner of the PID file or of its
-// directory. A socket of any other user cannot be our holder (it could not
-// have written the PID file), so it is ignored: another user cannot block
-// the service by binding the name first.
-func (l *Locker) trustedPeer(uid int) bool {
+// trustedPeer reports whether the process p may be this lock's holder:
+// one of this process's own user, of root, or of the owner of the PID file
+// or of its directory. A socket of any other user cannot be our holder (it
+// could not have written the PID file), so it is ignored: another user
+// cannot block the service by binding the name first. (Not even by running
+// this very program and stopping it while it holds the name: the program's
+// path is not trusted, the owner of the files is.)
+func (l *Locker) trustedPeer(p peer) bool {
+	uid := p.uid
 	if uid == os.Geteuid() || uid == 0 {
 		return true
 	}

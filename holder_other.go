@@ -27,7 +27,7 @@ type peer struct{ pid, uid int }
 
 func peerOfName(string) (peer, error) { return peer{}, errors.ErrUnsupported }
 
-func (l *Locker) trustedPeer(int) bool { return false }
+func (l *Locker) trustedPeer(peer) bool { return false }
 
 // flockOwners: no kernel table of lock owners here.
 func flockOwners(fs.FileInfo) ([]int, int, error) { return nil, 0, errors.ErrUnsupported }
