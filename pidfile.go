@@ -787,7 +787,7 @@ func (l *Locker) checkMode(fi fs.FileInfo) error {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		return &fs.PathError{Op: "lock", Path: l.path, Err: errSymlink}
 	case !fi.Mode().IsRegular():
-		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w (mode %v)", errNotRegular, fi.Mode().Type())}
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w (mode %v)", errNotRegular, fi.Mode())}
 	}
 	return nil
 }
