@@ -28,6 +28,7 @@ var foreignSamples = []string{
 	"#!/bin/sh\nexec backend\n",
 	"12345678901234567890\n",
 	"\xef\xbb\xbf12\n",
+	"0", "0\n", "00", "0\x00\x00", // a PID never begins with 0: a counter, not a cut-off PID
 	strings.Repeat(" ", MaxFileSize+1),
 }
 
@@ -39,7 +40,7 @@ var remnantSamples = []string{
 	`{"pid":123,"startedAt":"2026-01-01T00:00:00.000Z","hostname":"web 1`,
 	`{"pid":123,"startedAt":"2026-01-0` + strings.Repeat("\x00", 40),
 	`{"pid":123,"startedAt":"2026-01-01T00:00:00.000Z"}` + "\n\x00\x00",
-	"0", "123\x00\x00\x00", "123\n\x00",
+	"123\x00\x00\x00", "123\n\x00",
 }
 
 func TestClassifyTheListedInputs(t *testing.T) {

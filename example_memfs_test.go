@@ -5,6 +5,7 @@ package instancelock_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -46,7 +47,8 @@ func ExampleMemFS() {
 }
 
 // A PID file whose pid now belongs to another program (the start token
-// differs) is stale: Terminate refuses to signal that stranger.
+// differs) is stale: Terminate refuses to signal that stranger. It
+// signals only a process that holds the lock.
 func ExampleMemProcesses() {
 	m := instancelock.NewMemFS()
 	procs := instancelock.NewMemProcesses()
@@ -59,13 +61,18 @@ func ExampleMemProcesses() {
 	fmt.Println("running:", running)
 	fmt.Println(errors.Is(l.Terminate(nil), instancelock.ErrNotRunning), len(procs.Signals()))
 
-	// Had the process kept its start token, it would be the writer.
+	// Had the process kept its start token, it would be the writer; but
+	// being named in the file is no proof: it must hold the lock too.
 	procs.Add(4242, "boot-1:100", time.Now())
+	fmt.Println(errors.Is(l.Terminate(nil), instancelock.ErrNotRunning), len(procs.Signals()))
+	held, _ := m.OpenFile("/run/app.pid", os.O_RDONLY, 0) // the process takes its lock
+	held.TryLock()
 	_, running, _ = l.Running()
 	fmt.Println("running:", running)
 	fmt.Println(l.Terminate(nil), procs.Signals()[0].PID)
 	// Output:
 	// running: false
+	// true 0
 	// true 0
 	// running: true
 	// <nil> 4242

@@ -383,9 +383,10 @@ func classify(data []byte) (ProcessLock, contentKind) {
 }
 
 // legacyPrefix reports whether t is a cut-off legacy PID: decimal digits
-// only, no more than a PID can have.
+// only, no more than a PID can have, not beginning with 0 (no PID file this package writes
+// does, so "0" or "00" is someone's counter, not a cut-off PID).
 func legacyPrefix(t []byte) bool {
-	if len(bytes.TrimLeft(t, "0")) > 10 {
+	if len(t) == 0 || t[0] == '0' || len(t) > 10 {
 		return false
 	}
 	for _, c := range t {

@@ -462,3 +462,97 @@ func TestSquatterCannotKeepTheServiceDown(t *testing.T) {
 	require.NoError(t, l.TryLock())
 	require.NoError(t, l.Unlock())
 }
+
+type notASyscallSignal struct{}
+
+func (notASyscallSignal) String() string { return "not a syscall signal" }
+func (notASyscallSignal) Signal()        {}
+
+// signalPinned proves before it signals, and signals through a pidfd.
+func TestSignalPinned(t *testing.T) {
+	sleeper := exec.Command("sleep", "300")
+	require.NoError(t, sleeper.Start())
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	pid := sleeper.Process.Pid
+	refused := errors.New("not proven")
+	assert.ErrorIs(t, signalPinned(pid, syscall.SIGTERM, func() error { return refused }), refused)
+	assert.Error(t, signalPinned(pid, notASyscallSignal{}, func() error { return nil }))
+	alive, _ := OSProcesses{}.Alive(pid)
+	require.True(t, alive, "nothing was sent")
+	assert.ErrorIs(t, signalPinned(deadPID(t), syscall.SIGTERM, func() error { return nil }), ErrNoProcess)
+	require.NoError(t, signalPinned(pid, syscall.SIGKILL, func() error { return nil }))
+	sleeper.Wait()
+	assert.Equal(t, syscall.SIGKILL, sleeper.ProcessState.Sys().(syscall.WaitStatus).Signal())
+}
+
+// The proof's helpers on inputs that prove nothing.
+func TestProofEdges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.pid")
+	l, err := New(path)
+	require.NoError(t, err)
+	assert.False(t, l.tokenMatches(ProcessLock{PID: 0}))
+	h, proven := l.peerHolder(peer{pid: 0, uid: 0})
+	assert.False(t, proven, "a pid of another PID namespace proves nothing")
+	assert.Zero(t, h.PID)
+	_, _, err = flockOwners(fakeInfo{})
+	assert.ErrorIs(t, err, errors.ErrUnsupported)
+
+	// A name the kernel refuses: the lock rests on the file alone.
+	l.name = "@" + strings.Repeat("n", 200)
+	require.NoError(t, l.TryLock())
+	require.NoError(t, l.Unlock())
+
+	// Terminate on a path that cannot be looked at says why.
+	require.NoError(t, os.Mkdir(filepath.Join(filepath.Dir(path), "d.pid"), 0o755))
+	ld, err := New(filepath.Join(filepath.Dir(path), "d.pid"))
+	require.NoError(t, err)
+	assert.ErrorContains(t, ld.Terminate(nil), "terminate")
+
+	// A process table that cannot probe: nothing looks stale, nothing is
+	// proven.
+	procs := NewMemProcesses()
+	procs.Fail("alive", 77, errors.New("probe failed"))
+	lm, err := New(path, WithProcessTable(procs))
+	require.NoError(t, err)
+	assert.False(t, lm.staleLooking(ProcessLock{PID: 77}))
+	assert.False(t, lm.tokenMatches(ProcessLock{PID: 77}))
+}
+
+type fakeInfo struct{ fs.FileInfo }
+
+func (fakeInfo) Sys() any { return nil }
+
+// Squatting in the in-place layout (root-owned directory, PID file
+// prepared for the service user): another unprivileged user's shared
+// flock on the file does not keep the service down after its holder dies.
+func TestSquatterInPlaceLayout(t *testing.T) {
+	requireRoot(t, "setpriv", "flock")
+	dir := filepath.Join(sharedDir(t), "run-app")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	path := filepath.Join(dir, "app.pid")
+	require.NoError(t, os.WriteFile(path, nil, 0o644))
+	require.NoError(t, os.Chown(path, 65534, 65534))
+
+	first := asNobody(t, "layout-lock", "PIDFILE="+path)
+	_, out := proctest.Start(t, first)
+	require.Equal(t, "locked", out.Next(20*time.Second))
+	// The squatter is another user (daemon, uid 1) who can read the file.
+	sq := exec.Command("setpriv", "--reuid=1", "--regid=1", "--clear-groups", "sh", "-c",
+		`exec 3<"$1"; flock -s 3; echo squatting; exec sleep 600`, "sh", path)
+	sqOut := proctest.NewLines(t, sq)
+	require.NoError(t, sq.Start())
+	t.Cleanup(func() { sq.Process.Kill(); sq.Wait() })
+	require.NoError(t, first.Process.Kill())
+	first.Wait()
+	require.Equal(t, "squatting", sqOut.Next(20*time.Second))
+
+	second := asNobody(t, "layout-lock", "PIDFILE="+path)
+	_, out2 := proctest.Start(t, second)
+	require.Equal(t, "locked", out2.Next(20*time.Second), "the squatter kept the service down")
+	h, err := ParseProcessLock(mustReadFile(t, path))
+	require.NoError(t, err)
+	assert.Equal(t, second.Process.Pid, h.PID)
+	// A third start is refused while the second lives.
+	_, out3 := proctest.Start(t, asNobody(t, "layout-lock", "PIDFILE="+path))
+	assert.Contains(t, out3.Next(20*time.Second), "already running")
+}

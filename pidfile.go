@@ -1,6 +1,7 @@
 package instancelock
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,8 +180,11 @@ func WithFS(fsys FS) Option { return func(c *config) { c.fsys = fsys } }
 func WithProcessTable(p ProcessTable) Option { return func(c *config) { c.procs = p } }
 
 // WithWatchInterval sets how often a held lock checks that its PID file is
-// still in place (default DefaultWatchInterval). 0 or less turns the check
-// off.
+// still in place (default DefaultWatchInterval). On Linux an inotify watch
+// also runs the check at once when the file or its directory is removed,
+// moved or replaced. 0 or less turns both off (the file is then neither
+// re-published nor reported lost); on Linux a second instance of the host
+// is still refused while the holder lives.
 func WithWatchInterval(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
@@ -199,7 +204,10 @@ func WithWatchInterval(d time.Duration) Option {
 // then needs. On Linux no other process of the host can take the lock in
 // between (see docs/design.md); elsewhere another instance may start in
 // the moment before the file is noticed gone, and the holder then reports
-// the loss.
+// the loss. A symbolic link on the path that now leads to another
+// directory counts as a removal: the holder re-publishes where the path
+// now leads (on Linux, taking that real path's name first), or, with
+// false, reports the loss.
 func WithRepublish(on bool) Option { return func(c *config) { c.keep = &on } }
 
 // FromEnv makes New read the environment: PID_FILE_PATH overrides the path
@@ -214,7 +222,11 @@ func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
 // While held, the PID file contains this process's ProcessLock and is
 // locked by the kernel (flock on Unix, LockFileEx on Windows) through an
 // open file that is closed on exec, so the lock dies with the process and
-// is never inherited by children.
+// is never inherited by children. On Linux the Locker also holds a name in
+// the abstract Unix-socket namespace derived from the file's path, which
+// no rm or mv can touch: while the holder lives no other process of the
+// host acquires the lock, whatever happened to the file or its directory
+// (see docs/design.md).
 type Locker struct {
 	path      string
 	fsys      FS
@@ -232,6 +244,9 @@ type Locker struct {
 	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
+	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
+	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
+	pid       int     // os.Getpid(), read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
 	swept     bool    // temporary files left by crashes were looked for; guarded by mu
 	tookOver  bool    // the last attempt replaced a stale file; guarded by mu
@@ -256,11 +271,11 @@ type tenure struct {
 	tmp     string // a temporary name that could not be removed, retried at Unlock
 	inPlace bool   // written in place on Unix: the directory may not let us remove it
 
-	sock    int      // the listening socket of the lock's name, -1 for none
-	watched bool     // registered with the inotify watcher (watchHeld)
-	armed   bool     // arm ran
-	wds     [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
-	data    []byte   // the published content, for re-publishing
+	heldNames          // the lock's names (Linux)
+	watched   bool     // registered with the inotify watcher (watchHeld)
+	armed     bool     // arm ran
+	wds       [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
+	data      []byte   // the published content, for re-publishing
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). A
@@ -367,10 +382,9 @@ func (l *Locker) Info() (ProcessLock, bool) {
 	return l.t.info, true
 }
 
-// Err returns nil while the lock is held and its PID file is in place,
-// ErrNotHeld when the Locker does not hold the lock, and an error matching
-// ErrLockLost once the watcher found the file removed or replaced. It is a
-// single atomic load.
+// Err returns nil while the lock is held, ErrNotHeld when the Locker does
+// not hold the lock, and an error matching ErrLockLost once the lock was
+// lost (see Lost). It is a single atomic load.
 func (l *Locker) Err() error {
 	t := l.last.Load()
 	if t == nil {
@@ -384,10 +398,12 @@ func (l *Locker) Err() error {
 
 // Lost returns a channel that is closed when the held lock is lost: its
 // PID file was removed or replaced by something else (a temp cleaner,
-// rm -rf data/). A second instance could then start, so the host should
-// shut down (GracefulShutdown does when given the Locker). The channel
-// belongs to the current holding; it is nil when the lock is not held, and
-// it is not closed by Unlock.
+// rm -rf data/) and could not be re-published (WithRepublish(false), or
+// another process holds the file now at the path, or it is someone's
+// file). Another instance may then run, so the host should shut down
+// (GracefulShutdown does when given the Locker). The channel belongs to
+// the current holding; it is nil when the lock is not held, and it is not
+// closed by Unlock.
 func (l *Locker) Lost() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -478,8 +494,11 @@ func (l *Locker) tryLock() error {
 			return err
 		}
 	}
+	if l.pid == 0 {
+		l.pid = os.Getpid()
+	}
 	info := ProcessLock{
-		PID:        os.Getpid(),
+		PID:        l.pid,
 		StartedAt:  time.Now().UTC().Truncate(time.Millisecond),
 		Port:       l.port,
 		GoVersion:  goVersion,
@@ -492,27 +511,26 @@ func (l *Locker) tryLock() error {
 		l.selfToken = &token
 	}
 	info.StartToken = *l.selfToken
-	data, err := info.MarshalJSON()
+	data, err := l.content(info)
 	if err != nil {
 		return err
 	}
-	data = append(data, '\n')
-	sock := -1
+	names := heldNames{sock: -1, rsock: -1}
 	if l.name != "" {
-		// The name first: while another process of this host holds it,
+		// The names first: while another process of this host holds one,
 		// nothing else is tried (see holder.go).
-		if sock, err = l.claimName(); err != nil {
+		if names, err = l.claimNames(); err != nil {
 			return err
 		}
-		l.nameHeld.Store(sock >= 0)
+		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
 	}
 	f, inPlace, err := l.publish(data)
 	if err != nil {
-		closeName(sock)
+		names.close()
 		return err
 	}
-	l.hold(f, info, inPlace && l.byRename, data, sock)
+	l.hold(f, info, inPlace && l.byRename, data, names)
 	if !inPlace && (!l.swept || l.tookOver) {
 		l.sweepTemps()
 	}
@@ -573,6 +591,37 @@ func (l *Locker) publish(data []byte) (File, bool, error) {
 // testHookBeforePublish, when set by a test, runs between the creation of
 // a temporary file and its publication.
 var testHookBeforePublish func(tmp string)
+
+// stampSentinel stands for the start time in a Locker's content template.
+var stampSentinel = time.Date(2000, 1, 2, 3, 4, 5, 6e6, time.UTC)
+
+// content returns the PID file's content for info. Only StartedAt changes
+// from one acquisition to the next, so the JSON is made once per Locker
+// with a placeholder time, and each acquisition copies it with the time
+// written over the placeholder (RFC 3339 in UTC with milliseconds has a
+// fixed width): the same bytes MarshalJSON gives, without its cost.
+func (l *Locker) content(info ProcessLock) ([]byte, error) {
+	stamp := info.StartedAt.UTC().Format(timeLayout)
+	if l.tmpl == nil {
+		t := info
+		t.StartedAt = stampSentinel
+		b, err := t.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		l.tmpl, l.tmplAt = append(b, '\n'), -1
+		if s := []byte(stampSentinel.Format(timeLayout)); bytes.Count(b, s) == 1 {
+			l.tmplAt = bytes.Index(b, s)
+		}
+	}
+	if l.tmplAt < 0 || len(stamp) != len(stampSentinel.Format(timeLayout)) {
+		b, err := info.MarshalJSON()
+		return append(b, '\n'), err
+	}
+	data := slices.Clone(l.tmpl)
+	copy(data[l.tmplAt:], stamp)
+	return data, nil
+}
 
 // errRetry: the file changed under us; try again.
 var errRetry = errors.New("retry")
@@ -738,7 +787,7 @@ func (l *Locker) checkMode(fi fs.FileInfo) error {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		return &fs.PathError{Op: "lock", Path: l.path, Err: errSymlink}
 	case !fi.Mode().IsRegular():
-		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w (mode %v)", errNotRegular, fi.Mode().Type())}
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w (mode %v)", errNotRegular, fi.Mode())}
 	}
 	return nil
 }
@@ -1096,16 +1145,18 @@ const armAfter = 10 * time.Millisecond
 // the file every interval and, on Linux, an inotify watch of the file and
 // its directory that runs the same check at once on any event that may
 // concern the file (see holdwatch_linux.go), armed armAfter after the
-// acquisition. sock is the listening socket of the lock's name (-1 for
-// none); the watcher also drains its connections.
-func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock int) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, sock: sock, wds: [2]int32{-1, -1}, data: data}
+// acquisition. names are the lock's names held (Linux); the watcher also
+// drains their sockets' connections.
+func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, names heldNames) {
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
-	l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", names.sock >= 0, "realPathSocket", names.rsock >= 0)
+	}
 	first := l.watch
-	if l.kernel || sock >= 0 {
+	if l.kernel || names.sock >= 0 || names.rsock >= 0 {
 		if first <= 0 || first > armAfter {
 			first = armAfter
 		}
@@ -1121,14 +1172,14 @@ func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock 
 // caller holds t.wmu.
 func (l *Locker) arm(t *tenure) {
 	t.armed = true
-	if !l.kernel && t.sock < 0 {
+	if !l.kernel && t.sock < 0 && t.rsock < 0 {
 		return
 	}
 	path := ""
 	if l.watch > 0 {
 		path = l.path
 	}
-	err := watchHeld(t, l.dir(), path, t.sock, t.poke(l))
+	err := watchHeld(t, l.dir(), path, t.poke(l))
 	if err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
 	}
@@ -1182,18 +1233,47 @@ func (l *Locker) watchFile(t *tenure) {
 }
 
 // republish puts the tenure's PID file back at the path, with the same
-// content, by the same protocol as TryLock. It fails when another process
-// holds the file now at the path. The caller holds t.wmu.
+// content, by the same protocol as TryLock. When the path now leads to
+// another real file (a symbolic link on it was swapped), it first takes
+// that file's name (and fails when another holder has it), and afterwards
+// gives back the old one and removes its old file. It fails when another
+// process holds the file now at the path. The caller holds t.wmu.
 func (l *Locker) republish(t *tenure) error {
 	if t.sock >= 0 {
 		l.nameHeld.Store(true)
 		defer l.nameHeld.Store(false)
 	}
+	moved := false
+	rsock := -1
+	rname, rdir := "", ""
+	if t.rname != "" {
+		if rname, rdir = resolvedLockName(l.path); rname != t.rname {
+			moved = true
+			if rname != l.name {
+				var err error
+				if rsock, err = l.claimName(rname); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	f, inPlace, err := l.publish(t.data)
 	if err != nil {
+		closeName(rsock)
 		return err
 	}
 	old := t.f
+	if moved {
+		// The old file, at the old real path, is ours: remove it (a file
+		// written in place is left: the directory may not let us).
+		oldPath := filepath.Join(t.rdir, filepath.Base(l.path))
+		if !t.inPlace && l.checkAt(t, oldPath, true) == nil {
+			l.fsys.Remove(oldPath)
+		}
+		rewatchSock(t, t.rsock, rsock)
+		closeName(t.rsock)
+		t.rsock, t.rname, t.rdir = rsock, rname, rdir
+	}
 	t.f, t.inPlace = f, inPlace && l.byRename
 	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
 	if l.watch > 0 {
@@ -1214,10 +1294,21 @@ func (t *tenure) stopWatch() {
 }
 
 // check returns an error matching ErrLockLost if the file at the path is no
-// longer the one t holds. When it cannot tell (a stat fails), it returns
-// nil unless strict, when it returns the failure: Unlock removes the path
-// only when it is sure the file there is its own.
+// longer the one t holds, or (Linux) the path now leads to another real
+// directory (a symbolic link on it was swapped). When it cannot tell (a
+// stat fails), it returns nil unless strict, when it returns the failure:
+// Unlock removes the path only when it is sure the file there is its own.
 func (l *Locker) check(t *tenure, strict bool) error {
+	if t.rname != "" {
+		if rname, rdir := resolvedLockName(l.path); rname != t.rname {
+			return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the path now leads to directory %s, not %s (a symbolic link on it was changed)", ErrLockLost, rdir, t.rdir)}
+		}
+	}
+	return l.checkAt(t, l.path, strict)
+}
+
+// checkAt is check of the file at path only.
+func (l *Locker) checkAt(t *tenure, path string, strict bool) error {
 	mine, err := t.f.Stat()
 	if err != nil {
 		if strict {
@@ -1225,17 +1316,17 @@ func (l *Locker) check(t *tenure, strict bool) error {
 		}
 		return nil // cannot tell; try again next time
 	}
-	now, err := l.fsys.Lstat(l.path)
+	now, err := l.fsys.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the PID file was removed", ErrLockLost)}
+		return &fs.PathError{Op: "watch", Path: path, Err: fmt.Errorf("%w: the PID file was removed", ErrLockLost)}
 	case err != nil:
 		if strict {
 			return err
 		}
 		return nil
 	case !l.fsys.SameFile(mine, now):
-		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the PID file was replaced", ErrLockLost)}
+		return &fs.PathError{Op: "watch", Path: path, Err: fmt.Errorf("%w: the PID file was replaced", ErrLockLost)}
 	}
 	return nil
 }
@@ -1255,17 +1346,25 @@ func (l *Locker) Unlock() error {
 	t.stopWatch()
 	l.t = nil
 	if t.watched {
-		unwatchHeld(t, t.sock)
+		unwatchHeld(t)
 	}
-	// The name first: a waiter woken by the file's removal below must
-	// find it free.
-	closeName(t.sock)
+	// The names first: a waiter woken by the file's removal below must
+	// find them free.
+	t.heldNames.close()
 	var err error
 	if t.tmp != "" {
 		// The temporary name could not be removed at acquisition.
 		l.fsys.Remove(t.tmp)
 	}
-	cerr := l.check(t, true)
+	// The file held is at the path, or, if a symbolic link on the path
+	// was changed since, at the real path it was reached by.
+	path := l.path
+	if t.rname != "" {
+		if rname, _ := resolvedLockName(l.path); rname != t.rname {
+			path = filepath.Join(t.rdir, filepath.Base(l.path))
+		}
+	}
+	cerr := l.checkAt(t, path, true)
 	switch {
 	case cerr != nil:
 		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", cerr)
@@ -1277,7 +1376,7 @@ func (l *Locker) Unlock() error {
 		// Written in place in a directory that does not let us remove
 		// it: empty it instead, so that it is judged stale at once even
 		// while this process lives on.
-		if rerr := l.fsys.Remove(l.path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
+		if rerr := l.fsys.Remove(path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
 			l.log.Debug("PID file left in place, emptied", "err", rerr)
 			if terr := t.f.Truncate(0); terr != nil {
 				err = fmt.Errorf("instancelock: emptying %s: %w", l.path, terr)
@@ -1293,7 +1392,7 @@ func (l *Locker) Unlock() error {
 		// contender opens the file in between, its open handle makes the
 		// removal fail and the file is left to it.
 		err = t.f.Close()
-		if rerr := l.fsys.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		if rerr := l.fsys.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			l.log.Debug("PID file left in place", "err", rerr)
 		}
 	}
@@ -1354,8 +1453,13 @@ func (l *Locker) openForRead() (File, error) {
 // Running reports whether a live process holds the lock, with its
 // ProcessLock. A PID file left by a dead process, or a crash remnant, is
 // reported as not running (and left in place: see CleanStale); a foreign
-// file that no process locks is an error matching ErrForeignFile. This Locker's own holding
-// counts as running.
+// file that no process locks is an error matching ErrForeignFile. This
+// Locker's own holding counts as running. On Linux the kernel says who
+// holds (/proc/locks, the lock's socket): a file naming a live process
+// that does not hold the lock is not running, and a holder whose file was
+// removed is running (its ProcessLock then has the pid and start time the
+// kernel gives). Running takes no lock on Linux; elsewhere it takes a
+// shared lock for an instant.
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
 		return info, true, nil
@@ -1392,6 +1496,18 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 		return ProcessLock{}, false, err
 	}
 	return holder, !stale, nil
+}
+
+// lockedNow reports whether some open file holds the lock of the file at
+// the path (a shared lock taken for an instant and dropped). For
+// platforms without /proc/locks.
+func (l *Locker) lockedNow() bool {
+	f, err := l.openForRead()
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(f.TryRLock(), ErrWouldBlock)
 }
 
 // CleanStale removes the PID file if it is stale (see TryLock), and
@@ -1473,10 +1589,15 @@ func (l *Locker) CleanStale() (bool, error) {
 }
 
 // Terminate sends sig (nil means SIGTERM; os.Kill on Windows) to the process
-// that holds the lock. It refuses with an error matching ErrNotRunning when
-// no live process holds it — which includes a PID file naming a pid that
-// now belongs to another process — so it never signals a stranger. It
-// does not wait for the process to exit.
+// that holds the lock, only when it is proven to hold it: on Linux the
+// kernel names it (/proc/locks or SO_PEERCRED on the lock's socket), its
+// start token matches the file's, and the signal goes through a pidfd;
+// elsewhere the file's lock is held, its pid alive and its start token
+// matching. It refuses with an error matching ErrNotRunning when no live
+// process holds the lock — which includes a PID file naming a live process
+// that does not hold it ("pid N is alive but does not hold the lock") and
+// a pid that now belongs to another process — so it never signals a
+// stranger. It does not wait for the process to exit.
 func (l *Locker) Terminate(sig os.Signal) error {
 	if sig == nil {
 		sig = defaultSignal
@@ -1487,9 +1608,15 @@ func (l *Locker) Terminate(sig os.Signal) error {
 		}
 		return l.terminateProven(sig)
 	}
+	// Without a kernel table of lock owners: the file's lock must be held
+	// (a file naming a live process is not enough), its pid alive, and its
+	// start token, where the platform has one, the live process's.
 	holder, running, err := l.Running()
 	if err != nil {
 		return err
+	}
+	if running && holder.PID > 0 && !l.lockedNow() {
+		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, holder.PID, ErrNotRunning)
 	}
 	if !running || holder.PID <= 0 {
 		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)

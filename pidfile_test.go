@@ -558,7 +558,7 @@ func TestBadPathsFailClearly(t *testing.T) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "x.pid")
 		require.NoError(t, os.Mkdir(path, 0o755))
-		assertRefused(t, path, "not a regular file")
+		assertRefused(t, path, "not a regular file (mode drwxr-xr-x)")
 		assertDirHas(t, dir, "x.pid")
 	})
 	t.Run("fifo", func(t *testing.T) {

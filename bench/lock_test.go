@@ -33,7 +33,9 @@ const (
 
 func TestMain(m *testing.M) {
 	proctest.RunHelper(helperEnv, helpers)
-	os.Exit(m.Run())
+	code := m.Run()
+	stopFleetServers()
+	os.Exit(code)
 }
 
 // helperCmd returns a command that runs helpers[name] in a child process

@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,7 +181,6 @@ type Locker struct {
 	timeout   time.Duration
 	log       *slog.Logger
 	id        string
-	scope     string
 
 	acq        sync.Mutex // serialises acquisitions
 	mu         sync.Mutex // serialises setting the tenure and Unlock
@@ -251,7 +251,7 @@ func New(connString, name string, opts ...Option) (*Locker, error) {
 		name: name, desc: fmt.Sprintf("postgres lock %q", name),
 		key: key, classID: int64(uint64(key) >> 32), objID: int64(uint64(key) & 0xffffffff),
 		cfg: cfg, port: c.port, keepAlive: c.keepAlive, timeout: c.timeout,
-		log: c.logger.With("lock", name), id: uuid.NewString(), scope: processScope(),
+		log: c.logger.With("lock", name), id: uuid.NewString(),
 	}, nil
 }
 
@@ -349,7 +349,7 @@ func (l *Locker) TryLock() error {
 	defer l.acq.Unlock()
 	var c *conn
 	defer func() { l.closeLock(c) }()
-	return l.attempt(context.Background(), &c, false, true)
+	return l.attempt(context.Background(), &c, false, true, instancelock.ProcessLock{})
 }
 
 // Lock acquires the lock, waiting while another session holds it, until
@@ -377,13 +377,14 @@ func (l *Locker) Lock(ctx context.Context) error {
 	defer func() { l.closeLock(c) }()
 	var last error
 	delay := retryMin
-	wait := false // block in pg_advisory_lock (after a first try named the holder)
+	wait := false                     // block in pg_advisory_lock (after a first try named the holder)
+	var seen instancelock.ProcessLock // the holder the first try named
 	for {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if wait {
 			actx, cancel = context.WithTimeout(ctx, blockFor)
 		}
-		err := l.attempt(actx, &c, wait, false)
+		err := l.attempt(actx, &c, wait, false, seen)
 		blockEnded := wait && actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
@@ -398,7 +399,7 @@ func (l *Locker) Lock(ctx context.Context) error {
 		var are *instancelock.AlreadyRunningError
 		switch {
 		case errors.As(err, &are):
-			last, wait, delay = err, true, retryMin
+			last, wait, delay, seen = err, true, retryMin, are.Holder
 			continue
 		case blockEnded:
 			continue // blockFor passed: wait again on a new connection
@@ -479,10 +480,7 @@ func (l *Locker) Unlock() error {
 	var err error
 	if t.err.Load() == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-		_, err = t.conn.Exec(ctx, sqlRelease, l.name, int64(t.epoch))
-		if err == nil {
-			_, err = t.conn.Exec(ctx, sqlUnlock, l.key)
-		}
+		err = l.release(ctx, t)
 		cancel()
 		e := instancelock.ErrNotHeld
 		t.err.CompareAndSwap(nil, &e)
@@ -493,6 +491,30 @@ func (l *Locker) Unlock() error {
 	}
 	l.log.Debug("lock released", "epoch", t.epoch)
 	return nil
+}
+
+// release marks t's row released and then unlocks, in one round trip: the
+// two statements are pipelined, each in its own transaction (a Sync after
+// each), so the row is committed before the lock is free and the next
+// holder reads it released.
+func (l *Locker) release(ctx context.Context, t *tenure) error {
+	p := t.conn.PgConn().StartPipeline(ctx)
+	p.SendQueryParams(sqlRelease, [][]byte{[]byte(l.name), []byte(strconv.FormatUint(t.epoch, 10))}, nil, nil, nil)
+	p.SendPipelineSync()
+	p.SendQueryParams(sqlUnlock, [][]byte{[]byte(strconv.FormatInt(l.key, 10))}, nil, nil, nil)
+	p.SendPipelineSync()
+	err := p.Flush()
+	for syncs := 0; err == nil && syncs < 2; {
+		var res any
+		res, err = p.GetResults()
+		switch r := res.(type) {
+		case *pgconn.ResultReader:
+			_, err = r.Close()
+		case *pgconn.PipelineSync:
+			syncs++
+		}
+	}
+	return errors.Join(err, p.Close())
 }
 
 // Holder returns the ProcessLock of the current holder, read from its

@@ -147,6 +147,9 @@ func TestLifecycle(t *testing.T) {
 	}
 	_, err = b.Holder()
 	require.ErrorIs(t, err, instancelock.ErrNotRunning, "the row is left, but nobody holds the lock")
+	var released bool
+	require.NoError(t, admin(t).QueryRow(context.Background(), "SELECT released FROM "+Table+" WHERE name = $1", name).Scan(&released))
+	require.True(t, released, "Unlock marks the row released, so the next holder does not wait")
 
 	require.NoError(t, b.TryLock(), "released: the contender gets it at once")
 	tokB, ok := b.FencingToken()

@@ -71,21 +71,40 @@ const (
 		holder       jsonb NOT NULL,
 		backend_pid  integer NOT NULL,
 		keepalive_ms bigint NOT NULL,
-		scope        text NOT NULL,
 		released     boolean NOT NULL,
 		settle_ms    bigint NOT NULL,
 		settled      boolean NOT NULL,
 		updated_at   timestamptz NOT NULL)`
-	sqlPrevious = `SELECT holder::text, keepalive_ms, scope, released, settle_ms, settled FROM ` + Table + ` WHERE name = $1`
-	// sqlAcquire publishes the new holder with the hand-over wait it does
-	// (settle_ms) and whether that wait is over (settled).
-	sqlAcquire = `INSERT INTO ` + Table + ` AS h
-		(name, key, epoch, holder, backend_pid, keepalive_ms, scope, released, settle_ms, settled, updated_at)
-		VALUES ($1, $2::bigint, 1, $3::jsonb, pg_backend_pid(), $4::bigint, $5, false, $6::bigint, $6::bigint = 0, now())
-		ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key, epoch = h.epoch + 1, holder = EXCLUDED.holder,
-			backend_pid = EXCLUDED.backend_pid, keepalive_ms = EXCLUDED.keepalive_ms, scope = EXCLUDED.scope,
-			released = false, settle_ms = EXCLUDED.settle_ms, settled = EXCLUDED.settled, updated_at = now()
-		RETURNING epoch`
+	// sqlPublish runs right after the lock was taken, in one round trip:
+	// the check that the lock is held by this session (server process $9,
+	// our holder marker $6) — the pooler check of "the next statement" —,
+	// the previous holder's row, and, only if the check passed, the new
+	// holder's row with the next epoch and the hand-over wait it does
+	// (settle_ms, capped at $5): none after a release; else the previous
+	// holder's keep-alive interval, unless it is $10 (a holder the waiter
+	// saw and found gone) or $11 (this Locker); at least what the previous
+	// holder had left of its own wait when it went (settled false).
+	sqlPublish = `WITH chk AS (
+			SELECT pg_backend_pid() AS pid,
+				current_setting('instancelock.holder', true) IS NOT DISTINCT FROM $6 AS marked,
+				EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+					AND classid = $7::bigint::oid AND objid = $8::bigint::oid AND objsubid = 1 AND granted) AS held),
+		prev AS (SELECT holder::text AS holder, keepalive_ms, released, settle_ms, settled FROM ` + Table + ` WHERE name = $1),
+		wait AS (SELECT least($5::bigint, CASE
+				WHEN p.released IS NULL OR p.released THEN 0
+				WHEN (p.holder::jsonb ->> 'instanceId') IN ($10, $11) THEN CASE WHEN p.settled THEN 0 ELSE p.settle_ms END
+				ELSE greatest(p.keepalive_ms, CASE WHEN p.settled THEN 0 ELSE p.settle_ms END) END) AS ms
+			FROM (SELECT 1) AS one LEFT JOIN prev p ON true),
+		ins AS (INSERT INTO ` + Table + ` AS h
+			(name, key, epoch, holder, backend_pid, keepalive_ms, released, settle_ms, settled, updated_at)
+			SELECT $1, $2::bigint, 1, $3::jsonb, pg_backend_pid(), $4::bigint, false, w.ms, w.ms = 0, now()
+			FROM chk, wait w WHERE chk.pid = $9 AND chk.marked AND chk.held
+			ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key, epoch = h.epoch + 1, holder = EXCLUDED.holder,
+				backend_pid = EXCLUDED.backend_pid, keepalive_ms = EXCLUDED.keepalive_ms,
+				released = false, settle_ms = EXCLUDED.settle_ms, settled = EXCLUDED.settled, updated_at = now()
+			RETURNING epoch, settle_ms)
+		SELECT chk.pid, chk.marked, chk.held, p.holder, p.keepalive_ms, p.released, p.settle_ms, p.settled, i.epoch, i.settle_ms
+		FROM chk LEFT JOIN prev p ON true LEFT JOIN ins i ON true`
 	sqlSettled = `UPDATE ` + Table + ` SET settled = true, updated_at = now()
 		WHERE name = $1 AND epoch = $2::bigint AND backend_pid = pg_backend_pid()`
 	sqlRelease = `UPDATE ` + Table + ` SET released = true, updated_at = now()
@@ -216,7 +235,7 @@ func (l *Locker) row(ctx context.Context, c *pgx.Conn, sql string, args []any, d
 // for the next try. On any other error *cp is closed and nil. retry makes
 // it look again, shortly, at a holder that has not published its metadata
 // yet (TryLock wants to name it).
-func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool) error {
+func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool, seen instancelock.ProcessLock) error {
 	if *cp == nil {
 		c, err := l.connectLock(ctx)
 		if err != nil {
@@ -273,19 +292,47 @@ func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool) error
 		return are
 	}
 	// The lock must be visible, on the same server session, to the next
-	// statement.
+	// statement, which also publishes the holder.
+	if err := l.ensureTable(ctx, c.Conn); err != nil {
+		return fail(err)
+	}
+	info, err := l.self()
+	if err != nil {
+		return fail(err)
+	}
+	data, err := info.MarshalJSON()
+	if err != nil {
+		return fail(err)
+	}
+	gone := ""
+	if seen.InstanceID != "" && seen.PIDSpace != "" && seen.Local() && processGone(seen) {
+		gone = seen.InstanceID
+	}
 	checked := time.Now()
-	if err := l.verify(ctx, c, pid); err != nil {
+	var pid2 int32
+	var marked, held bool
+	var prev previous
+	var epoch, rowWait *int64
+	err = l.row(ctx, c.Conn, sqlPublish, []any{l.name, l.key, string(data), l.keepAlive.Milliseconds(), maxSettle.Milliseconds(),
+		c.id, l.classID, l.objID, pid, gone, l.id},
+		&pid2, &marked, &held, &prev.holder, &prev.keepAliveMS, &prev.released, &prev.settleMS, &prev.settled, &epoch, &rowWait)
+	if err != nil {
+		return fail(fmt.Errorf("pglock: %s: publishing the holder: %w", l.desc, err))
+	}
+	if err := l.checkHeld(ctx, c, pid, pid2, marked, held); err != nil {
 		return fail(err)
 	}
-	info, err := instancelock.Current(l.port)
-	if err != nil {
-		return fail(err)
+	if epoch == nil || rowWait == nil {
+		return fail(fmt.Errorf("pglock: %s: publishing the holder: no row written", l.desc))
 	}
-	info.InstanceID = l.id
-	epoch, settle, err := l.publish(ctx, c.Conn, info)
-	if err != nil {
-		return fail(err)
+	settle := l.handoverWait(prev)
+	if settle == 0 && *rowWait > 0 {
+		// The row says wait (the previous holder was not the one seen
+		// while waiting), but its process is visibly gone: record that
+		// nothing is left to wait for.
+		if _, err := c.Exec(ctx, sqlSettled, l.name, *epoch); err != nil {
+			return fail(fmt.Errorf("pglock: %s: recording the end of the hand-over wait: %w", l.desc, err))
+		}
 	}
 	if settle > 0 {
 		l.log.Info("took over from a holder that did not release the lock; waiting until it has noticed", "wait", settle)
@@ -300,11 +347,11 @@ func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool) error
 		if err := l.verify(ctx, c, pid); err != nil {
 			return fail(fmt.Errorf("pglock: %s: lost while waiting for the previous holder: %w", l.desc, err))
 		}
-		if _, err := c.Exec(ctx, sqlSettled, l.name, int64(epoch)); err != nil {
+		if _, err := c.Exec(ctx, sqlSettled, l.name, *epoch); err != nil {
 			return fail(fmt.Errorf("pglock: %s: recording the end of the hand-over wait: %w", l.desc, err))
 		}
 	}
-	t := &tenure{conn: c, info: info, epoch: epoch, pid: int(pid),
+	t := &tenure{conn: c, info: info, epoch: uint64(*epoch), pid: int(pid),
 		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	t.valid.Store(l.validUntil(checked))
 	*cp = nil
@@ -313,7 +360,7 @@ func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool) error
 	l.cur.Store(t)
 	l.last.Store(t)
 	l.mu.Unlock()
-	l.log.Debug("lock acquired", "epoch", epoch, "backend", pid)
+	l.log.Debug("lock acquired", "epoch", *epoch, "backend", pid)
 	go l.keepAliveLoop(t)
 	return nil
 }
@@ -326,6 +373,12 @@ func (l *Locker) verify(ctx context.Context, c *conn, pid int32) error {
 	if err := l.row(ctx, c.Conn, sqlCheck, []any{l.classID, l.objID, c.id}, &pid2, &marked, &held); err != nil {
 		return fmt.Errorf("pglock: %s: checking the lock: %w", l.desc, err)
 	}
+	return l.checkHeld(ctx, c, pid, pid2, marked, held)
+}
+
+// checkHeld judges a check's answer: the statement ran on server process
+// pid2, which carries our holder marker (marked) and holds the lock (held).
+func (l *Locker) checkHeld(ctx context.Context, c *conn, pid, pid2 int32, marked, held bool) error {
 	if pid2 != pid || !marked || !held {
 		l.row(ctx, c.Conn, sqlUnlock, []any{l.key}, new(bool)) // best effort; closing does the rest
 		return fmt.Errorf("%w (the lock was taken on server process %d; the next statement ran on %d, marked %v, holding the lock %v)",
@@ -334,53 +387,61 @@ func (l *Locker) verify(ctx context.Context, c *conn, pid int32) error {
 	return nil
 }
 
-// publish writes the holder's row and returns its fencing epoch and how
-// long to wait for earlier holders to notice their loss.
-func (l *Locker) publish(ctx context.Context, c *pgx.Conn, info instancelock.ProcessLock) (uint64, time.Duration, error) {
-	if err := l.ensureTable(ctx, c); err != nil {
-		return 0, 0, err
+// previous is the previous holder's row, all NULL when there is none.
+type previous struct {
+	holder                *string
+	keepAliveMS, settleMS *int64
+	released, settled     *bool
+}
+
+// handoverWait is how long a new holder waits for earlier holders to
+// notice their loss, judged from the previous holder's row p: nothing
+// after a release; the previous holder's keep-alive interval unless its
+// process is visibly gone (settle); at least what it had left of its own
+// wait when it went.
+func (l *Locker) handoverWait(p previous) time.Duration {
+	if p.holder == nil || p.released == nil || *p.released {
+		return 0
 	}
-	data, err := info.MarshalJSON()
-	if err != nil {
-		return 0, 0, err
+	prev, _ := instancelock.ParseProcessLock([]byte(*p.holder))
+	wait := l.settle(prev, time.Duration(deref(p.keepAliveMS))*time.Millisecond)
+	if p.settled != nil && !*p.settled {
+		// The previous holder was still waiting for its own predecessor
+		// when it went: how much of that wait had passed is not known
+		// without comparing clocks, so wait all of it.
+		wait = max(wait, time.Duration(deref(p.settleMS))*time.Millisecond)
 	}
-	var wait time.Duration
-	var prevJSON, prevScope string
-	var prevKeepAlive, prevSettle int64
-	var released, settled bool
-	err = l.row(ctx, c, sqlPrevious, []any{l.name}, &prevJSON, &prevKeepAlive, &prevScope, &released, &prevSettle, &settled)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return 0, 0, fmt.Errorf("pglock: %s: reading the previous holder: %w", l.desc, err)
-	case !released:
-		prev, _ := instancelock.ParseProcessLock([]byte(prevJSON))
-		wait = l.settle(prev, prevScope, time.Duration(prevKeepAlive)*time.Millisecond)
-		if !settled {
-			// The previous holder was still waiting for its own
-			// predecessor when it went: how much of that wait had passed
-			// is not known without comparing clocks, so wait all of it.
-			wait = max(wait, time.Duration(prevSettle)*time.Millisecond)
-		}
-		wait = min(wait, maxSettle)
+	return min(wait, maxSettle)
+}
+
+// self is the ProcessLock this Locker publishes.
+func (l *Locker) self() (instancelock.ProcessLock, error) {
+	info, err := instancelock.Current(l.port)
+	info.InstanceID = l.id
+	return info, err
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
 	}
-	var epoch int64
-	err = l.row(ctx, c, sqlAcquire, []any{l.name, l.key, string(data), l.keepAlive.Milliseconds(), l.scope, wait.Milliseconds()}, &epoch)
-	if err != nil {
-		return 0, 0, fmt.Errorf("pglock: %s: publishing the holder: %w", l.desc, err)
-	}
-	return uint64(epoch), wait, nil
+	return *p
 }
 
 // settle returns how long a new holder waits for a previous holder, which
 // did not release the lock, to learn from its keep-alive that it lost it:
 // nothing when that holder was this Locker (Unlock stopped it) or when its
-// process is visibly gone, its keep-alive interval otherwise.
-func (l *Locker) settle(prev instancelock.ProcessLock, scope string, keepAlive time.Duration) time.Duration {
+// process is visibly gone, its keep-alive interval otherwise. "Visibly
+// gone" needs the previous holder's PID space (instancelock.ProcessLock
+// PIDSpace: the machine's boot id and machine id and the PID namespace, not
+// the host name, which two machines may share) to be this process's, or an
+// earlier boot of this machine (ProcessLock.Local).
+func (l *Locker) settle(prev instancelock.ProcessLock, keepAlive time.Duration) time.Duration {
 	switch {
 	case prev.InstanceID == l.id:
 		return 0
-	case scope != "" && scope == l.scope && processGone(prev):
+	case prev.PIDSpace != "" && prev.Local() && processGone(prev):
 		return 0
 	}
 	return min(max(keepAlive, 0), maxSettle)

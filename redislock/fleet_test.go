@@ -341,8 +341,10 @@ func TestFleetHolderKilled(t *testing.T) {
 	needServer(t)
 	checkNoLeak(t)
 	name := t.Name()
-	ttl := 500 * time.Millisecond
-	holder, _, _, fa := startHolder(t, name, ttl)
+	// 1 s: renewals every 333 ms keep the lease even on a loaded machine
+	// running the race detector.
+	ttl := time.Second
+	holder, out, _, fa := startHolder(t, name, ttl)
 	b := open(t, name, WithTTL(ttl))
 
 	res := make(chan error, 1)
@@ -353,7 +355,8 @@ func TestFleetHolderKilled(t *testing.T) {
 	}()
 	select {
 	case err := <-res:
-		t.Fatalf("the waiter got the lock while the holder lived: %v", err)
+		line, _ := out.Line(time.Second)
+		t.Fatalf("the waiter got the lock while the holder lived: %v (the holder said %q)", err, line)
 	case <-time.After(3 * ttl):
 	}
 

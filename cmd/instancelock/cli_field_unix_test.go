@@ -64,9 +64,10 @@ func TestRemnantsAreStale(t *testing.T) {
 // refuse, and the file is left byte for byte as it was.
 func TestForeignFilesAreRefused(t *testing.T) {
 	for name, content := range map[string]string{
-		"notes":  "notes\n",
-		"SQLite": "SQLite format 3\x00\x10\x00\x02\x02\x00@  " + strings.Repeat("\x00", 200),
-		"JSON":   `{"pid":123,"startedAt":"2026-01-01T00:00:00Z"}]]]`,
+		"notes":     "notes\n",
+		"SQLite":    "SQLite format 3\x00\x10\x00\x02\x02\x00@  " + strings.Repeat("\x00", 200),
+		"JSON":      `{"pid":123,"startedAt":"2026-01-01T00:00:00Z"}]]]`,
+		"a counter": "0\n", // no PID begins with 0: not a cut-off PID
 	} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "notes.txt")

@@ -101,6 +101,9 @@ func TestWindowsRunConflictStatusStop(t *testing.T) {
 	if r.code != 2 || !strings.Contains(r.stderr, "only KILL can be sent on windows") {
 		t.Errorf("stop -signal TERM: %+v", r)
 	}
+	if r := runCLI(t, "stop", "-h"); !strings.Contains(r.stdout, "only KILL can be sent (on Windows, TerminateProcess)") {
+		t.Errorf("stop -h does not say what stop can do on Windows:\n%s", r.stdout)
+	}
 	r = runCLI(t, "stop", "-timeout", "5s", pidfile)
 	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("sent SIGKILL to pid %d", wrapper.pid())) {
 		t.Errorf("stop: %+v", r)

@@ -134,7 +134,7 @@ func isHelp(arg string) bool {
 // commandUsage is the -h text of each command.
 var commandUsage = map[string]string{
 	"status":  statusUsage,
-	"stop":    stopUsage,
+	"stop":    stopUsage + stopUsageHere,
 	"run":     runUsage,
 	"version": "Usage: instancelock version\n\nPrints the module version, the Go version and the platform.\n\nExample:\n  instancelock version\n",
 }

@@ -13,6 +13,14 @@ import (
 // systems can send.
 const defaultStopSignal = "KILL"
 
+// stopUsageHere is what stop -h adds for these systems.
+const stopUsageHere = `
+On this system only KILL can be sent (on Windows, TerminateProcess): it is
+the default of -signal, and the holder's shutdown hooks do not run. Stop an
+instance gracefully its own way first (Ctrl-C in its console, or "sc stop"
+for a service), and use stop for what remains.
+`
+
 // parseSignal accepts only KILL (or 9): these systems have no other
 // signals to send.
 func parseSignal(s string) (os.Signal, error) {

@@ -15,6 +15,9 @@ import (
 // defaultStopSignal is the default of stop -signal.
 const defaultStopSignal = "TERM"
 
+// stopUsageHere is what stop -h adds for this system: nothing.
+const stopUsageHere = ""
+
 // parseSignal accepts a signal name with or without the SIG prefix, in any
 // case (TERM, sigint, SIGUSR1), or a number in 1..64.
 func parseSignal(s string) (os.Signal, error) {

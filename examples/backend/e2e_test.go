@@ -1059,3 +1059,57 @@ func TestE2EHealth(t *testing.T) {
 		t.Fatalf("exit code %d; want 0", code)
 	}
 }
+
+// The backend's stderr is a pipe whose reader is gone before it starts
+// (`backend 2>&1 | true`). Nothing is logged before GracefulShutdown.Start
+// notifies SIGPIPE, so the backend does not die of it: it starts, serves,
+// and on SIGTERM runs its hooks, removes its PID file and exits 0.
+func TestE2EStderrClosedFromTheStart(t *testing.T) {
+	t.Parallel()
+	dir, port := t.TempDir(), freePort(t)
+	pidfile := filepath.Join(dir, "backend.pid")
+	cmd := exec.Command(backendBinary(t), "-pidfile", pidfile, "-addr", "127.0.0.1:"+strconv.Itoa(port), "-agents", "0")
+	cmd.Env = cleanEnv()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the reader is gone before the first line
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	b := &backend{t: t, port: port}
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		var h map[string]any
+		if code, err := b.call("GET", "/api/health", &h); err == nil && code == 200 {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("the backend exited before it was ready with its stderr reader gone: %v", cmd.ProcessState)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within %v", readyTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(exitTimeout):
+		t.Fatalf("still running %v after SIGTERM", exitTimeout)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit %v after SIGTERM with its stderr closed from the start; want 0", cmd.ProcessState)
+	}
+	assertGone(t, pidfile)
+}

@@ -207,11 +207,12 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		log.Error("cannot take the instance lock", "pidfile", cfg.PIDFile, "err", err)
 		return exitError
 	}
-	info, _ := lk.Info()
-	log.Info("lock acquired", "pidfile", lk.Path(), "pid", info.PID, "instance", lk.InstanceID())
 
 	// 2. From here on the shutdown helper owns the lock: every way out goes
-	// through it, so the hooks run and the lock is released last.
+	// through it, so the hooks run and the lock is released last. Nothing
+	// is logged before Start: Start notifies SIGPIPE, and until then a log
+	// line written to a closed pipe (backend 2>&1 | true) would kill the
+	// process with its PID file left behind.
 	g := instancelock.NewGracefulShutdown(lk)
 	g.Timeout, g.DrainDelay, g.Logger = cfg.ShutdownTimeout, cfg.Drain, log
 	if err := g.Start(context.Background()); err != nil {
@@ -219,6 +220,8 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		g.Shutdown(err)
 		return exitError
 	}
+	info, _ := lk.Info()
+	log.Info("lock acquired", "pidfile", lk.Path(), "pid", info.PID, "instance", lk.InstanceID())
 	if err := startup(cfg, spec, g, lk, log, stderr); err != nil {
 		if g.Context().Err() != nil {
 			// A signal came during startup: an ordinary shutdown.

@@ -409,11 +409,20 @@ func splitLine(t *testing.T, script, n string) (rest, line string) {
 	return strings.Join(lines, "\n"), line
 }
 
-// portFree fails (under CI) or skips the test when addr is taken.
+// portFree waits up to two minutes for addr to be free (another run of
+// these blocks on the same machine may hold it for a while), then fails
+// (under CI) or skips the test.
 func portFree(t *testing.T, addr string) {
 	t.Helper()
-	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return
+		}
 		c.Close()
+		if time.Now().Before(deadline) {
+			continue
+		}
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%s is in use by another program; the docs' commands use it", addr)
 		}

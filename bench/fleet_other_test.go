@@ -1,0 +1,6 @@
+//go:build !linux
+
+package bench
+
+// stopFleetServers: the fleet benchmarks run on Linux only.
+func stopFleetServers() {}
