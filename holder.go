@@ -19,13 +19,71 @@ import (
 // it, so nothing is signalled.
 var errUnproven = errors.New("the holder could not be proven")
 
-// claimName takes the lock's name. It returns the listening socket, -1
-// when the name cannot be used (the lock then rests on the PID file's
-// kernel lock alone, as on other platforms), or an *AlreadyRunningError
-// when a process that may be our holder has it.
-func (l *Locker) claimName() (int, error) {
+// heldNames are the lock's names a holding has (Linux): the name of the
+// path as given and, when it differs, the name of the path's real file.
+type heldNames struct {
+	sock  int    // listening socket of the name of the path as given, -1 for none
+	rsock int    // listening socket of rname when it differs from that name, -1 for none
+	rname string // the real path's name when acquired ("" without names)
+	rdir  string // the real directory rname was computed from
+}
+
+// claimNames takes the lock's names: the name of the path as given, then
+// that of the path's real file (see resolvedLockName). A contender must
+// get both, so the same path string is refused after a symbolic link on
+// it was swapped, and two aliases of one file are refused too.
+func (l *Locker) claimNames() (heldNames, error) {
+	n := heldNames{sock: -1, rsock: -1}
+	var err error
+	if n.sock, err = l.claimName(l.name); err != nil {
+		return n, err
+	}
+	n.rname, n.rdir = resolvedLockName(l.path)
+	if n.rname == l.name {
+		return n, nil
+	}
+	if n.rsock, err = l.claimName(n.rname); err != nil {
+		closeName(n.sock)
+		return heldNames{sock: -1, rsock: -1}, err
+	}
+	return n, nil
+}
+
+// all reports whether every name that n needs is held: no other contender
+// of this host can be at the file.
+func (n heldNames) all(given string) bool {
+	return n.sock >= 0 && (n.rname == given || n.rsock >= 0)
+}
+
+func (n heldNames) close() {
+	closeName(n.sock)
+	closeName(n.rsock)
+}
+
+// namePeer returns the trusted process that listens on one of the lock's
+// names (the path as given first, then its real path's), if any.
+func (l *Locker) namePeer() (peer, bool) {
+	if l.name == "" {
+		return peer{}, false
+	}
+	if p, err := peerOfName(l.name); err == nil && l.trustedPeer(p) {
+		return p, true
+	}
+	if rname, _ := resolvedLockName(l.path); rname != l.name {
+		if p, err := peerOfName(rname); err == nil && l.trustedPeer(p) {
+			return p, true
+		}
+	}
+	return peer{}, false
+}
+
+// claimName takes one of the lock's names. It returns the listening
+// socket, -1 when the name cannot be used (the lock then rests on the PID
+// file's kernel lock alone, as on other platforms), or an
+// *AlreadyRunningError when a process that may be our holder has it.
+func (l *Locker) claimName(name string) (int, error) {
 	for range 3 {
-		fd, err := bindName(l.name)
+		fd, err := bindName(name)
 		if err == nil {
 			return fd, nil
 		}
@@ -33,7 +91,7 @@ func (l *Locker) claimName() (int, error) {
 			l.log.Warn("the lock's socket is not available; relying on the PID file's lock alone", "err", err)
 			return -1, nil
 		}
-		p, err := peerOfName(l.name)
+		p, err := peerOfName(name)
 		switch {
 		case errors.Is(err, errNoListener):
 			continue // its holder just left, or a socket that is not ours: try again
@@ -160,11 +218,8 @@ func (l *Locker) look() (sighting, error) {
 			}
 		}
 	}
-	if l.name == "" {
-		return s, foreign
-	}
-	p, err := peerOfName(l.name)
-	if err != nil || !l.trustedPeer(p) {
+	p, ok := l.namePeer()
+	if !ok {
 		// Nothing holds the lock; a file that is not a PID file is
 		// someone's, and reported as such.
 		return s, foreign
@@ -181,10 +236,7 @@ func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
 		are.Proven = true
 		return
 	}
-	if l.name == "" {
-		return
-	}
-	if p, err := peerOfName(l.name); err == nil && l.trustedPeer(p) {
+	if p, ok := l.namePeer(); ok {
 		are.Holder, are.Proven = l.peerHolder(p)
 	}
 }

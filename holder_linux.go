@@ -22,10 +22,13 @@ import (
 //
 //   - the flock of the PID file (below and in flock_unix.go), which also
 //     works between containers that share a volume;
-//   - a listening Unix socket in the abstract namespace, named after the
-//     PID file's canonical path. No rm or mv can touch it, so while the
-//     holder lives no other process of the same network namespace can take
-//     the lock, whatever happened to the file or its directory. A contender
+//   - listening Unix sockets in the abstract namespace, named after the
+//     PID file's path as given and after its real path (symbolic links
+//     resolved), each taken at acquisition. No rm or mv can touch them, so
+//     while the holder lives no other process of the same network
+//     namespace can take the lock, whatever happened to the file, its
+//     directory or a symbolic link on the way (the path as given keeps its
+//     name; an alias reaches the real path's name). A contender
 //     that finds the name bound connects to it, and SO_PEERCRED names the
 //     holder's pid and uid: kernel proof of who holds.
 //
@@ -34,18 +37,49 @@ import (
 // hasLockName: this platform has the abstract-socket name.
 const hasLockName = true
 
-// lockName returns the abstract socket name for the PID file at path: a
-// hash of its canonical absolute path (the directory's symbolic links
-// resolved when it exists), so that two spellings of one path meet.
+// lockName returns the abstract socket name for the PID file at path as
+// given: a hash of the absolute, lexically cleaned path, computed once in
+// New. The same path string always meets the same name, wherever its
+// symbolic links lead now (a swapped "current -> release" link included).
 func lockName(path string) string {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		abs = filepath.Clean(path)
 	}
-	if dir, err := filepath.EvalSymlinks(filepath.Dir(abs)); err == nil {
-		abs = filepath.Join(dir, filepath.Base(abs))
+	return nameOf(abs)
+}
+
+// resolvedLockName returns the abstract socket name of the file the path
+// reaches now: a hash of its real path (the symbolic links of its
+// directory resolved; of a directory that does not exist yet, those of its
+// deepest existing ancestor, so that the name is the one later starts
+// compute once the directory exists), and that real directory. Two
+// spellings of one file (aliases through symbolic links) meet at this
+// name. It is computed at each acquisition and each check.
+func resolvedLockName(path string) (name, dir string) {
+	dir = resolveDir(filepath.Dir(path))
+	return nameOf(filepath.Join(dir, filepath.Base(path))), dir
+}
+
+// resolveDir resolves the symbolic links of dir, or of its deepest
+// existing ancestor, the rest joined as given.
+func resolveDir(dir string) string {
+	rest := ""
+	for d := dir; ; {
+		if r, err := filepath.EvalSymlinks(d); err == nil {
+			return filepath.Join(r, rest)
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			return dir
+		}
+		rest = filepath.Join(filepath.Base(d), rest)
+		d = up
 	}
-	sum := sha256.Sum256([]byte(abs))
+}
+
+func nameOf(path string) string {
+	sum := sha256.Sum256([]byte(path))
 	return "@instancelock/" + hex.EncodeToString(sum[:16])
 }
 

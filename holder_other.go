@@ -14,6 +14,8 @@ const hasLockName = false
 
 func lockName(string) string { return "" }
 
+func resolvedLockName(string) (string, string) { return "", "" }
+
 var (
 	errNameTaken  = errors.New("the lock's name is taken")
 	errNoListener = errors.New("nothing listens on the lock's name")
@@ -39,8 +41,10 @@ func signalPinned(pid int, sig os.Signal, check func() error) error {
 	return processSignal(pid, sig)
 }
 
-func watchHeld(*tenure, string, string, int, func()) error { return errors.ErrUnsupported }
+func watchHeld(*tenure, string, string, func()) error { return errors.ErrUnsupported }
 
 func rewatchHeld(*tenure, string, string, func()) {}
 
-func unwatchHeld(*tenure, int) {}
+func unwatchHeld(*tenure) {}
+
+func rewatchSock(*tenure, int, int) {}

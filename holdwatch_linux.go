@@ -75,10 +75,10 @@ func getHoldWatcher() (*holdWatcher, error) {
 }
 
 // watchHeld starts watching t: its file (through path) and the directory
-// dir, whose events call poke, and the listening socket sock (-1 for
-// none). With path "" only the socket is watched. Watches that cannot be
-// added are left out (the periodic check still runs) and reported.
-func watchHeld(t *tenure, dir, path string, sock int, poke func()) error {
+// dir, whose events call poke, and the listening sockets of its names.
+// With path "" only the sockets are watched. Watches that cannot be added
+// are left out (the periodic check still runs) and reported.
+func watchHeld(t *tenure, dir, path string, poke func()) error {
 	holdWatchMu.Lock()
 	defer holdWatchMu.Unlock()
 	w, err := getHoldWatcher()
@@ -89,15 +89,37 @@ func watchHeld(t *tenure, dir, path string, sock int, poke func()) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.subs++
+	w.addSock(t.sock)
+	w.addSock(t.rsock)
+	if path == "" {
+		return nil
+	}
+	return w.addWatches(t, dir, path, poke)
+}
+
+// addSock adds a listening socket (-1: none). The caller holds w.mu.
+func (w *holdWatcher) addSock(sock int) {
 	if sock >= 0 {
 		if unix.EpollCtl(w.ep, unix.EPOLL_CTL_ADD, sock, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(sock)}) == nil {
 			w.socks[int32(sock)] = true
 		}
 	}
-	if path == "" {
-		return nil
+}
+
+// rewatchSock replaces the listening socket old by sock in t's watch (a
+// holding that took its real path's new name). It must be called before
+// old is closed.
+func rewatchSock(t *tenure, old, sock int) {
+	holdWatchMu.Lock()
+	w := holdWatch
+	holdWatchMu.Unlock()
+	if w == nil || !t.watched {
+		return
 	}
-	return w.addWatches(t, dir, path, poke)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.socks, int32(old))
+	w.addSock(sock)
 }
 
 // addWatches adds t's file and directory watches. The caller holds w.mu.
@@ -163,8 +185,9 @@ func (w *holdWatcher) forget(t *tenure) {
 	t.wds = [2]int32{-1, -1}
 }
 
-// unwatchHeld stops watching t. It must be called before sock is closed.
-func unwatchHeld(t *tenure, sock int) {
+// unwatchHeld stops watching t. It must be called before its sockets are
+// closed.
+func unwatchHeld(t *tenure) {
 	holdWatchMu.Lock()
 	w := holdWatch
 	holdWatchMu.Unlock()
@@ -175,7 +198,8 @@ func unwatchHeld(t *tenure, sock int) {
 	defer w.mu.Unlock()
 	w.forget(t)
 	// Closing the socket takes it out of the epoll set.
-	delete(w.socks, int32(sock))
+	delete(w.socks, int32(t.sock))
+	delete(w.socks, int32(t.rsock))
 	w.subs--
 	if w.subs == 0 {
 		w.idle = time.Now()

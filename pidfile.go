@@ -217,7 +217,10 @@ func WithWatchInterval(d time.Duration) Option {
 // then needs. On Linux no other process of the host can take the lock in
 // between (see docs/design.md); elsewhere another instance may start in
 // the moment before the file is noticed gone, and the holder then reports
-// the loss.
+// the loss. A symbolic link on the path that now leads to another
+// directory counts as a removal: the holder re-publishes where the path
+// now leads (on Linux, taking that real path's name first), or, with
+// false, reports the loss.
 func WithRepublish(on bool) Option { return func(c *config) { c.keep = &on } }
 
 // FromEnv makes New read the environment: PID_FILE_PATH overrides the path
@@ -281,11 +284,11 @@ type tenure struct {
 	tmp     string // a temporary name that could not be removed, retried at Unlock
 	inPlace bool   // written in place on Unix: the directory may not let us remove it
 
-	sock    int      // the listening socket of the lock's name, -1 for none
-	watched bool     // registered with the inotify watcher (watchHeld)
-	armed   bool     // arm ran
-	wds     [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
-	data    []byte   // the published content, for re-publishing
+	heldNames          // the lock's names (Linux)
+	watched   bool     // registered with the inotify watcher (watchHeld)
+	armed     bool     // arm ran
+	wds       [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
+	data      []byte   // the published content, for re-publishing
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). A
@@ -525,22 +528,22 @@ func (l *Locker) tryLock() error {
 	if err != nil {
 		return err
 	}
-	sock := -1
+	names := heldNames{sock: -1, rsock: -1}
 	if l.name != "" {
-		// The name first: while another process of this host holds it,
+		// The names first: while another process of this host holds one,
 		// nothing else is tried (see holder.go).
-		if sock, err = l.claimName(); err != nil {
+		if names, err = l.claimNames(); err != nil {
 			return err
 		}
-		l.nameHeld.Store(sock >= 0)
+		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
 	}
 	f, inPlace, err := l.publish(data)
 	if err != nil {
-		closeName(sock)
+		names.close()
 		return err
 	}
-	l.hold(f, info, inPlace && l.byRename, data, sock)
+	l.hold(f, info, inPlace && l.byRename, data, names)
 	if !inPlace && (!l.swept || l.tookOver) {
 		l.sweepTemps()
 	}
@@ -1171,18 +1174,18 @@ const armAfter = 10 * time.Millisecond
 // the file every interval and, on Linux, an inotify watch of the file and
 // its directory that runs the same check at once on any event that may
 // concern the file (see holdwatch_linux.go), armed armAfter after the
-// acquisition. sock is the listening socket of the lock's name (-1 for
-// none); the watcher also drains its connections.
-func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock int) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, sock: sock, wds: [2]int32{-1, -1}, data: data}
+// acquisition. names are the lock's names held (Linux); the watcher also
+// drains their sockets' connections.
+func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, names heldNames) {
+	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
 	if l.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", sock >= 0)
+		l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", names.sock >= 0, "realPathSocket", names.rsock >= 0)
 	}
 	first := l.watch
-	if l.kernel || sock >= 0 {
+	if l.kernel || names.sock >= 0 || names.rsock >= 0 {
 		if first <= 0 || first > armAfter {
 			first = armAfter
 		}
@@ -1198,14 +1201,14 @@ func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, sock 
 // caller holds t.wmu.
 func (l *Locker) arm(t *tenure) {
 	t.armed = true
-	if !l.kernel && t.sock < 0 {
+	if !l.kernel && t.sock < 0 && t.rsock < 0 {
 		return
 	}
 	path := ""
 	if l.watch > 0 {
 		path = l.path
 	}
-	err := watchHeld(t, l.dir(), path, t.sock, t.poke(l))
+	err := watchHeld(t, l.dir(), path, t.poke(l))
 	if err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
 	}
@@ -1259,18 +1262,47 @@ func (l *Locker) watchFile(t *tenure) {
 }
 
 // republish puts the tenure's PID file back at the path, with the same
-// content, by the same protocol as TryLock. It fails when another process
-// holds the file now at the path. The caller holds t.wmu.
+// content, by the same protocol as TryLock. When the path now leads to
+// another real file (a symbolic link on it was swapped), it first takes
+// that file's name (and fails when another holder has it), and afterwards
+// gives back the old one and removes its old file. It fails when another
+// process holds the file now at the path. The caller holds t.wmu.
 func (l *Locker) republish(t *tenure) error {
 	if t.sock >= 0 {
 		l.nameHeld.Store(true)
 		defer l.nameHeld.Store(false)
 	}
+	moved := false
+	rsock := -1
+	rname, rdir := "", ""
+	if t.rname != "" {
+		if rname, rdir = resolvedLockName(l.path); rname != t.rname {
+			moved = true
+			if rname != l.name {
+				var err error
+				if rsock, err = l.claimName(rname); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	f, inPlace, err := l.publish(t.data)
 	if err != nil {
+		closeName(rsock)
 		return err
 	}
 	old := t.f
+	if moved {
+		// The old file, at the old real path, is ours: remove it (a file
+		// written in place is left: the directory may not let us).
+		oldPath := filepath.Join(t.rdir, filepath.Base(l.path))
+		if !t.inPlace && l.checkAt(t, oldPath, true) == nil {
+			l.fsys.Remove(oldPath)
+		}
+		rewatchSock(t, t.rsock, rsock)
+		closeName(t.rsock)
+		t.rsock, t.rname, t.rdir = rsock, rname, rdir
+	}
 	t.f, t.inPlace = f, inPlace && l.byRename
 	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
 	if l.watch > 0 {
@@ -1291,10 +1323,21 @@ func (t *tenure) stopWatch() {
 }
 
 // check returns an error matching ErrLockLost if the file at the path is no
-// longer the one t holds. When it cannot tell (a stat fails), it returns
-// nil unless strict, when it returns the failure: Unlock removes the path
-// only when it is sure the file there is its own.
+// longer the one t holds, or (Linux) the path now leads to another real
+// directory (a symbolic link on it was swapped). When it cannot tell (a
+// stat fails), it returns nil unless strict, when it returns the failure:
+// Unlock removes the path only when it is sure the file there is its own.
 func (l *Locker) check(t *tenure, strict bool) error {
+	if t.rname != "" {
+		if rname, rdir := resolvedLockName(l.path); rname != t.rname {
+			return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the path now leads to directory %s, not %s (a symbolic link on it was changed)", ErrLockLost, rdir, t.rdir)}
+		}
+	}
+	return l.checkAt(t, l.path, strict)
+}
+
+// checkAt is check of the file at path only.
+func (l *Locker) checkAt(t *tenure, path string, strict bool) error {
 	mine, err := t.f.Stat()
 	if err != nil {
 		if strict {
@@ -1302,17 +1345,17 @@ func (l *Locker) check(t *tenure, strict bool) error {
 		}
 		return nil // cannot tell; try again next time
 	}
-	now, err := l.fsys.Lstat(l.path)
+	now, err := l.fsys.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the PID file was removed", ErrLockLost)}
+		return &fs.PathError{Op: "watch", Path: path, Err: fmt.Errorf("%w: the PID file was removed", ErrLockLost)}
 	case err != nil:
 		if strict {
 			return err
 		}
 		return nil
 	case !l.fsys.SameFile(mine, now):
-		return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the PID file was replaced", ErrLockLost)}
+		return &fs.PathError{Op: "watch", Path: path, Err: fmt.Errorf("%w: the PID file was replaced", ErrLockLost)}
 	}
 	return nil
 }
@@ -1332,17 +1375,25 @@ func (l *Locker) Unlock() error {
 	t.stopWatch()
 	l.t = nil
 	if t.watched {
-		unwatchHeld(t, t.sock)
+		unwatchHeld(t)
 	}
-	// The name first: a waiter woken by the file's removal below must
-	// find it free.
-	closeName(t.sock)
+	// The names first: a waiter woken by the file's removal below must
+	// find them free.
+	t.heldNames.close()
 	var err error
 	if t.tmp != "" {
 		// The temporary name could not be removed at acquisition.
 		l.fsys.Remove(t.tmp)
 	}
-	cerr := l.check(t, true)
+	// The file held is at the path, or, if a symbolic link on the path
+	// was changed since, at the real path it was reached by.
+	path := l.path
+	if t.rname != "" {
+		if rname, _ := resolvedLockName(l.path); rname != t.rname {
+			path = filepath.Join(t.rdir, filepath.Base(l.path))
+		}
+	}
+	cerr := l.checkAt(t, path, true)
 	switch {
 	case cerr != nil:
 		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", cerr)
@@ -1354,7 +1405,7 @@ func (l *Locker) Unlock() error {
 		// Written in place in a directory that does not let us remove
 		// it: empty it instead, so that it is judged stale at once even
 		// while this process lives on.
-		if rerr := l.fsys.Remove(l.path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
+		if rerr := l.fsys.Remove(path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
 			l.log.Debug("PID file left in place, emptied", "err", rerr)
 			if terr := t.f.Truncate(0); terr != nil {
 				err = fmt.Errorf("instancelock: emptying %s: %w", l.path, terr)
@@ -1370,7 +1421,7 @@ func (l *Locker) Unlock() error {
 		// contender opens the file in between, its open handle makes the
 		// removal fail and the file is left to it.
 		err = t.f.Close()
-		if rerr := l.fsys.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		if rerr := l.fsys.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			l.log.Debug("PID file left in place", "err", rerr)
 		}
 	}
