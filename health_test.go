@@ -429,7 +429,7 @@ func TestHealthCheckWithPanickingError(t *testing.T) {
 // implementation comparing fields of a nil receiver would.
 type isPanicError struct{ inner *nilPointerError }
 
-func (e isPanicError) Error() string       { return "gave up" }
+func (e isPanicError) Error() string        { return "gave up" }
 func (e isPanicError) Is(target error) bool { return e.inner.msg == target.Error() }
 
 // A check that returns, after its timeout, an error whose Is method
