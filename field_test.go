@@ -5,8 +5,10 @@ package instancelock
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,16 +178,21 @@ func TestPIDSpaceDecidesNotTheHostname(t *testing.T) {
 	assert.False(t, ProcessLock{PID: 1, Hostname: host + "-other"}.Local())
 
 	// Same PID space, another hostname (the host was renamed): the live
-	// writer is probed and blocks, without a kernel lock.
+	// writer is probed (and, holding no lock, is not the holder).
 	path := filepath.Join(t.TempDir(), "x.pid")
 	writeFile(t, path, lockJSON(t, ProcessLock{PID: live, Hostname: "old-name", StartToken: token, PIDSpace: space}))
-	l, err := New(path)
+	var logs strings.Builder
+	l, err := New(path, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	require.NoError(t, err)
-	assert.ErrorIs(t, l.TryLock(), ErrAlreadyRunning)
+	require.NoError(t, l.TryLock())
+	assert.Contains(t, logs.String(), fmt.Sprintf("process %d that wrote the file is alive, but it does not hold the lock", live))
+	require.NoError(t, l.Unlock())
 	// Another PID space, same hostname (a container sharing the volume):
 	// its pid means nothing here, the free kernel lock decides.
+	logs.Reset()
 	writeFile(t, path, lockJSON(t, ProcessLock{PID: live, Hostname: host, StartToken: token, PIDSpace: space + "0"}))
 	require.NoError(t, l.TryLock())
+	assert.Contains(t, logs.String(), "another machine, boot or PID namespace")
 	info, _ := l.Info()
 	assert.Equal(t, space, info.PIDSpace)
 	require.NoError(t, l.Unlock())

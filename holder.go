@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"time"
 )
 
 // This file holds the lock's outer protocol: the lock's second kernel
@@ -179,6 +180,8 @@ type sighting struct {
 	held   bool        // the kernel says a process holds the lock
 	proven bool        // holder.PID is that process: named by the kernel, alive, start token matching
 	how    string      // how held was learnt
+	kind   contentKind // what the file holds (classify), when file is set
+	mod    time.Time   // the file's modification time, when file is set
 }
 
 // look reports who holds the lock, proven by the kernel: /proc/locks names
@@ -199,9 +202,10 @@ func (l *Locker) look() (sighting, error) {
 			return s, err
 		}
 		data, _ := readLimited(f)
-		s.file = true
+		s.file, s.mod = true, st.ModTime()
 		var kind contentKind
 		s.holder, kind = classify(data)
+		s.kind = kind
 		if kind == contentForeign {
 			foreign = l.foreign(data)
 		}

@@ -343,15 +343,19 @@ func TestOnlyTheProvenHolderIsSignalled(t *testing.T) {
 	l, err := New(path)
 	require.NoError(t, err)
 	_, running, err := l.Running()
-	require.NoError(t, err)
+	var are *AlreadyRunningError
+	require.ErrorAs(t, err, &are, "a bare PID of a live process: starts refuse")
+	assert.True(t, are.Unlocked)
 	assert.False(t, running, "nothing holds the lock")
 	err = l.Terminate(nil)
 	assert.ErrorIs(t, err, ErrNotRunning)
 	assert.ErrorContains(t, err, fmt.Sprintf("pid %d is alive but does not hold the lock", spid))
 	require.NoError(t, sleeper.Process.Signal(syscall.Signal(0)), "sleep was not signalled")
-	var are *AlreadyRunningError
+	are = nil
 	if errors.As(l.TryLock(), &are) {
 		assert.False(t, are.Proven)
+		assert.True(t, are.Unlocked)
+		assert.NotContains(t, are.Help("x"), "The lock is held")
 		assert.NotContains(t, are.Help("x"), "kill ")
 	} else {
 		l.Unlock()

@@ -75,6 +75,11 @@ type AlreadyRunningError struct {
 	// process is alive and its start token matches. Help suggests kill
 	// commands only then.
 	Proven bool
+	// Unlocked: no process holds the kernel lock; the file is a bare PID
+	// (the legacy format, written by a tool that takes no lock) naming a
+	// live process of this host that is not newer than the file, and
+	// starts refuse while that process lives (see docs/design.md).
+	Unlocked bool
 }
 
 // Error names the holder's PID and the path, on one line.
@@ -120,6 +125,14 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	}
 	lines = append(lines, "  Lock:     "+e.Path, "")
 	switch {
+	case e.Unlocked:
+		// The kernel lock is free: never say it is held, never advise a
+		// kill (the pid may belong to any program).
+		lines = append(lines,
+			"Pid "+pid+" named in the file is alive, but it does not hold the lock (the lock is free):",
+			"the file is a bare PID, written by a tool that takes no lock. Starts refuse while it lives.",
+			"If pid "+pid+" is that program: stop it by its own means, then run: "+restart,
+			"If it is not (its pid was reused): rm "+e.Path+" && "+restart)
 	case !h.Local():
 		lines = append(lines, "It runs on another host or in another container: stop it there, then run: "+restart)
 	case e.Proven && h.PID > 0:
@@ -967,8 +980,7 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 					return nil, jerr // someone's file: never replaced
 				}
 				if !stale {
-					are.Reason = why
-					l.prove(are, writers)
+					are.Reason, are.Unlocked = why, true
 					return nil, are
 				}
 				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
@@ -1001,7 +1013,7 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 		return nil, err
 	}
 	if !stale {
-		return nil, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why}
+		return nil, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}
 	}
 	l.log.Info("taking over a stale lock", "holder", holder.String(), "why", why)
 	return f, nil
@@ -1039,8 +1051,25 @@ func (l *Locker) foreign(data []byte) error {
 		ErrForeignFile, what)}
 }
 
-// judgeHolder judges a parsed PID file that no process locks.
+// judgeHolder judges a parsed PID file that no process locks: the one
+// liveness rule of the package, behind TryLock, Running, CleanStale and so
+// behind every front end (instancelock status, stop, run). A file in this
+// package's JSON format is stale whatever process it names: it is written
+// only under the kernel lock, which dies with its process, so an unlocked
+// one was left by a holder that is gone, or copied, or forged. A bare PID
+// (the legacy format, from tools that take no lock) of this host is in use
+// while its process lives and is not newer than the file.
 func (l *Locker) judgeHolder(holder ProcessLock, mod time.Time) (bool, string) {
+	stale, why := l.judgePID(holder, mod)
+	if !stale && !holder.StartedAt.IsZero() {
+		return true, why + ", but it does not hold the lock, which is free (a PID file in this format is written only under the lock: a copy, a forgery, or a holder that lost its file)"
+	}
+	return stale, why
+}
+
+// judgePID tells whether the process a PID file names is gone: dead, or
+// its pid reused (start token, or start time after the file was written).
+func (l *Locker) judgePID(holder ProcessLock, mod time.Time) (bool, string) {
 	if !l.sameHost(holder) {
 		return true, "written on host " + holder.Hostname + " (another machine, boot or PID namespace) and its kernel lock is free"
 	}
@@ -1454,11 +1483,16 @@ func (l *Locker) openForRead() (File, error) {
 // ProcessLock. A PID file left by a dead process, or a crash remnant, is
 // reported as not running (and left in place: see CleanStale); a foreign
 // file that no process locks is an error matching ErrForeignFile. This
-// Locker's own holding counts as running. On Linux the kernel says who
-// holds (/proc/locks, the lock's socket): a file naming a live process
-// that does not hold the lock is not running, and a holder whose file was
-// removed is running (its ProcessLock then has the pid and start time the
-// kernel gives). Running takes no lock on Linux; elsewhere it takes a
+// Locker's own holding counts as running. The kernel says who holds (on
+// Linux /proc/locks and the lock's socket: a holder whose file was removed
+// is running, its ProcessLock then has the pid and start time the kernel
+// gives). A file that no process holds is judged as TryLock judges it
+// (one rule for every front end): stale, so not running — which includes
+// a file in this package's format naming a live process that does not
+// hold the lock — or, for a bare PID naming a live process of this host
+// that takes no lock (another tool's file), not running and an
+// *AlreadyRunningError with Unlocked set: TryLock refuses to start while
+// that process lives. Running takes no lock on Linux; elsewhere it takes a
 // shared lock for an instant.
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if info, ok := l.Info(); ok {
@@ -1466,7 +1500,14 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	}
 	if l.kernel {
 		s, err := l.look()
-		return s.holder, s.held, err
+		if err != nil || s.held || !s.file || s.kind != contentLock {
+			return s.holder, s.held, err
+		}
+		// A PID file that nothing holds: judged as a start judges it.
+		if stale, why := l.judgeHolder(s.holder, s.mod); !stale {
+			return s.holder, false, &AlreadyRunningError{Path: l.path, Holder: s.holder, Reason: why, Unlocked: true}
+		}
+		return s.holder, false, nil
 	}
 	f, err := l.openForRead()
 	if errors.Is(err, ErrNotRunning) {
@@ -1491,11 +1532,14 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	holder, stale, _, err := l.judge(data, st.ModTime())
+	holder, stale, why, err := l.judge(data, st.ModTime())
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	return holder, !stale, nil
+	if !stale {
+		return holder, false, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}
+	}
+	return holder, false, nil
 }
 
 // lockedNow reports whether some open file holds the lock of the file at

@@ -526,7 +526,7 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 		{"same start token: the writer is alive",
 			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
 			func(p *MemProcesses) { p.Add(4242, "tok-a", time.Now()) },
-			false, "that wrote the file is alive"},
+			true, "that wrote the file is alive"},
 		{"dead pid",
 			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
 			func(p *MemProcesses) {},
@@ -534,11 +534,11 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 		{"start token unknown",
 			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
 			func(p *MemProcesses) { p.Add(4242, "tok-b", time.Now()); p.Fail("start", 4242, errors.ErrUnsupported) },
-			false, "process 4242 is alive"},
+			true, "process 4242 is alive"},
 		{"probe fails",
 			func(r *memRig) string { return r.json(ProcessLock{PID: 4242}) },
 			func(p *MemProcesses) { p.Fail("alive", 4242, syscall.EINVAL) },
-			false, "could not probe"},
+			true, "could not probe"},
 		{"legacy pid started after the file was written",
 			func(r *memRig) string { return "4242\n" },
 			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(time.Minute)) },
@@ -558,7 +558,7 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 		{"JSON without token, pid started before",
 			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartedAt: mtime}) },
 			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(-time.Hour)) },
-			false, "process 4242 is alive"},
+			true, "process 4242 is alive"},
 		{"our own pid",
 			func(r *memRig) string { return r.json(ProcessLock{PID: os.Getpid(), StartToken: "self-token"}) },
 			func(p *MemProcesses) {},
@@ -601,6 +601,8 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 				var are *AlreadyRunningError
 				require.ErrorAs(t, err, &are)
 				assert.Contains(t, are.Reason, c.why)
+				assert.True(t, are.Unlocked, "the kernel lock is free")
+				assert.NotContains(t, are.Help("app"), "The lock is held")
 				assert.Equal(t, 4242, are.Holder.PID)
 				assert.Equal(t, before, r.content())
 				r.untouched([]string{"app.pid"})
@@ -608,8 +610,17 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 			// Running agrees, and says who.
 			r = setup()
 			holder, running, err := r.locker().Running()
-			require.NoError(t, err)
-			assert.Equal(t, !c.stale, running)
+			assert.False(t, running, "nothing holds the lock")
+			if c.stale {
+				require.NoError(t, err)
+			} else {
+				// A bare PID of a live process that takes no lock: starts
+				// refuse, and Running says so (the same judgement).
+				var are *AlreadyRunningError
+				require.ErrorAs(t, err, &are)
+				assert.True(t, are.Unlocked)
+				assert.Contains(t, are.Reason, c.why)
+			}
 			if !strings.Contains(c.why, "what a crash left") {
 				assert.NotZero(t, holder.PID)
 			}

@@ -371,31 +371,45 @@ func TestStaleFilesAreTakenOver(t *testing.T) {
 		var are *AlreadyRunningError
 		require.ErrorAs(t, err, &are)
 		assert.Equal(t, live, are.Holder.PID)
+		assert.True(t, are.Unlocked)
+		assert.NotContains(t, are.Help("app"), "The lock is held")
+		assert.Contains(t, are.Help("app"), "does not hold the lock (the lock is free)")
+		// Running gives the same verdict: nothing holds the lock, and
+		// starts refuse while pid live lives.
 		_, running, err := l.Running()
+		assert.False(t, running)
+		var rare *AlreadyRunningError
+		require.ErrorAs(t, err, &rare)
+		assert.True(t, rare.Unlocked)
+		assert.Equal(t, live, rare.Holder.PID)
+		assert.Error(t, l.Terminate(nil), "pid %d does not hold the lock: never signalled", live)
+		cleaned, err := l.CleanStale()
 		require.NoError(t, err)
-		if hasLockName {
-			// Running reports a holder of the lock, proven by the kernel:
-			// this process holds nothing.
-			assert.False(t, running)
-			assert.ErrorContains(t, l.Terminate(nil), fmt.Sprintf("pid %d is alive but does not hold the lock", live))
-		} else {
-			assert.True(t, running)
-		}
+		assert.False(t, cleaned)
 		// A legacy file older than the live process: the pid was reused.
 		old := liveStart.Add(-time.Hour)
 		require.NoError(t, os.Chtimes(path, old, old))
 		require.NoError(t, l.TryLock())
 		require.NoError(t, l.Unlock())
 	})
+	// This package's JSON is written only under the kernel lock: an
+	// unlocked one naming a live process (with its real start token) is a
+	// copy or a forgery, and stale. Running, CleanStale and TryLock agree.
 	t.Run("JSON of a live process without a kernel lock", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "x.pid")
 		writeFile(t, path, lockJSON(t, ProcessLock{PID: live, Hostname: host, StartToken: liveToken}))
 		l, err := New(path)
 		require.NoError(t, err)
-		assert.ErrorIs(t, l.TryLock(), ErrAlreadyRunning)
+		_, running, err := l.Running()
+		require.NoError(t, err)
+		assert.False(t, running)
+		assert.ErrorIs(t, l.Terminate(nil), ErrNotRunning)
 		cleaned, err := l.CleanStale()
 		require.NoError(t, err)
-		assert.False(t, cleaned)
+		assert.True(t, cleaned)
+		writeFile(t, path, lockJSON(t, ProcessLock{PID: live, Hostname: host, StartToken: liveToken}))
+		require.NoError(t, l.TryLock())
+		require.NoError(t, l.Unlock())
 	})
 }
 

@@ -4,12 +4,16 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ad5dec64/instancelock"
 )
@@ -283,5 +287,104 @@ func TestRunInARootOwnedDirectory(t *testing.T) {
 	}
 	if r := runCmd(t, asNobody(t, cliCmd("run", "-pidfile", path, "--", "true"))); r.code != 0 {
 		t.Errorf("the next run: %+v", r)
+	}
+}
+
+// TestFrontEndsAgree: status, stop, run and the library (TryLock) reach
+// one verdict for a PID file that nothing locks but that names a live
+// process (a stranger, never signalled): a bare PID from a tool that takes
+// no lock makes starts refuse, so status says 4, stop fails and keeps the
+// file, run refuses, each saying what to do; this package's JSON (written
+// only under the lock) naming it, with its real start token or without
+// one and an old startedAt, is stale: status 1, stop removes it, run and
+// TryLock take it over.
+func TestFrontEndsAgree(t *testing.T) {
+	stranger := strangerProcess(t)
+	spid := stranger.pid()
+	token, _, err := instancelock.OSProcesses{}.Start(spid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	own, err := instancelock.Acquire(filepath.Join(dir, "own.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	me, _ := own.Info()
+	own.Unlock()
+	bare := strconv.Itoa(spid) + "\n"
+	withToken := instancelock.ProcessLock{PID: spid, StartedAt: time.Now(), Hostname: me.Hostname, StartToken: token, PIDSpace: me.PIDSpace}
+	old := instancelock.ProcessLock{PID: spid, StartedAt: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}
+	write := func(path string, pl *instancelock.ProcessLock) {
+		t.Helper()
+		if pl == nil {
+			if err := os.WriteFile(path, []byte(bare), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		writeLock(t, path, *pl)
+	}
+	for _, c := range []struct {
+		name  string
+		pl    *instancelock.ProcessLock
+		stale bool
+	}{
+		{"bare PID of a live process", nil, false},
+		{"JSON with the live process's start token", &withToken, true},
+		{"JSON without a token, written before the process started", &old, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "app.pid")
+			write(path, c.pl)
+			l, err := instancelock.New(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = l.TryLock()
+			if c.stale != (err == nil) {
+				t.Fatalf("TryLock: %v; stale %v", err, c.stale)
+			}
+			if err == nil {
+				l.Unlock()
+			} else {
+				var are *instancelock.AlreadyRunningError
+				if !errors.As(err, &are) || !are.Unlocked || strings.Contains(are.Help("app"), "The lock is held") {
+					t.Errorf("TryLock: %v", err)
+				}
+			}
+			write(path, c.pl)
+			st := runCLI(t, "status", path)
+			stop := runCLI(t, "stop", "-timeout", "0", path)
+			stopKept := exists(path)
+			write(path, c.pl)
+			run := runCLI(t, "run", "-pidfile", path, "--", "echo", "ran")
+			if c.stale {
+				if st.code != statusStale || strings.Contains(st.stdout, "is alive") {
+					t.Errorf("status: %+v", st)
+				}
+				if stop.code != exitOK || stopKept || strings.Contains(stop.stdout+stop.stderr, "is alive") {
+					t.Errorf("stop: %+v (file kept: %v)", stop, stopKept)
+				}
+				if run.code != 0 || !strings.Contains(run.stdout, "ran") {
+					t.Errorf("run: %+v", run)
+				}
+			} else {
+				advice := fmt.Sprintf("pid %d named in %s is alive but does not hold the lock", spid, path)
+				if st.code != statusUnknown || !strings.Contains(st.stderr, advice) || !strings.Contains(st.stderr, "stop it by its own means") {
+					t.Errorf("status: %+v", st)
+				}
+				if stop.code != exitFail || !stopKept || !strings.Contains(stop.stderr, advice) || strings.Contains(stop.stdout, "sent") {
+					t.Errorf("stop: %+v (file kept: %v)", stop, stopKept)
+				}
+				if run.code != 1 || strings.Contains(run.stdout, "ran") || !strings.Contains(run.stderr, advice) || strings.Contains(run.stderr, "is held by") {
+					t.Errorf("run: %+v", run)
+				}
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	if !stranger.running() {
+		t.Fatalf("the stranger was signalled: exit %d", stranger.code)
 	}
 }

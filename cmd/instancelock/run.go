@@ -248,6 +248,8 @@ func (r *runner) acquire(l *instancelock.Locker, sigs <-chan os.Signal) (code in
 	}
 	var are *instancelock.AlreadyRunningError
 	switch {
+	case errors.As(err, &are) && are.Unlocked:
+		return r.fail(r.conflict, "%s; not running %s", blockedAdvice(r.path, are), r.argv[0]), false
 	case errors.As(err, &are):
 		held := "is held by"
 		if r.wait > 0 {

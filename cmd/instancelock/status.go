@@ -28,13 +28,16 @@ instance id, whether the process is alive and whether the lock is held.
 
 Exit codes (LSB init-script convention):
   0  running: a live process holds the lock
-  1  stale: the PID file exists but its process is dead (or its PID now
-     belongs to another program), or it holds what a crash leaves of a PID
-     file (empty, NUL bytes, cut off); the next start takes it over
+  1  stale: the PID file exists but nothing holds the lock (its process is
+     dead, its PID now belongs to another program, or the file is a copy),
+     or it holds what a crash leaves of a PID file (empty, NUL bytes, cut
+     off); the next start takes it over
   3  not running: there is no PID file
   4  unknown: the file cannot be read, is not a PID file (someone's data:
      run refuses it), or was written on another machine or in another PID
-     namespace (its process cannot be checked from here); also bad usage
+     namespace (its process cannot be checked from here), or is a bare PID
+     naming a live process that takes no lock (another tool's file: starts
+     refuse it while that process lives); also bad usage
 
 Flags:
   -json   print one JSON object: the PID file's fields (pid, startedAt, port,
@@ -64,7 +67,7 @@ type statusReport struct {
 	PIDSpace   string `json:"pidSpace,omitempty"`
 
 	UptimeSeconds float64 `json:"uptimeSeconds,omitempty"`
-	Alive         bool    `json:"alive"` // the process that wrote the file is alive
+	Alive         bool    `json:"alive"` // the process holds the lock, or (status 4) is alive and makes starts refuse
 	Stale         bool    `json:"stale"` // the file exists but nothing holds the lock
 	Error         string  `json:"error,omitempty"`
 
@@ -133,8 +136,15 @@ func status(path string, now time.Time) *statusReport {
 	if !h.Local() {
 		return r.unknown(fmt.Sprintf("%s was written on host %s (another machine, boot or PID namespace), not %s: pid %d cannot be checked from here", path, h.Hostname, hostname(), h.PID))
 	}
+	// The library's one judgement (the one TryLock uses): who holds the
+	// lock, whether the file is stale, or whether starts refuse it.
 	cur, running, err := l.Running()
-	if err != nil {
+	var are *instancelock.AlreadyRunningError
+	switch {
+	case errors.As(err, &are) && are.Unlocked:
+		r.Alive, r.process = true, "is alive but does not hold the lock: "+are.Reason
+		return r.unknown(blockedAdvice(path, are))
+	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", path, pathErr(path, err)))
 	}
 	if running && cur.PID > 0 {
@@ -149,22 +159,22 @@ func status(path string, now time.Time) *statusReport {
 		}
 	}
 	r.locked = running
-	r.Alive, r.process = probe(h)
-	if running && !r.Alive {
-		r.process += ", yet another process holds the lock (a child that inherited it?)"
-	}
 	if running {
+		r.Alive, r.process = true, "is alive"
 		r.code, r.Status = statusRunning, "running"
 		return r
 	}
-	if r.Alive {
-		// Named in the file, alive, but the kernel does not name it as
-		// the lock's holder: not an instance holding this lock.
-		r.process = "is alive but does not hold the lock"
-		return r.unknown(fmt.Sprintf("pid %d named in %s is alive but does not hold the lock (a PID file written by another tool?); it is not treated as this lock's holder", h.PID, path))
-	}
+	r.process = "does not hold it"
 	r.code, r.Status, r.Stale = statusStale, "stale", true
 	return r
+}
+
+// blockedAdvice says what to do about a PID file that nothing locks but
+// whose live process makes starts refuse (instancelock.AlreadyRunningError
+// with Unlocked set): status and stop print it alike.
+func blockedAdvice(path string, are *instancelock.AlreadyRunningError) string {
+	pid := are.Holder.PID
+	return fmt.Sprintf("pid %d named in %s is alive but does not hold the lock (a bare PID written by a tool that takes no lock?); starts refuse while it lives: stop it by its own means, or, if pid %d is not that program, remove %s", pid, path, pid, path)
 }
 
 // remnant reports a file that holds what a crash left of a PID file: stale,
@@ -205,26 +215,6 @@ func (r *statusReport) setHolder(h instancelock.ProcessLock, now time.Time) {
 
 // timeLayout is the PID file's format of startedAt.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
-
-// probe tells whether the process that wrote h is alive, and describes it:
-// "is alive", "is not running", or "now belongs to another program" when
-// the PID was reused (its start token differs from the file's).
-func probe(h instancelock.ProcessLock) (bool, string) {
-	var procs instancelock.OSProcesses
-	alive, err := procs.Alive(h.PID)
-	switch {
-	case err != nil:
-		return false, "cannot be checked: " + oneLine(err)
-	case !alive:
-		return false, "is not running"
-	}
-	if h.StartToken != "" {
-		if token, _, err := procs.Start(h.PID); err == nil && token != h.StartToken {
-			return false, "now belongs to another program (PID reused)"
-		}
-	}
-	return true, "is alive"
-}
 
 // pathErr is err on one line, without the "op path:" prefix of an
 // *fs.PathError about path (the caller names the path).
@@ -271,7 +261,7 @@ func (r *statusReport) writeText(w io.Writer) {
 			fmt.Fprintf(w, "%s: stale, it holds %s and the lock is free\n", r.Path, r.process)
 			return
 		}
-		fmt.Fprintf(w, "%s: stale, pid %d %s and the lock is free\n", r.Path, r.PID, r.process)
+		fmt.Fprintf(w, "%s: stale, pid %d named in the file does not hold the lock, which is free\n", r.Path, r.PID)
 	}
 	row := func(k, v string) { fmt.Fprintf(w, "  %-12s %s\n", k+":", v) }
 	row("pid", fmt.Sprint(r.PID))

@@ -14,10 +14,12 @@ const stopUsage = `Usage: instancelock stop [-timeout 10s] [-signal TERM] PIDFIL
 
 Sends a signal to the process that holds the lock of PIDFILE, waits until
 the lock is released, and sends SIGKILL if it is still held after -timeout
-(like start-stop-daemon --retry TERM/10/KILL). A stale PID file (its
-process died) is removed. stop never signals a process that does not hold
-the lock: when the PID in the file now belongs to another program, it says
-so, leaves that program alone and removes the stale file.
+(like start-stop-daemon --retry TERM/10/KILL). A stale PID file (nothing
+holds the lock: its process died, its PID now belongs to another program,
+or it is a copy) is removed, and the process it names is left alone: stop
+never signals a process that does not hold the lock. A bare PID naming a
+live process that takes no lock (another tool's file) makes starts refuse:
+stop signals nothing, says so and exits 1.
 
 For a program run by "instancelock run", PIDFILE names the wrapper, which
 forwards the signal to the program and exits when it exits.
@@ -25,7 +27,9 @@ forwards the signal to the program and exits when it exits.
 Exit codes:
   0  nothing holds the lock any more (stopped, or was not running)
   1  failure: still held, another host's lock, unreadable or not a PID file,
-     or a new instance took the lock meanwhile
+     a bare PID of a live process that takes no lock (starts refuse it: stop
+     that process by its own means, or remove the file if its PID was
+     reused), or a new instance took the lock meanwhile
   2  bad usage
 
 Flags:
@@ -119,7 +123,13 @@ func (s *stopper) stop() int {
 		return s.fail("%s was written on host %s (another machine, boot or PID namespace), not %s: stop pid %d there", s.path, h.Hostname, hostname(), h.PID)
 	}
 	target, running, err := s.l.Running()
-	if err != nil {
+	var are *instancelock.AlreadyRunningError
+	switch {
+	case errors.As(err, &are) && are.Unlocked:
+		// Starts refuse this file, and its process holds no lock: nothing
+		// to signal, and "stopped" would be a lie.
+		return s.fail("%s; not signalling it", blockedAdvice(s.path, are))
+	case err != nil:
 		return s.fail("cannot tell whether %s is held: %s", s.path, pathErr(s.path, err))
 	}
 	if !running {
@@ -182,24 +192,16 @@ func (s *stopper) signal(target instancelock.ProcessLock, sig os.Signal) bool {
 	return false
 }
 
-// clean handles a PID file that no live process holds.
+// clean handles a PID file that nothing holds and that the library judges
+// stale (instancelock.Locker.Running): it is removed, and nothing is
+// signalled, whatever process its pid now names.
 func (s *stopper) clean(h instancelock.ProcessLock) int {
-	alive, what := probe(h)
-	if !alive && what != "is not running" {
-		alive = true // reused or unknown: someone else's process
-	}
-	switch {
-	case alive && what == "is alive":
-		fmt.Fprintf(s.errw, "instancelock stop: pid %d is alive but does not hold the lock on %s: not signalling it\n", h.PID, s.path)
-	case alive:
-		fmt.Fprintf(s.errw, "instancelock stop: not signalling pid %d: it does not hold the lock on %s; pid %d %s\n", h.PID, s.path, h.PID, what)
-	}
 	removed, err := s.l.CleanStale()
 	if err != nil {
 		return s.fail("%s", oneLine(err))
 	}
 	if removed {
-		fmt.Fprintf(s.out, "%s: not running; removed the stale PID file: pid %d %s\n", s.path, h.PID, what)
+		fmt.Fprintf(s.out, "%s: not running; removed the stale PID file (pid %d named in it does not hold the lock; it was not signalled)\n", s.path, h.PID)
 	}
 	return s.notHeldNow()
 }
