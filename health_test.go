@@ -425,6 +425,39 @@ func TestHealthCheckWithPanickingError(t *testing.T) {
 	}
 }
 
+// isPanicError is an error whose Is method panics, as a careless
+// implementation comparing fields of a nil receiver would.
+type isPanicError struct{ inner *nilPointerError }
+
+func (e isPanicError) Error() string        { return "gave up" }
+func (e isPanicError) Is(target error) bool { return e.inner.msg == target.Error() }
+
+// A check that returns, after its timeout, an error whose Is method
+// panics is reported failed with its own message: the comparison with the
+// timeout cannot take the process down.
+func TestHealthCheckWithPanickingIs(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	h := NewHealth(runningState(t), nil)
+	h.AddCheck(Check{Name: "db", Timeout: 10 * time.Millisecond, Run: func(ctx context.Context) error {
+		<-ctx.Done()
+		return isPanicError{}
+	}})
+	r := serveDirect(t, h, "")
+	if r.code != 503 {
+		t.Fatalf("%d %s, want 503", r.code, r.raw)
+	}
+	// The flight may end at the timeout (the timeout's message) or when
+	// Run returned (its own): either way a failure, and no crash.
+	if d, _ := r.body["details"].(map[string]any); d["db"] == nil {
+		t.Fatalf("no details for db: %s", r.raw)
+	}
+	// Run has returned by now: its own result is what a later probe sees
+	// once the cache expires, through isCause.
+	if !isCause(context.DeadlineExceeded, context.DeadlineExceeded) || isCause(isPanicError{}, context.DeadlineExceeded) {
+		t.Fatal("isCause: want errors.Is, and false when Is panics")
+	}
+}
+
 // TestHealthRegistrationIsLinear checks that registering one more counter
 // costs the same whatever the number already registered: the registry is
 // shared between registrations, not copied (copying made 50,000 counters
