@@ -35,8 +35,12 @@ on to COMMAND and then exits with COMMAND's status. (SIGINT, SIGQUIT and
 SIGHUP are not passed on when COMMAND is in the foreground of the terminal,
 which sent them to COMMAND already.) On Linux and FreeBSD, COMMAND is killed
 if the wrapper dies, even by SIGKILL, so it never runs without the lock; the
-lock is never passed on to COMMAND. If the PID file is removed while COMMAND
-runs, COMMAND gets SIGTERM (another instance could start).
+lock is never passed on to COMMAND. If the PID file is removed, moved or
+replaced while COMMAND runs, the wrapper keeps the lock and writes the file
+again (on Linux at once, and no other instance of the host can start
+meanwhile; elsewhere within a second). Only when it cannot (another process
+holds the file now at the path, or it is someone's file) does it print
+"lock lost" and send COMMAND SIGTERM.
 
 Under systemd (NOTIFY_SOCKET set), run tells systemd that COMMAND is the
 unit's main process (MAINPID=) and passes NOTIFY_SOCKET and WATCHDOG_USEC
