@@ -128,9 +128,12 @@ func (l *Locker) peerHolder(p peer) (ProcessLock, bool) {
 		h.StartToken, h.StartedAt = token, at.UTC()
 	}
 	// A PID file that names another process: the kernel's holder is
-	// shown, but not proven against what the file claims.
-	return h, err != nil
-
+	// shown, but not proven against what the file claims. No PID file (or
+	// an unreadable one): the name alone proves nothing (any process of
+	// the user can bind it); the kernel must also show that p holds the
+	// flock of the PID file, reached by the path or its real path, even
+	// if it was removed since.
+	return h, err != nil && l.holdsFlock(p.pid)
 }
 
 // tokenMatches reports whether h's process is alive and, when h carries a

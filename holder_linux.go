@@ -11,7 +11,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -248,4 +250,47 @@ func signalPinned(pid int, sig os.Signal, check func() error) error {
 		return fmt.Errorf("signal %v to pid %d: %w", sig, pid, err)
 	}
 	return nil
+}
+
+// holdsFlock reports whether the kernel shows that process pid holds the
+// PID file's lock: one of its descriptors is open on the file at the path
+// or at its real path, or under one of their temporary names (also once
+// removed: "(deleted)"), and /proc/locks
+// names pid as the holder of that file's exclusive flock. It needs to read
+// /proc/<pid>/fd: another user's process (unless we are root) is not
+// proven.
+func (l *Locker) holdsFlock(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	_, rdir := resolvedLockName(l.path)
+	real := filepath.Join(rdir, filepath.Base(l.path))
+	// A file published by link(2) keeps, in /proc/<pid>/fd, the temporary
+	// name it was created under once that name is unlinked.
+	named := func(p string) bool {
+		return p == l.path || p == real || strings.HasPrefix(p, l.tmpPrefix) || strings.HasPrefix(p, tempPrefix(real))
+	}
+	fds := "/proc/" + strconv.Itoa(pid) + "/fd/"
+	ents, err := os.ReadDir(fds)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		target, err := os.Readlink(fds + e.Name())
+		if err != nil {
+			continue
+		}
+		target = strings.TrimSuffix(target, " (deleted)")
+		if !named(target) {
+			continue
+		}
+		fi, err := os.Stat(fds + e.Name())
+		if err != nil {
+			continue
+		}
+		if writers, _, err := flockOwners(fi); err == nil && slices.Contains(writers, pid) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,6 +20,26 @@ import (
 
 func init() {
 	helpers["symlink-holder"] = helperSymlinkHolder
+	helpers["name-squatter"] = helperNameSquatter
+}
+
+// helperNameSquatter binds and listens on the lock's name for $PIDFILE,
+// as a holder would, but has no PID file and no flock; it prints "bound"
+// and waits for stdin to close.
+func helperNameSquatter() {
+	l, err := New(os.Getenv("PIDFILE"))
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	fd, err := bindName(l.name)
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	defer closeName(fd)
+	fmt.Println("bound")
+	bufio.NewScanner(os.Stdin).Scan()
 }
 
 // helperSymlinkHolder takes the lock at $PIDFILE with the periodic check
@@ -207,5 +228,46 @@ func TestNeverTwoWhenASymlinkedDirectoryIsSwapped(t *testing.T) {
 			}
 			checkTenures(t, ledger)
 		})
+	}
+}
+
+// A process of our own user that only listens on the lock's name (no PID
+// file, no flock) is not proven to hold the lock: Terminate (and so
+// "instancelock stop") signals nothing, and a refused start prints no kill
+// lines. A real holder whose file was removed is still proven (it holds
+// the flock of the removed file) and is signalled.
+func TestTheNameAloneProvesNoHolder(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "b.pid")
+	for r := range 5 {
+		sq := helperCmd(t, "name-squatter", "PIDFILE="+path)
+		qin, qout := proctest.Start(t, sq)
+		require.Equal(t, "bound", qout.Next(30*time.Second))
+
+		l, err := New(path)
+		require.NoError(t, err)
+		err = l.Terminate(syscall.SIGTERM)
+		require.Error(t, err, "round %d: the squatter was signalled", r)
+		assert.ErrorIs(t, err, errUnproven, "round %d", r)
+		require.NoError(t, sq.Process.Signal(syscall.Signal(0)), "round %d: the squatter is alive", r)
+		var are *AlreadyRunningError
+		require.ErrorAs(t, l.TryLock(), &are, "round %d: the name is held by our user: refused", r)
+		assert.False(t, are.Proven, "round %d: %+v", r, are)
+		assert.NotContains(t, are.Help("restart"), "kill ", "round %d", r)
+		qin.(interface{ Close() error }).Close()
+		require.NoError(t, sq.Wait())
+
+		// The real holder, its file removed: proven by its flock.
+		holder := helperCmd(t, "symlink-holder", "PIDFILE="+path, "WATCH=1h", "REPUBLISH=0")
+		_, hout := proctest.Start(t, holder)
+		line := hout.Next(30 * time.Second)
+		require.True(t, strings.HasPrefix(line, "locked "), "round %d: %s", r, line)
+		require.NoError(t, os.Remove(path))
+		hout.Expect("lost ", 30*time.Second)
+		require.NoError(t, l.Terminate(syscall.SIGTERM), "round %d: the real holder", r)
+		err = holder.Wait()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "round %d", r)
+		assert.Equal(t, syscall.SIGTERM, ee.Sys().(syscall.WaitStatus).Signal(), "round %d", r)
 	}
 }
