@@ -1084,14 +1084,29 @@ func (l *Locker) judgePID(holder ProcessLock, mod time.Time) (bool, string) {
 	if holder.PID == os.Getpid() {
 		return true, "it names this process's own pid, which did not write it (a previous run in a restarted container?)"
 	}
-	alive, err := l.procs.Alive(holder.PID)
+	written := holder.StartedAt
+	if written.IsZero() {
+		written = mod
+	}
+	return processGone(l.procs, holder, written)
+}
+
+// processGone is the package's one answer to "is pid N still the process
+// that wrote this?": no when the pid is not alive (a zombie is dead), or
+// belongs to another process (start token differs; without a token,
+// started more than 2 s after written, when written is known). It says
+// why. A failed probe, or a live process whose start cannot be read, is
+// not gone. Used by the Locker's judgement of an unlocked file and by
+// ProcessLock.Gone (pglock's judgement of a previous holder).
+func processGone(procs ProcessTable, holder ProcessLock, written time.Time) (bool, string) {
+	alive, err := procs.Alive(holder.PID)
 	if err != nil {
 		return false, "could not probe the process: " + err.Error()
 	}
 	if !alive {
 		return true, fmt.Sprintf("process %d is not running", holder.PID)
 	}
-	token, at, err := l.procs.Start(holder.PID)
+	token, at, err := procs.Start(holder.PID)
 	if err != nil {
 		return false, fmt.Sprintf("process %d is alive", holder.PID)
 	}
@@ -1101,15 +1116,26 @@ func (l *Locker) judgePID(holder ProcessLock, mod time.Time) (bool, string) {
 		}
 		return false, fmt.Sprintf("process %d that wrote the file is alive", holder.PID)
 	}
-	written := holder.StartedAt
-	if written.IsZero() {
-		written = mod
-	}
-	if at.After(written.Add(2 * time.Second)) {
+	if !written.IsZero() && at.After(written.Add(2*time.Second)) {
 		return true, fmt.Sprintf("pid %d now belongs to a process started at %s, after the file was written at %s",
 			holder.PID, at.UTC().Format(timeLayout), written.UTC().Format(timeLayout))
 	}
 	return false, fmt.Sprintf("process %d is alive", holder.PID)
+}
+
+// Gone reports whether the process pl describes is known to have ended:
+// pl was written in this PID space (Local) by another process, and its
+// pid is no longer alive or now belongs to a process started after pl was
+// written (start token, or startedAt). It is false when that cannot be
+// told (another PID space, this process, a failed probe). It is the rule
+// the Locker judges an unlocked PID file by (see docs/design.md), for
+// other lock front ends (pglock) that keep a ProcessLock elsewhere.
+func (pl ProcessLock) Gone() bool {
+	if pl.PID <= 0 || pl.PID == os.Getpid() || !pl.Local() {
+		return false
+	}
+	gone, _ := processGone(OSProcesses{}, pl, pl.StartedAt)
+	return gone
 }
 
 // sameHost reports whether h's PID may be probed from here: h is in this

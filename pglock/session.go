@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/ad5dec64/instancelock"
@@ -305,7 +304,7 @@ func (l *Locker) attempt(ctx context.Context, cp **conn, wait, retry bool, seen 
 		return fail(err)
 	}
 	gone := ""
-	if seen.InstanceID != "" && seen.PIDSpace != "" && seen.Local() && processGone(seen) {
+	if seen.InstanceID != "" && seen.PIDSpace != "" && seen.Gone() {
 		gone = seen.InstanceID
 	}
 	checked := time.Now()
@@ -441,31 +440,10 @@ func (l *Locker) settle(prev instancelock.ProcessLock, keepAlive time.Duration) 
 	switch {
 	case prev.InstanceID == l.id:
 		return 0
-	case prev.PIDSpace != "" && prev.Local() && processGone(prev):
+	case prev.PIDSpace != "" && prev.Gone():
 		return 0
 	}
 	return min(max(keepAlive, 0), maxSettle)
-}
-
-// processGone reports whether the process that wrote pl, which runs in this
-// process's machine and PID namespace, has exited (or its pid now names
-// another process).
-func processGone(pl instancelock.ProcessLock) bool {
-	if pl.PID <= 0 || pl.PID == os.Getpid() {
-		return false
-	}
-	var procs instancelock.OSProcesses
-	alive, err := procs.Alive(pl.PID)
-	switch {
-	case err != nil:
-		return false
-	case !alive, zombie(pl.PID):
-		return true
-	case pl.StartToken != "":
-		token, _, err := procs.Start(pl.PID)
-		return err == nil && token != pl.StartToken
-	}
-	return false
 }
 
 // ensureTable creates the metadata table if it is missing. Two sessions
