@@ -82,6 +82,13 @@ func TestInPlaceReaderNeitherBlocksNorUnlocks(t *testing.T) {
 		assert.NotContains(t, line, "unknown", "round %d", r)
 		assert.Contains(t, line, "pid "+strconv.Itoa(next.Process.Pid)+" ", "round %d", r)
 
+		// Readers see it as the holder, proven by its name and its file.
+		l, err := New(path)
+		require.NoError(t, err)
+		s, err := l.look()
+		require.NoError(t, err)
+		assert.True(t, s.held && s.proven && s.holder.PID == next.Process.Pid, "round %d: %+v", r, s)
+
 		// The reader leaves: the holder takes the file's lock by itself.
 		rin.Close()
 		require.NoError(t, rd.Wait())
