@@ -29,7 +29,7 @@ type heldNames struct {
 }
 
 // claimNames takes the lock's names: the name of the path as given, then
-// that of the path's real file (see resolvedLockName). A contender must
+// that of the path's real file (see realName). A contender must
 // get both, so the same path string is refused after a symbolic link on
 // it was swapped, and two aliases of one file are refused too.
 func (l *Locker) claimNames() (heldNames, error) {
@@ -38,7 +38,7 @@ func (l *Locker) claimNames() (heldNames, error) {
 	if n.sock, err = l.claimName(l.name); err != nil {
 		return n, err
 	}
-	n.rname, n.rdir = resolvedLockName(l.path)
+	n.rname, n.rdir = l.realName()
 	if n.rname == l.name {
 		return n, nil
 	}
@@ -69,7 +69,7 @@ func (l *Locker) namePeer() (peer, bool) {
 	if p, err := peerOfName(l.name); err == nil && l.trustedPeer(p) {
 		return p, true
 	}
-	if rname, _ := resolvedLockName(l.path); rname != l.name {
+	if rname, _ := l.realName(); rname != l.name {
 		if p, err := peerOfName(rname); err == nil && l.trustedPeer(p) {
 			return p, true
 		}

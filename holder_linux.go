@@ -51,16 +51,20 @@ func lockName(path string) string {
 	return nameOf(abs)
 }
 
-// resolvedLockName returns the abstract socket name of the file the path
-// reaches now: a hash of its real path (the symbolic links of its
-// directory resolved; of a directory that does not exist yet, those of its
-// deepest existing ancestor, so that the name is the one later starts
-// compute once the directory exists), and that real directory. Two
-// spellings of one file (aliases through symbolic links) meet at this
-// name. It is computed at each acquisition and each check.
-func resolvedLockName(path string) (name, dir string) {
-	dir = resolveDir(filepath.Dir(path))
-	return nameOf(filepath.Join(dir, filepath.Base(path))), dir
+// realName returns the abstract socket name of the file the path reaches
+// now: a hash of its real path (the symbolic links of its directory
+// resolved; of a directory that does not exist yet, those of its deepest
+// existing ancestor, so that the name is the one later starts compute once
+// the directory exists), and that real directory. When the path has no
+// symbolic link it is l.name. Two spellings of one file (aliases through
+// symbolic links) meet at this name. It is computed at each acquisition
+// and each check.
+func (l *Locker) realName() (name, dir string) {
+	dir = resolveDir(l.dir())
+	if dir == l.dir() {
+		return l.name, dir
+	}
+	return nameOf(filepath.Join(dir, filepath.Base(l.path))), dir
 }
 
 // resolveDir resolves the symbolic links of dir, or of its deepest
@@ -263,8 +267,7 @@ func (l *Locker) holdsFlock(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	_, rdir := resolvedLockName(l.path)
-	real := filepath.Join(rdir, filepath.Base(l.path))
+	real := filepath.Join(resolveDir(l.dir()), filepath.Base(l.path))
 	// A file published by link(2) keeps, in /proc/<pid>/fd, the temporary
 	// name it was created under once that name is unlinked.
 	named := func(p string) bool {

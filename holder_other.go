@@ -14,7 +14,7 @@ const hasLockName = false
 
 func lockName(string) string { return "" }
 
-func resolvedLockName(string) (string, string) { return "", "" }
+func (l *Locker) realName() (string, string) { return "", "" }
 
 var (
 	errNameTaken  = errors.New("the lock's name is taken")

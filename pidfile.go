@@ -1381,7 +1381,7 @@ func (l *Locker) republish(t *tenure) error {
 	rsock := -1
 	rname, rdir := "", ""
 	if t.rname != "" {
-		if rname, rdir = resolvedLockName(l.path); rname != t.rname {
+		if rname, rdir = l.realName(); rname != t.rname {
 			moved = true
 			if rname != l.name {
 				var err error
@@ -1449,7 +1449,7 @@ func (t *tenure) stopWatch() {
 // Unlock removes the path only when it is sure the file there is its own.
 func (l *Locker) check(t *tenure, strict bool) error {
 	if t.rname != "" {
-		if rname, rdir := resolvedLockName(l.path); rname != t.rname {
+		if rname, rdir := l.realName(); rname != t.rname {
 			return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the path now leads to directory %s, not %s (a symbolic link on it was changed)", ErrLockLost, rdir, t.rdir)}
 		}
 	}
@@ -1508,12 +1508,13 @@ func (l *Locker) Unlock() error {
 	// The file held is at the path, or, if a symbolic link on the path
 	// was changed since, at the real path it was reached by.
 	path := l.path
-	if t.rname != "" {
-		if rname, _ := resolvedLockName(l.path); rname != t.rname {
+	cerr := l.checkAt(t, path, true)
+	if cerr != nil && t.rname != "" {
+		if rname, _ := l.realName(); rname != t.rname {
 			path = filepath.Join(t.rdir, filepath.Base(l.path))
+			cerr = l.checkAt(t, path, true)
 		}
 	}
-	cerr := l.checkAt(t, path, true)
 	switch {
 	case cerr != nil:
 		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", cerr)
