@@ -289,6 +289,8 @@ type tenure struct {
 	armed     bool     // arm ran
 	wds       [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
 	data      []byte   // the published content, for re-publishing
+
+	readersGone chan struct{} // closed at Unlock: ends lockWhenReadersLeave (nil when it never ran)
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). A
@@ -544,6 +546,12 @@ func (l *Locker) tryLock() error {
 		return err
 	}
 	l.hold(f, info, inPlace && l.byRename, data, names)
+	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
+		t := l.t
+		t.wmu.Lock()
+		l.lockLater(t)
+		t.wmu.Unlock()
+	}
 	if !inPlace && (!l.swept || l.tookOver) {
 		l.sweepTemps()
 	}
@@ -1157,8 +1165,20 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 				return nil, errRetry
 			}
 		} else if errors.Is(err, ErrWouldBlock) {
-			f.Close()
-			return nil, retryable{&AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, true}
+			switch readers, ok := l.onlyReaders(st); {
+			case ok:
+				// Only shared locks (readers, or a squatter) on an empty
+				// file, and we hold the lock's name: write it, and take
+				// its lock once they leave (see lockWhenReadersLeave).
+				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", readers)
+				err = nil
+			case readers > 0:
+				f.Close()
+				return nil, fmt.Errorf("instancelock: %s is empty and held by %d shared lock(s) only (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone", l.path, readers)
+			default:
+				f.Close()
+				return nil, retryable{&AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, true}
+			}
 		}
 	} else if err == nil {
 		_, err = l.judgeLocked(f)
@@ -1185,6 +1205,65 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// onlyReaders reports whether the file fi describes is held by shared
+// flocks only (how many) while this Locker holds the lock's names, so that
+// no other contender of this host is at the file: readers never block a
+// start. Only where the kernel lists lock owners.
+func (l *Locker) onlyReaders(fi fs.FileInfo) (int, bool) {
+	if !l.kernel {
+		return 0, false
+	}
+	writers, readers, err := flockOwners(fi)
+	if err != nil || len(writers) > 0 {
+		return 0, false
+	}
+	return readers, readers > 0 && l.nameHeld.Load()
+}
+
+// lockWhenReadersLeave takes the exclusive flock of f, the tenure's file
+// written in place while only shared locks (readers, a squatter) held it,
+// once they leave: it tries every few milliseconds to 100 ms until it gets
+// it, the tenure ends or its file changes. Until then the lock rests on its
+// names (this host); if another process takes the file's lock first (one
+// of another network namespace sharing the volume), the tenure is lost.
+func (l *Locker) lockWhenReadersLeave(t *tenure, f File, done <-chan struct{}) {
+	pause := time.Millisecond
+	for {
+		select {
+		case <-done:
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+		t.wmu.Lock()
+		if t.stopped || t.f != f || t.err.Load() != nil {
+			t.wmu.Unlock()
+			return
+		}
+		err := f.TryLock()
+		if errors.Is(err, ErrWouldBlock) {
+			st, serr := f.Stat()
+			if serr == nil {
+				if writers, _, lerr := flockOwners(st); lerr == nil && len(writers) == 0 {
+					t.wmu.Unlock()
+					continue // readers still there
+				}
+			}
+			err = fmt.Errorf("another process took the PID file's lock before this holder could: %w", err)
+		}
+		if err == nil {
+			l.log.Info("the readers of the PID file left; it is locked now")
+		} else {
+			err = &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrLockLost, err)}
+			t.err.Store(&err)
+			l.log.Error("lock lost: another instance may start", "err", err)
+			close(t.lost)
+		}
+		t.wmu.Unlock()
+		return
+	}
 }
 
 // errWrite marks a failed write of the PID file in place.
@@ -1331,10 +1410,22 @@ func (l *Locker) republish(t *tenure) error {
 	}
 	t.f, t.inPlace = f, inPlace && l.byRename
 	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
+	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
+		l.lockLater(t)
+	}
 	if l.watch > 0 {
 		rewatchHeld(t, l.dir(), l.path, t.poke(l))
 	}
 	return nil
+}
+
+// lockLater starts lockWhenReadersLeave for t's file. The caller holds
+// t.wmu.
+func (l *Locker) lockLater(t *tenure) {
+	if t.readersGone == nil {
+		t.readersGone = make(chan struct{})
+	}
+	go l.lockWhenReadersLeave(t, t.f, t.readersGone)
 }
 
 // stopWatch stops the watcher; when it returns, no check is running and
@@ -1342,6 +1433,9 @@ func (l *Locker) republish(t *tenure) error {
 func (t *tenure) stopWatch() {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	if !t.stopped && t.readersGone != nil {
+		close(t.readersGone)
+	}
 	t.stopped = true
 	if t.timer != nil {
 		t.timer.Stop()
