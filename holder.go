@@ -81,8 +81,18 @@ func (l *Locker) namePeer() (peer, bool) {
 // socket, -1 when the name cannot be used (the lock then rests on the PID
 // file's kernel lock alone, as on other platforms), or an
 // *AlreadyRunningError when a process that may be our holder has it.
+//
+// A name that is bound but where nothing listens is, almost always, a
+// contender between its bind and its listen (two system calls, between
+// which it may be descheduled): ignoring it would let this contender take
+// the PID file while that one holds the name, and then hold the lock
+// without its name once the other gives up. So the name is tried again,
+// with a backoff, for up to nameListenWait; only a name that stays bound
+// without a listener that long (a socket that is not a holder's) is
+// ignored.
 func (l *Locker) claimName(name string) (int, error) {
-	for range 3 {
+	deadline := time.Now().Add(nameListenWait)
+	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
 		fd, err := bindName(name)
 		if err == nil {
 			return fd, nil
@@ -94,7 +104,14 @@ func (l *Locker) claimName(name string) (int, error) {
 		p, err := peerOfName(name)
 		switch {
 		case errors.Is(err, errNoListener):
-			continue // its holder just left, or a socket that is not ours: try again
+			// A contender between bind and listen, a holder that just
+			// left, or a socket that is not a holder's.
+			if time.Now().Before(deadline) {
+				time.Sleep(pause)
+				continue
+			}
+			l.log.Warn("the lock's socket is bound by a socket that does not listen (not a holder); relying on the PID file's lock")
+			return -1, nil
 		case err != nil:
 			l.log.Warn("the lock's socket is bound, but its owner cannot be identified; relying on the PID file's lock", "err", err)
 			return -1, nil
@@ -107,9 +124,11 @@ func (l *Locker) claimName(name string) (int, error) {
 		return -1, &AlreadyRunningError{Path: l.path, Holder: holder, Proven: proven,
 			Reason: fmt.Sprintf("pid %d holds the lock's socket", p.pid)}
 	}
-	l.log.Warn("the lock's socket is bound by a socket that does not listen (not a holder); relying on the PID file's lock")
-	return -1, nil
 }
+
+// nameListenWait is how long a name bound without a listener is taken
+// for a contender about to listen.
+const nameListenWait = 100 * time.Millisecond
 
 // peerHolder describes the process p that holds the lock's socket: the
 // PID file's content when it names p, else what the process table says.

@@ -1777,6 +1777,9 @@ func (l *Locker) Terminate(sig os.Signal) error {
 	// (a file naming a live process is not enough), its pid alive, and its
 	// start token, where the platform has one, the live process's.
 	holder, running, err := l.Running()
+	if are := (*AlreadyRunningError)(nil); errors.As(err, &are) && are.Unlocked {
+		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, are.Holder.PID, ErrNotRunning)
+	}
 	if err != nil {
 		return err
 	}

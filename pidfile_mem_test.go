@@ -620,6 +620,12 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 				require.ErrorAs(t, err, &are)
 				assert.True(t, are.Unlocked)
 				assert.Contains(t, are.Reason, c.why)
+				// Terminate (the path without a kernel table of lock
+				// owners) signals nothing and says why.
+				terr := r.locker().Terminate(nil)
+				assert.ErrorIs(t, terr, ErrNotRunning)
+				assert.ErrorContains(t, terr, "pid 4242 is alive but does not hold the lock")
+				assert.Empty(t, r.procs.Signals())
 			}
 			if !strings.Contains(c.why, "what a crash left") {
 				assert.NotZero(t, holder.PID)
