@@ -574,7 +574,11 @@ func TestBadPathsFailClearly(t *testing.T) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "x.pid")
 		require.NoError(t, os.Mkdir(path, 0o755))
-		assertRefused(t, path, "not a regular file (mode drwxr-xr-x)")
+		fi, err := os.Lstat(path)
+		require.NoError(t, err)
+		// The whole mode, as the system reports it (drwxr-xr-x here,
+		// drwxrwxrwx on Windows, which has no permission bits).
+		assertRefused(t, path, "not a regular file (mode "+fi.Mode().String()+")")
 		assertDirHas(t, dir, "x.pid")
 	})
 	t.Run("fifo", func(t *testing.T) {
