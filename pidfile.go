@@ -440,12 +440,14 @@ func (l *Locker) Lost() <-chan struct{} {
 // 0644. The path must not be a symbolic link or anything but a regular
 // file; nothing is created or changed when it is.
 //
-// On failure nothing of the existing PID file is changed.
+// On failure nothing of the existing PID file is changed. A second TryLock
+// while this Locker holds the lock returns an error matching
+// ErrAlreadyHeld.
 func (l *Locker) TryLock() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t != nil {
-		return fmt.Errorf("instancelock: TryLock %s: already held by this Locker", l.path)
+		return fmt.Errorf("instancelock: TryLock %s: %w", l.path, ErrAlreadyHeld)
 	}
 	return l.tryLock()
 }

@@ -144,7 +144,7 @@ func TestMemLockerAcquireAndRelease(t *testing.T) {
 	require.Len(t, open, 1)
 	assert.True(t, strings.HasPrefix(open[0], memPIDPath+".tmp-"), open[0])
 	r.untouched([]string{"app.pid"}, open...)
-	assert.ErrorContains(t, l.TryLock(), "already held by this Locker")
+	assert.ErrorIs(t, l.TryLock(), ErrAlreadyHeld)
 
 	// A second Locker sees this process as the holder.
 	l2 := r.locker()

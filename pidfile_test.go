@@ -134,7 +134,7 @@ func TestTryLockPublishesTheProcessLock(t *testing.T) {
 	assert.True(t, got.Equal(pl))
 
 	err = l.TryLock()
-	assert.ErrorContains(t, err, "already held by this Locker")
+	assert.ErrorIs(t, err, ErrAlreadyHeld)
 
 	require.NoError(t, l.Unlock())
 	assert.NoFileExists(t, path)

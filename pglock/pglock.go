@@ -430,7 +430,7 @@ func (l *Locker) beginAcquire() error {
 	l.mu.Unlock()
 	if held {
 		l.acq.Unlock()
-		return fmt.Errorf("pglock: %s: already held by this Locker", l.desc)
+		return fmt.Errorf("pglock: %s: %w", l.desc, instancelock.ErrAlreadyHeld)
 	}
 	return nil
 }

@@ -108,7 +108,7 @@ func TestLifecycle(t *testing.T) {
 	require.Positive(t, tokA)
 
 	err = a.TryLock()
-	require.Error(t, err, "a second TryLock on a held Locker")
+	require.ErrorIs(t, err, instancelock.ErrAlreadyHeld, "a second TryLock on a held Locker")
 	require.NotErrorIs(t, err, instancelock.ErrAlreadyRunning)
 
 	// The contender is refused and told who holds the lock.

@@ -462,7 +462,7 @@ func (l *Locker) attempt(ctx context.Context) (time.Duration, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t != nil {
-		return 0, fmt.Errorf("redislock: TryLock %s: already held by this Locker", l.desc)
+		return 0, fmt.Errorf("redislock: TryLock %s: %w", l.desc, instancelock.ErrAlreadyHeld)
 	}
 	info, err := instancelock.Current(l.port)
 	if err != nil {

@@ -73,6 +73,7 @@ func TestTryLockHolderUnlock(t *testing.T) {
 
 	require.NoError(t, a.TryLock())
 	require.NoError(t, a.Err())
+	require.ErrorIs(t, a.TryLock(), instancelock.ErrAlreadyHeld, "a second TryLock of the holder")
 	lost := a.Lost()
 	require.NotNil(t, lost)
 	fa, ok := a.FencingToken()
