@@ -110,13 +110,10 @@ func (w *holdWatcher) addSock(sock int) {
 // holding that took its real path's new name). It must be called before
 // old is closed.
 func rewatchSock(t *tenure, old, sock int) {
-	holdWatchMu.Lock()
-	w := holdWatch
-	holdWatchMu.Unlock()
-	if w == nil || !t.watched {
+	w := watcherOf(t)
+	if w == nil {
 		return
 	}
-	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.socks, int32(old))
 	w.addSock(sock)
@@ -147,16 +144,26 @@ func (w *holdWatcher) addWatches(t *tenure, dir, path string, poke func()) error
 	return errors.Join(errs...)
 }
 
-// rewatchHeld moves t's watches to the file and directory now at the path
-// (after the file was re-published, perhaps in a new directory).
-func rewatchHeld(t *tenure, dir, path string, poke func()) {
+// watcherOf returns the process's watcher, locked, when it watches t;
+// nil otherwise.
+func watcherOf(t *tenure) *holdWatcher {
 	holdWatchMu.Lock()
 	w := holdWatch
 	holdWatchMu.Unlock()
 	if w == nil || !t.watched {
-		return
+		return nil
 	}
 	w.mu.Lock()
+	return w
+}
+
+// rewatchHeld moves t's watches to the file and directory now at the path
+// (after the file was re-published, perhaps in a new directory).
+func rewatchHeld(t *tenure, dir, path string, poke func()) {
+	w := watcherOf(t)
+	if w == nil {
+		return
+	}
 	defer w.mu.Unlock()
 	w.forget(t)
 	w.addWatches(t, dir, path, poke)
@@ -188,13 +195,10 @@ func (w *holdWatcher) forget(t *tenure) {
 // unwatchHeld stops watching t. It must be called before its sockets are
 // closed.
 func unwatchHeld(t *tenure) {
-	holdWatchMu.Lock()
-	w := holdWatch
-	holdWatchMu.Unlock()
-	if w == nil || !t.watched {
+	w := watcherOf(t)
+	if w == nil {
 		return
 	}
-	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.forget(t)
 	// Closing the socket takes it out of the epoll set.
