@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/proctest"
 )
 
 // The tests run the command as the operator would, from a process of its
@@ -172,15 +173,39 @@ func cliCmd(args ...string) *exec.Cmd {
 // 30 s) and returns what it did.
 func runCLI(t *testing.T, args ...string) result {
 	t.Helper()
-	return runCmd(t, cliCmd(args...))
+	for try := 1; ; try++ {
+		r, err := startAndWait(t, cliCmd(args...))
+		if err == nil {
+			return r
+		}
+		// Wine 8.0 gap: creating a process now and then fails with
+		// "Internal error" (seen once in six CI runs); Windows has no such
+		// failure. Only that error, only under Wine, is tried again.
+		if try < 3 && proctest.WineVersion() != "" && strings.Contains(err.Error(), "Internal error") {
+			t.Logf("Wine 8.0 gap: %v; starting it again", err)
+			continue
+		}
+		t.Fatal(err)
+	}
 }
 
 func runCmd(t *testing.T, cmd *exec.Cmd) result {
 	t.Helper()
+	r, err := startAndWait(t, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// startAndWait runs cmd to its end (at most 30 s) and returns its result,
+// or the error of starting it.
+func startAndWait(t *testing.T, cmd *exec.Cmd) (result, error) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return result{}, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -195,7 +220,7 @@ func runCmd(t *testing.T, cmd *exec.Cmd) result {
 		<-done
 		t.Fatalf("%v did not finish within 30s; stderr: %s", cmd.Args, stderr.String())
 	}
-	return result{stdout.String(), stderr.String(), exitStatus(cmd.ProcessState)}
+	return result{stdout.String(), stderr.String(), exitStatus(cmd.ProcessState)}, nil
 }
 
 // exitStatus is the exit code, or 128+N for a death by signal N, as a
