@@ -272,7 +272,7 @@ func (l *Locker) terminateProven(sig os.Signal) error {
 	case !s.held:
 		return l.refusal("", ErrNotRunning)
 	case !s.proven:
-		return l.refusal(fmt.Sprintf("it is locked (%s), but pid %d named in the file is not proven to hold it", s.how, h.PID),
+		return l.refusal("the holder is not proven ("+s.how+")",
 			&AlreadyRunningError{Path: l.path, Holder: h, Reason: s.how})
 	case h.PID == os.Getpid():
 		return l.refusal("", ErrAlreadyHeld)
