@@ -138,6 +138,10 @@ func errorCases() []errorCase {
 		return l
 	}
 	same := []string{"ErrAlreadyRunning", "*AlreadyRunningError"}
+	notDir := []string{"*fs.PathError"} // ENOTDIR
+	if runtime.GOOS == "windows" {
+		notDir = append(notDir, "fs.ErrNotExist") // ERROR_PATH_NOT_FOUND
+	}
 	foreignErr := []string{"ErrForeignFile", "*fs.PathError"}
 	return []errorCase{
 		// TryLock and Lock.
@@ -162,7 +166,7 @@ func errorCases() []errorCase {
 			require.NoError(t, os.Remove(filepath.Dir(path)))
 			writeFile(t, filepath.Dir(path), "a file")
 			return locker(t, path).TryLock()
-		}, matches: []string{"*fs.PathError"}},
+		}, matches: notDir},
 		{name: "TryLock/a bare PID of a live process that takes no lock", setup: liveBarePID, op: "TryLock", matches: same, says: "holds"},
 		{name: "Lock/ctx ends while another process holds the lock", run: func(t *testing.T, path string) error {
 			startHolder(t, path)
