@@ -39,7 +39,7 @@ func StartBouncer(pg *Postgres) (*Bouncer, error) {
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/pgbouncer"); serr != nil {
-			return nil, notInstalled("pgbouncer", "pgbouncer", err)
+			return nil, NotInstalled("pgbouncer", "pgbouncer", err)
 		}
 		bin = "/usr/sbin/pgbouncer"
 	}
@@ -61,7 +61,7 @@ func StartBouncer(pg *Postgres) (*Bouncer, error) {
 		dbs += fmt.Sprintf("%s = host=%s port=%s dbname=postgres user=postgres pool_mode=%s pool_size=4\n", mode, host, port, mode)
 	}
 	for attempt := 1; ; attempt++ {
-		listen, err := freePort()
+		listen, err := FreePort()
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, err

@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -43,7 +44,7 @@ func PostgresBin() (string, error) {
 	}
 	p, err := exec.LookPath("initdb")
 	if err != nil {
-		return "", notInstalled("PostgreSQL (no initdb in /usr/lib/postgresql/*/bin or on PATH)", "postgresql-15", err)
+		return "", NotInstalled("PostgreSQL (no initdb in /usr/lib/postgresql/*/bin or on PATH)", "postgresql-15", err)
 	}
 	return filepath.Dir(p), nil
 }
@@ -69,7 +70,7 @@ func StartPostgres(env ...string) (*Postgres, error) {
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, err
@@ -119,4 +120,15 @@ func (p *Postgres) Restart() error {
 func (p *Postgres) Stop() {
 	p.run("pg_ctl", "-D", p.data(), "-m", "immediate", "-w", "stop")
 	os.RemoveAll(p.dir)
+}
+
+// Libfaketime returns the path of Debian's libfaketime, to start a server
+// whose clock a test steps (StartPostgres("LD_PRELOAD="+path, ...)). Its
+// error matches ErrNotInstalled.
+func Libfaketime() (string, error) {
+	m, _ := filepath.Glob("/usr/lib/*/faketime/libfaketime.so.1")
+	if len(m) == 0 {
+		return "", NotInstalled("libfaketime", "libfaketime", errors.New("no /usr/lib/*/faketime/libfaketime.so.1"))
+	}
+	return m[0], nil
 }

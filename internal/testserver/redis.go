@@ -32,7 +32,7 @@ type Redis struct {
 func StartRedis() (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		return nil, notInstalled("redis-server", "redis-server", err)
+		return nil, NotInstalled("redis-server", "redis-server", err)
 	}
 	dir, err := os.MkdirTemp("", "testserver-redis-")
 	if err != nil {
@@ -40,7 +40,7 @@ func StartRedis() (*Redis, error) {
 	}
 	r := &Redis{bin: bin, dir: dir}
 	for attempt := 1; ; attempt++ {
-		if r.port, err = freePort(); err == nil {
+		if r.port, err = FreePort(); err == nil {
 			err = r.Start()
 		}
 		if err == nil {

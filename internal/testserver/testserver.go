@@ -32,9 +32,10 @@ import (
 // programs are not installed.
 var ErrNotInstalled = errors.New("not installed")
 
-// notInstalled is the error of a missing program: what it is and the
-// Debian package that has it.
-func notInstalled(what, pkg string, err error) error {
+// NotInstalled returns the error of a missing program, matching
+// ErrNotInstalled: what it is, the Debian package that has it, and the
+// error that found it missing.
+func NotInstalled(what, pkg string, err error) error {
 	return fmt.Errorf("%s is %w (apt-get install -y %s): %v", what, ErrNotInstalled, pkg, err)
 }
 
@@ -63,56 +64,49 @@ func Need(tb testing.TB, err error) {
 
 // Shared servers: one of each per test process, started on first use.
 var (
-	sharedMu    sync.Mutex
-	pgOnce      sync.Once
-	sharedPG    *Postgres
-	sharedPGErr error
-	rdOnce      sync.Once
-	sharedRD    *Redis
-	sharedRDErr error
-	pbOnce      sync.Once
-	sharedPB    *Bouncer
-	sharedPBErr error
+	sharedMu sync.Mutex // guards the values for StopShared
+	sharedPG shared[*Postgres]
+	sharedRD shared[*Redis]
+	sharedPB shared[*Bouncer]
 )
 
-// SharedPostgres returns the process's PostgreSQL, started on first use
-// (StartPostgres). A failed start is not tried again.
-func SharedPostgres() (*Postgres, error) {
-	pgOnce.Do(func() {
-		pg, err := StartPostgres()
+// shared is a server started once, on first use.
+type shared[T any] struct {
+	once sync.Once
+	v    T
+	err  error
+}
+
+func (s *shared[T]) get(start func() (T, error)) (T, error) {
+	s.once.Do(func() {
+		v, err := start()
 		sharedMu.Lock()
-		sharedPG, sharedPGErr = pg, err
+		s.v, s.err = v, err
 		sharedMu.Unlock()
 	})
-	return sharedPG, sharedPGErr
+	return s.v, s.err
+}
+
+// SharedPostgres returns the process's PostgreSQL, started on first use
+// (StartPostgres()). A failed start is not tried again.
+func SharedPostgres() (*Postgres, error) {
+	return sharedPG.get(func() (*Postgres, error) { return StartPostgres() })
 }
 
 // SharedRedis returns the process's Redis, started on first use
 // (StartRedis). Tests may Stop, Start, Pause and Resume it.
-func SharedRedis() (*Redis, error) {
-	rdOnce.Do(func() {
-		r, err := StartRedis()
-		sharedMu.Lock()
-		sharedRD, sharedRDErr = r, err
-		sharedMu.Unlock()
-	})
-	return sharedRD, sharedRDErr
-}
+func SharedRedis() (*Redis, error) { return sharedRD.get(StartRedis) }
 
 // SharedBouncer returns the process's PgBouncer in front of
 // SharedPostgres, started on first use (StartBouncer).
 func SharedBouncer() (*Bouncer, error) {
-	pbOnce.Do(func() {
+	return sharedPB.get(func() (*Bouncer, error) {
 		pg, err := SharedPostgres()
-		var b *Bouncer
-		if err == nil {
-			b, err = StartBouncer(pg)
+		if err != nil {
+			return nil, err
 		}
-		sharedMu.Lock()
-		sharedPB, sharedPBErr = b, err
-		sharedMu.Unlock()
+		return StartBouncer(pg)
 	})
-	return sharedPB, sharedPBErr
 }
 
 // StopShared stops the shared servers that were started and removes their
@@ -120,21 +114,21 @@ func SharedBouncer() (*Bouncer, error) {
 func StopShared() {
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
-	if sharedPB != nil {
-		sharedPB.Stop()
+	if sharedPB.v != nil {
+		sharedPB.v.Stop()
 	}
-	if sharedPG != nil {
-		sharedPG.Stop()
+	if sharedPG.v != nil {
+		sharedPG.v.Stop()
 	}
-	if sharedRD != nil {
-		sharedRD.Close()
+	if sharedRD.v != nil {
+		sharedRD.v.Close()
 	}
 }
 
-// freePort returns a TCP port of 127.0.0.1 that nothing listened on a
+// FreePort returns a TCP port of 127.0.0.1 that nothing listened on a
 // moment ago. The servers are started again on another port when it was
 // taken meanwhile.
-func freePort() (int, error) {
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -81,7 +81,7 @@ func TestNotInstalled(t *testing.T) {
 	t.Setenv("CI", "true")
 	require.False(t, Skippable(err), "CI=true: a missing server fails")
 	t.Setenv("CI", "")
-	require.True(t, Skippable(notInstalled("x", "x", errors.New("no x"))))
+	require.True(t, Skippable(NotInstalled("x", "x", errors.New("no x"))))
 	require.False(t, Skippable(errors.New("initdb: failed")), "only a missing server skips")
 	require.False(t, Skippable(nil))
 }
