@@ -211,7 +211,7 @@ func errorCases() []errorCase {
 			require.NoError(t, err)
 			require.NoError(t, f.Close())
 			err = locker(t, path).Terminate(nil)
-			alive, aerr := OSProcesses{}.Alive(h.pid)
+			alive, aerr := osProcesses{}.Alive(h.pid)
 			require.NoError(t, aerr)
 			require.True(t, alive, "the holder was not signalled")
 			return err

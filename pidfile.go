@@ -197,11 +197,11 @@ func WithPort(port int) Option {
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithFS replaces the operating system's file system, for tests (see
-// MemFS).
+// instancelocktest.MemFS).
 func WithFS(fsys FS) Option { return func(c *config) { c.fsys = fsys } }
 
 // WithProcessTable replaces the operating system's process table, for tests
-// (see MemProcesses).
+// (see instancelocktest.MemProcesses).
 func WithProcessTable(p ProcessTable) Option { return func(c *config) { c.procs = p } }
 
 // WithWatchInterval sets how often a held lock checks that its PID file is
@@ -339,10 +339,10 @@ func New(path string, opts ...Option) (*Locker, error) {
 		if err != nil {
 			return nil, &fs.PathError{Op: "abs", Path: path, Err: fmt.Errorf("%w (the working directory cannot be read: give an absolute path)", err)}
 		}
-		path, c.fsys = abs, OSFS{}
+		path, c.fsys = abs, osFS{}
 	}
 	if c.procs == nil {
-		c.procs = OSProcesses{}
+		c.procs = osProcesses{}
 	}
 	if c.watch == 0 {
 		c.watch = DefaultWatchInterval
@@ -356,8 +356,8 @@ func New(path string, opts ...Option) (*Locker, error) {
 		tmpPrefix: tempPrefix(path),
 		log:       c.logger.With("pidfile", path), keep: c.keep == nil || *c.keep,
 	}
-	_, osfs := c.fsys.(OSFS)
-	_, osprocs := c.procs.(OSProcesses)
+	_, osfs := c.fsys.(osFS)
+	_, osprocs := c.procs.(osProcesses)
 	l.kernel = osfs && osprocs && hasLockName
 	if osfs && hasLockName {
 		l.name = lockName(path)
@@ -367,11 +367,12 @@ func New(path string, opts ...Option) (*Locker, error) {
 
 // byRename reports whether a Locker on fsys publishes its PID file by
 // renaming a temporary file into place (Unix) or writes it in place
-// (Windows, where an open file cannot be renamed): a MemFS says which
-// rules it follows, any other FS is taken to be this system's.
+// (Windows, where an open file cannot be renamed): an FS with a
+// WindowsRules method says which rules it follows (see FS), any other is
+// taken to be this system's.
 func byRename(fsys FS) bool {
-	if m, ok := fsys.(interface{ windows() bool }); ok { // *MemFS
-		return !m.windows()
+	if m, ok := fsys.(interface{ WindowsRules() bool }); ok {
+		return !m.WindowsRules()
 	}
 	return publishByRename
 }
@@ -721,10 +722,10 @@ func (l *Locker) mkdir() error {
 		return err // names the directory
 	}
 	if c, ok := l.fsys.(interface {
-		chmod(string, fs.FileMode) error
+		Chmod(string, fs.FileMode) error
 	}); ok {
 		for i := len(missing) - 1; i >= 0; i-- {
-			if err := c.chmod(missing[i], 0o755); err != nil {
+			if err := c.Chmod(missing[i], 0o755); err != nil {
 				l.log.Debug("cannot set the mode of a new directory", "dir", missing[i], "err", err)
 			}
 		}
@@ -775,7 +776,7 @@ func canWriteInPlace(err error) bool {
 func (l *Locker) sweepTemps() {
 	l.swept = true
 	lister, ok := l.fsys.(interface {
-		readDirNames(string) ([]string, error)
+		ListDir(string) ([]string, error)
 	})
 	if !ok {
 		return
@@ -783,7 +784,7 @@ func (l *Locker) sweepTemps() {
 	dir := filepath.Dir(l.tmpPrefix)
 	prefix := filepath.Base(l.tmpPrefix + "x")
 	prefix = prefix[:len(prefix)-1]
-	names, err := lister.readDirNames(dir)
+	names, err := lister.ListDir(dir)
 	if err != nil {
 		l.log.Debug("cannot look for temporary files left by crashes", "err", err)
 		return
@@ -1153,7 +1154,7 @@ func (pl ProcessLock) Gone() bool {
 	if pl.PID <= 0 || pl.PID == os.Getpid() || !pl.Local() {
 		return false
 	}
-	gone, _ := processGone(OSProcesses{}, pl, pl.StartedAt)
+	gone, _ := processGone(osProcesses{}, pl, pl.StartedAt)
 	return gone
 }
 
