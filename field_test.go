@@ -160,7 +160,7 @@ func TestPIDSpaceDecidesNotTheHostname(t *testing.T) {
 	require.NoError(t, sleeper.Start())
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	live := sleeper.Process.Pid
-	token, _, err := OSProcesses{}.Start(live)
+	token, _, err := osProcesses{}.Start(live)
 	require.NoError(t, err)
 	space := thisPIDSpace()
 	require.NotEmpty(t, space)

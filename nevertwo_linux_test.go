@@ -481,7 +481,7 @@ func TestSignalPinned(t *testing.T) {
 	refused := errors.New("not proven")
 	assert.ErrorIs(t, signalPinned(pid, syscall.SIGTERM, func() error { return refused }), refused)
 	assert.Error(t, signalPinned(pid, notASyscallSignal{}, func() error { return nil }))
-	alive, _ := OSProcesses{}.Alive(pid)
+	alive, _ := osProcesses{}.Alive(pid)
 	require.True(t, alive, "nothing was sent")
 	assert.ErrorIs(t, signalPinned(deadPID(t), syscall.SIGTERM, func() error { return nil }), ErrNoProcess)
 	require.NoError(t, signalPinned(pid, syscall.SIGKILL, func() error { return nil }))
@@ -514,13 +514,18 @@ func TestProofEdges(t *testing.T) {
 
 	// A process table that cannot probe: nothing looks stale, nothing is
 	// proven.
-	procs := NewMemProcesses()
-	procs.Fail("alive", 77, errors.New("probe failed"))
-	lm, err := New(path, WithProcessTable(procs))
+	lm, err := New(path, WithProcessTable(failingProcs{errors.New("probe failed")}))
 	require.NoError(t, err)
 	assert.False(t, lm.staleLooking(ProcessLock{PID: 77}))
 	assert.False(t, lm.tokenMatches(ProcessLock{PID: 77}))
 }
+
+// failingProcs is a ProcessTable whose every probe fails.
+type failingProcs struct{ err error }
+
+func (p failingProcs) Alive(int) (bool, error)              { return false, p.err }
+func (p failingProcs) Start(int) (string, time.Time, error) { return "", time.Time{}, p.err }
+func (p failingProcs) Signal(int, os.Signal) error          { return p.err }
 
 type fakeInfo struct{ fs.FileInfo }
 

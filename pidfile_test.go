@@ -296,7 +296,7 @@ func TestChildDoesNotInheritTheLock(t *testing.T) {
 		}
 	})
 	h.kill(t)
-	alive, err := OSProcesses{}.Alive(child)
+	alive, err := osProcesses{}.Alive(child)
 	require.NoError(t, err)
 	require.True(t, alive, "the child outlives the holder")
 
@@ -327,7 +327,7 @@ func TestStaleFilesAreTakenOver(t *testing.T) {
 	require.NoError(t, sleeper.Start())
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	live := sleeper.Process.Pid
-	liveToken, liveStart, err := OSProcesses{}.Start(live)
+	liveToken, liveStart, err := osProcesses{}.Start(live)
 	require.NoError(t, err)
 
 	cases := map[string]string{
@@ -441,12 +441,14 @@ func TestOtherHostHolderIsNotJudgedByPID(t *testing.T) {
 		assert.NotContains(t, are.Help("x"), "kill ")
 		err = l.Terminate(nil)
 		assert.ErrorContains(t, err, "not proven")
-		alive, _ := OSProcesses{}.Alive(h.pid)
+		assert.ErrorIs(t, err, ErrAlreadyRunning)
+		alive, _ := osProcesses{}.Alive(h.pid)
 		assert.True(t, alive, "the holder was not signalled")
 	} else {
 		assert.Equal(t, "web-2", are.Holder.Hostname)
 		err = l.Terminate(nil)
 		assert.ErrorContains(t, err, "another host")
+		assert.ErrorIs(t, err, ErrAlreadyRunning)
 	}
 	h.kill(t)
 }
@@ -469,6 +471,8 @@ func TestTerminate(t *testing.T) {
 	other, err := New(path)
 	require.NoError(t, err)
 	assert.ErrorContains(t, other.Terminate(nil), "held by this process")
+	assert.ErrorIs(t, other.Terminate(nil), ErrAlreadyHeld)
+	assert.ErrorIs(t, own.Terminate(nil), ErrAlreadyHeld)
 }
 
 // A vanished lock file is noticed: with WithRepublish(false) Lost is
@@ -726,7 +730,7 @@ func TestReadersNeverSeePartialFiles(t *testing.T) {
 }
 
 func TestOSProcesses(t *testing.T) {
-	p := OSProcesses{}
+	p := osProcesses{}
 	alive, err := p.Alive(os.Getpid())
 	require.NoError(t, err)
 	assert.True(t, alive)

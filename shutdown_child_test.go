@@ -171,7 +171,7 @@ func sdStartChildStderr(t *testing.T, stderr *os.File, env ...string) *sdChild {
 	if l := c.lr.Next(sdLiveness); l != "ready" {
 		t.Fatalf("child said %q, want ready", l)
 	}
-	holder, err := (&Locker{path: path, fsys: OSFS{}}).Holder()
+	holder, err := (&Locker{path: path, fsys: osFS{}}).Holder()
 	if err != nil || holder.PID != cmd.Process.Pid {
 		t.Fatalf("the child does not hold the PID file: %+v, %v", holder, err)
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/gofrs/flock"
 	"github.com/nightlyone/lockfile"
+
+	"github.com/ad5dec64/instancelock/internal/testserver"
 )
 
 // Benchmarks and tests that need real processes re-run this test binary as
@@ -34,7 +36,7 @@ const (
 func TestMain(m *testing.M) {
 	proctest.RunHelper(helperEnv, helpers)
 	code := m.Run()
-	stopFleetServers()
+	testserver.StopShared() // the servers of the fleet benchmarks
 	os.Exit(code)
 }
 

@@ -7,6 +7,15 @@
 //	lk := instancelocktest.NewMutex()
 //	code := run(ctx, lk) // the program's main, taking an instancelock.Mutex
 //	lk.Lose(nil)         // the holder loses the lock: run must stop
+//
+// A program that uses the PID-file Locker itself is tested on an in-memory
+// file system and process table, MemFS and MemProcesses, which plug into
+// the Locker through instancelock.WithFS and instancelock.WithProcessTable:
+// a second instance, a crashed one, a full disk or a reused pid, without
+// touching the disk or another process.
+//
+//	m := instancelocktest.NewMemFS()
+//	code := app(ctx, instancelock.WithFS(m)) // the program's main
 package instancelocktest
 
 import (

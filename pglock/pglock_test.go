@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/stretchr/testify/require"
 )
 
@@ -55,7 +56,7 @@ func TestKeyIsStable(t *testing.T) {
 // channel, no token; an unreachable server is an error that is not
 // ErrAlreadyRunning, and leaves nothing held.
 func TestNotHeld(t *testing.T) {
-	port, err := freePort() // nothing listens there
+	port, err := testserver.FreePort() // nothing listens there
 	require.NoError(t, err)
 	l, err := New(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=5", port), "n")
 	require.NoError(t, err)

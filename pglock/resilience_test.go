@@ -15,6 +15,7 @@ import (
 
 	"github.com/ad5dec64/instancelock"
 	"github.com/ad5dec64/instancelock/internal/proctest"
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -143,7 +144,7 @@ func TestLockRidesOutServerRestart(t *testing.T) {
 	go func() { done <- b.Lock(ctx) }()
 	time.Sleep(200 * time.Millisecond) // b waits in pg_advisory_lock
 
-	require.NoError(t, testSrv.restart())
+	require.NoError(t, testSrv.Restart())
 	select {
 	case <-a.Lost():
 	case <-time.After(30 * time.Second):
@@ -163,15 +164,6 @@ func TestLockRidesOutServerRestart(t *testing.T) {
 	require.NoError(t, a.Unlock())
 }
 
-// libfaketime returns the path of Debian's libfaketime, "" if missing.
-func libfaketime() string {
-	m, _ := filepath.Glob("/usr/lib/*/faketime/libfaketime.so.1")
-	if len(m) == 0 {
-		return ""
-	}
-	return m[0]
-}
-
 // A server whose clock steps back an hour (libfaketime, read by the server
 // at every call): a clean release needs no wait, and a takeover from a
 // terminated session waits the old holder's keep-alive interval on the
@@ -180,13 +172,8 @@ func libfaketime() string {
 // liveness bounds (20 s), not speed figures.
 func TestServerClockStepsBack(t *testing.T) {
 	needPG(t)
-	lib := libfaketime()
-	if lib == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true but libfaketime is not installed (apt-get install -y libfaketime)")
-		}
-		t.Skip("libfaketime is not installed (apt-get install -y libfaketime)")
-	}
+	lib, err := testserver.Libfaketime()
+	testserver.Need(t, err)
 	f, err := os.CreateTemp("", "pglock-faketime-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.Remove(f.Name()) })
@@ -194,15 +181,13 @@ func TestServerClockStepsBack(t *testing.T) {
 	require.NoError(t, os.Chmod(f.Name(), 0o644))
 	step := func(offset string) { require.NoError(t, os.WriteFile(f.Name(), []byte(offset+"\n"), 0o644)) }
 	step("+0")
-	bin, err := postgresBin()
-	require.NoError(t, err)
-	srv, err := startPostgres(bin, "LD_PRELOAD="+lib, "FAKETIME_TIMESTAMP_FILE="+f.Name(),
+	srv, err := testserver.StartPostgres("LD_PRELOAD="+lib, "FAKETIME_TIMESTAMP_FILE="+f.Name(),
 		"FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1")
 	require.NoError(t, err)
-	t.Cleanup(srv.stop)
+	t.Cleanup(srv.Stop)
 
 	serverBehind := func() time.Duration {
-		l, err := New(srv.dsn, "clock")
+		l, err := New(srv.URL, "clock")
 		require.NoError(t, err)
 		c, err := l.connect(context.Background())
 		require.NoError(t, err)
@@ -215,7 +200,7 @@ func TestServerClockStepsBack(t *testing.T) {
 
 	name := lockName(t)
 	lk := func(opts ...Option) *Locker {
-		l, err := New(srv.dsn, name, opts...)
+		l, err := New(srv.URL, name, opts...)
 		require.NoError(t, err)
 		t.Cleanup(func() { l.Unlock() })
 		return l
@@ -239,7 +224,7 @@ func TestServerClockStepsBack(t *testing.T) {
 	// A terminated session: the next holder waits the old holder's
 	// keep-alive, and returns after the old holder was told.
 	acquire(a, "a holds again")
-	direct, err := New(srv.dsn, "admin")
+	direct, err := New(srv.URL, "admin")
 	require.NoError(t, err)
 	ac, err := direct.connect(context.Background())
 	require.NoError(t, err)

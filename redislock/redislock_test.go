@@ -16,6 +16,7 @@ import (
 
 	"github.com/ad5dec64/instancelock"
 	"github.com/ad5dec64/instancelock/internal/proctest"
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -24,7 +25,7 @@ import (
 // of the test.
 func open(t *testing.T, name string, opts ...Option) *Locker {
 	t.Helper()
-	l, err := Open(srv.url(), name, opts...)
+	l, err := Open(srv.URL(), name, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
 	return l
@@ -334,7 +335,7 @@ func TestServerDown(t *testing.T) {
 	require.NoError(t, a.TryLock())
 	lost := a.Lost()
 
-	srv.stop()
+	srv.Stop()
 	down := time.Now()
 	waitLost(t, a, lost, 10*time.Second)
 	t.Logf("server down: holder told after %v (TTL %v): %v", time.Since(down), ttl, a.Err())
@@ -369,7 +370,7 @@ func TestServerHangs(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	ttl := 500 * time.Millisecond
-	c := redis.NewClient(&redis.Options{Addr: srv.addr(), ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
 	t.Cleanup(func() { c.Close() })
 	a, err := New(c, name, WithTTL(ttl))
 	require.NoError(t, err)
@@ -377,13 +378,13 @@ func TestServerHangs(t *testing.T) {
 	require.NoError(t, a.TryLock())
 	lost := a.Lost()
 
-	srv.pause()
+	srv.Pause()
 	paused := time.Now()
-	t.Cleanup(srv.resume)
+	t.Cleanup(srv.Resume)
 	waitLost(t, a, lost, 5*time.Second)
 	t.Logf("server hung: holder told after %v (TTL %v, client read timeout 10s)", time.Since(paused), ttl)
 	require.ErrorIs(t, a.Err(), ErrLeaseExpired)
-	srv.resume()
+	srv.Resume()
 	require.NoError(t, a.Unlock())
 }
 
@@ -432,7 +433,7 @@ func TestAcquireReplyLost(t *testing.T) {
 	needServer(t)
 	checkNoLeak(t)
 	name := t.Name()
-	p := startProxy(t, srv.addr())
+	p := startProxy(t, srv.Addr())
 	l, err := Open("redis://"+p.addr(), name)
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
@@ -473,7 +474,7 @@ func TestNetworkPartition(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	ttl := 300 * time.Millisecond
-	p := startProxy(t, srv.addr())
+	p := startProxy(t, srv.Addr())
 	l, err := Open("redis://"+p.addr(), name, WithTTL(ttl))
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
@@ -503,7 +504,7 @@ func TestNewChecks(t *testing.T) {
 		{"empty name", c, "", nil, "empty lock name"},
 		{"short TTL", c, "x", []Option{WithTTL(10 * time.Millisecond)}, "shorter than"},
 		{"bad port", c, "x", []Option{WithPort(70000)}, "port outside"},
-		{"cluster without hash tag", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.addr()}}), "x", nil, "hash tag"},
+		{"cluster without hash tag", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}}), "x", nil, "hash tag"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.client, tc.lock, tc.opts...)
@@ -519,7 +520,7 @@ func TestNewChecks(t *testing.T) {
 	require.Error(t, err)
 
 	// An unreachable server.
-	port, err := freePort()
+	port, err := testserver.FreePort()
 	require.NoError(t, err)
 	_, err = Open(fmt.Sprintf("redis://127.0.0.1:%d", port), "x")
 	require.ErrorContains(t, err, "checking the server")
@@ -557,7 +558,7 @@ func TestEvictionPolicy(t *testing.T) {
 	require.NoError(t, c.Do(ctx, "ACL", "SETUSER", "lockonly", "on", ">secret", "~*", "+@all", "-config").Err())
 	t.Cleanup(func() { c.Do(ctx, "ACL", "DELUSER", "lockonly") })
 	logs.Reset()
-	l, err := Open("redis://lockonly:secret@"+srv.addr(), t.Name(), WithLogger(log))
+	l, err := Open("redis://lockonly:secret@"+srv.Addr(), t.Name(), WithLogger(log))
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
 	require.Contains(t, logs.String(), "cannot read the server's maxmemory-policy")
