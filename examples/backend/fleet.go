@@ -76,14 +76,11 @@ func newLockSpec(cfg config, log *slog.Logger) (lockSpec, error) {
 	redacted := redactURL(cfg.Lock)
 	switch lockScheme(cfg.Lock) {
 	case "postgres":
-		opts := []pglock.Option{pglock.WithLogger(log)}
-		if cfg.Port != 0 {
-			opts = append(opts, pglock.WithPort(cfg.Port))
-		}
-		lk, err := pglock.New(cfg.Lock, lockName, opts...)
+		lk, err := pglock.New(cfg.Lock, lockName)
 		if err != nil {
 			return lockSpec{}, fmt.Errorf("invalid -lock %s: %v", redacted, err)
 		}
+		lk.Port, lk.Logger = cfg.Port, log
 		return lockSpec{
 			desc: fmt.Sprintf("postgres lock %q at %s", lockName, redacted),
 			open: func() (fleetLock, error) { return lk, nil },
