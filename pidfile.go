@@ -38,11 +38,17 @@ const (
 // still in place, unless WithWatchInterval says otherwise.
 const DefaultWatchInterval = time.Second
 
-// Errors of the Locker. Errors that concern the PID file are *fs.PathError
-// values (or wrap one), naming the path.
+// Errors of the Locker. Every error names the PID file's path once.
+// Errors that concern the file are *fs.PathError values (or wrap one):
+// those of the system calls match what they match (errors.Is with
+// fs.ErrNotExist, fs.ErrPermission, syscall errors). Every refusal matches
+// one of the sentinels below with errors.Is (or ErrAlreadyHeld,
+// ErrInvalidLock, ErrWouldBlock).
 var (
 	// ErrAlreadyRunning: another live process holds the lock. The error is
-	// an *AlreadyRunningError carrying the holder.
+	// an *AlreadyRunningError carrying the holder. Terminate returns it when
+	// a holder runs that it may not signal: not proven to hold the lock,
+	// or on another host or in another PID namespace.
 	ErrAlreadyRunning = errors.New("another instance is already running")
 	// ErrNotRunning: no process holds the lock (no PID file, or a stale
 	// one).
@@ -54,13 +60,14 @@ var (
 	ErrLockLost = errors.New("lock lost")
 	// ErrForeignFile: the path holds a file that no process locks and
 	// that is neither a PID file nor what a crash leaves of one (see
-	// TryLock). It is someone's data: it is refused and left byte for byte
+	// TryLock), or something that is not a regular file (a symbolic link,
+	// a directory). It is someone's: it is refused and left byte for byte
 	// as it is. The error is an *fs.PathError naming the path.
 	ErrForeignFile = errors.New("not a PID file")
 
 	errNoLocks    = errors.New("the file system does not support file locks (NFS without a lock manager?)")
 	errNotRegular = errors.New("not a regular file")
-	errSymlink    = errors.New("is a symbolic link; refusing to follow it")
+	errSymlink    = errors.New("a symbolic link, which is not followed: give the path of the file it leads to")
 	errContended  = errors.New("the PID file kept changing while the lock was being taken")
 )
 
@@ -83,11 +90,16 @@ type AlreadyRunningError struct {
 }
 
 // Error names the holder's PID and the path, on one line.
-func (e *AlreadyRunningError) Error() string {
+func (e *AlreadyRunningError) Error() string { return "instancelock: " + e.describe(e.Path) }
+
+// what is Error without the path, for errors that name it already.
+func (e *AlreadyRunningError) what() string { return e.describe("it") }
+
+func (e *AlreadyRunningError) describe(path string) string {
 	if e.Holder.PID == 0 {
-		return fmt.Sprintf("instancelock: %v: %s is locked by a process whose details could not be read", ErrAlreadyRunning, e.Path)
+		return fmt.Sprintf("%v: %s is locked by a process whose details could not be read", ErrAlreadyRunning, path)
 	}
-	return fmt.Sprintf("instancelock: %v: %s holds %s", ErrAlreadyRunning, e.Holder, e.Path)
+	return fmt.Sprintf("%v: %s holds %s", ErrAlreadyRunning, e.Holder, path)
 }
 
 // Is reports whether target is ErrAlreadyRunning.
@@ -325,7 +337,7 @@ func New(path string, opts ...Option) (*Locker, error) {
 		// the path once, so that a later os.Chdir changes nothing.
 		abs, err := filepath.Abs(path)
 		if err != nil {
-			return nil, fmt.Errorf("instancelock: resolving %s: %w", path, err)
+			return nil, &fs.PathError{Op: "abs", Path: path, Err: fmt.Errorf("%w (the working directory cannot be read: give an absolute path)", err)}
 		}
 		path, c.fsys = abs, osFS{}
 	}
@@ -599,8 +611,10 @@ func (l *Locker) publish(data []byte) (File, bool, error) {
 			continue
 		case errors.Is(err, errRetry):
 			continue
-		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission):
-			return nil, false, fmt.Errorf("%w (this user cannot create files in %s: create the PID file for it, e.g. install -o USER -m 0644 /dev/null %s, or let it write the directory)", err, l.dir(), l.path)
+		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission) && l.dirExists():
+			return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+				"%w (this user cannot create files in %s: create the PID file for it beforehand, e.g. with install -o USER -m 0644 /dev/null and this path, or let it write the directory)",
+				l.cause(err), l.dir())}
 		case err != nil:
 			return nil, false, err
 		}
@@ -705,7 +719,7 @@ func (l *Locker) mkdir() error {
 		}
 	}
 	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
-		return fmt.Errorf("creating the directory of %s: %w", l.path, err)
+		return err // names the directory
 	}
 	if c, ok := l.fsys.(interface {
 		Chmod(string, fs.FileMode) error
@@ -717,6 +731,12 @@ func (l *Locker) mkdir() error {
 		}
 	}
 	return nil
+}
+
+// dirExists reports whether the PID file's directory exists.
+func (l *Locker) dirExists() bool {
+	_, err := l.fsys.Lstat(l.dir())
+	return err == nil
 }
 
 // tempPrefix is what the names of a Locker's temporary files begin with:
@@ -809,9 +829,9 @@ func isTempSuffix(s string) bool {
 func (l *Locker) checkMode(fi fs.FileInfo) error {
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
-		return &fs.PathError{Op: "lock", Path: l.path, Err: errSymlink}
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrForeignFile, errSymlink)}
 	case !fi.Mode().IsRegular():
-		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w (mode %v)", errNotRegular, fi.Mode())}
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w (mode %v): it is left as it is; choose another path", ErrForeignFile, errNotRegular, fi.Mode())}
 	}
 	return nil
 }
@@ -891,7 +911,7 @@ func (l *Locker) replace(data []byte) (File, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, errRetry // a sweep took the temporary name
 		}
-		return nil, fmt.Errorf("instancelock: replacing the stale %s: %w", l.path, err)
+		return nil, l.pathError("lock", err)
 	}
 	l.tookOver = true
 	return tmp, nil
@@ -905,7 +925,7 @@ func (l *Locker) writeTemp(data []byte) (File, error) {
 		return nil, errRetry
 	}
 	if err != nil {
-		return nil, &noTempError{fmt.Errorf("instancelock: creating %s: %w", l.path, err)}
+		return nil, &noTempError{l.pathError("lock", err)}
 	}
 	if err := f.TryLock(); errors.Is(err, ErrWouldBlock) {
 		// A sweep took it between its creation and this lock: it is
@@ -915,15 +935,12 @@ func (l *Locker) writeTemp(data []byte) (File, error) {
 	} else if err != nil {
 		f.Close()
 		l.fsys.Remove(name)
-		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
-	}
-	fail := func(err error) (File, error) {
-		f.Close()
-		l.fsys.Remove(name)
-		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
+		return nil, l.pathError("lock", err)
 	}
 	if _, err := f.Write(data); err != nil {
-		return fail(err)
+		f.Close()
+		l.fsys.Remove(name)
+		return nil, l.pathError("lock", err)
 	}
 	return f, nil
 }
@@ -944,7 +961,7 @@ func (l *Locker) lockExisting() (File, error) {
 				return nil, merr
 			}
 		}
-		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+		return nil, l.pathError("open", err)
 	}
 	f, err := l.judgeLocked(old)
 	if err != nil {
@@ -1017,7 +1034,7 @@ func (l *Locker) judgeLocked(f File) (File, error) {
 	// file that cannot be read cannot be judged: it may be someone's data.
 	data, err = readAt0(f)
 	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: l.path, Err: err}
+		return nil, l.pathError("read", err)
 	}
 	holder, stale, why, err := l.judge(data, st.ModTime())
 	if err != nil {
@@ -1155,7 +1172,7 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 				return nil, merr
 			}
 		}
-		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+		return nil, l.pathError("open", err)
 	}
 	st, err := f.Stat()
 	wasEmpty := err == nil && st.Size() == 0
@@ -1177,7 +1194,8 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 				err = nil
 			case readers > 0:
 				f.Close()
-				return nil, fmt.Errorf("instancelock: %s is empty and held by %d shared lock(s) only (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone", l.path, readers)
+				return nil, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+					"the file is empty and %d shared lock(s) hold it (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone: %w", readers, ErrWouldBlock)}
 			default:
 				f.Close()
 				return nil, retryable{&AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, true}
@@ -1186,26 +1204,25 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 	} else if err == nil {
 		_, err = l.judgeLocked(f)
 	}
-	if err == nil {
-		// Empty the file, then write: a crash in between leaves a crash
-		// remnant (empty, or a prefix of data), which is judged stale; a
-		// write over longer old content would leave its tail behind.
-		if err = f.Truncate(0); err == nil {
-			_, err = f.WriteAt(data, 0)
-		}
-		if err != nil {
-			err = fmt.Errorf("instancelock: writing %s: %w", l.path, errors.Join(errWrite, err))
-		}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	// Empty the file, then write: a crash in between leaves a crash
+	// remnant (empty, or a prefix of data), which is judged stale; a
+	// write over longer old content would leave its tail behind.
+	if err = f.Truncate(0); err == nil {
+		_, err = f.WriteAt(data, 0)
 	}
 	if err != nil {
 		f.Close()
-		if wasEmpty && errors.Is(err, errWrite) {
+		if wasEmpty {
 			// The file was empty (most likely created by this attempt):
 			// leave nothing behind. If another contender opened it
 			// meanwhile, the removal fails and the file is left to it.
 			l.fsys.Remove(l.path)
 		}
-		return nil, err
+		return nil, l.pathError("write", err)
 	}
 	return f, nil
 }
@@ -1254,12 +1271,12 @@ func (l *Locker) lockWhenReadersLeave(t *tenure, f File, done <-chan struct{}) {
 					continue // readers still there
 				}
 			}
-			err = fmt.Errorf("another process took the PID file's lock before this holder could: %w", err)
+			err = fmt.Errorf("another process took its lock before this holder could: %w", err)
 		}
 		if err == nil {
 			l.log.Info("the readers of the PID file left; it is locked now")
 		} else {
-			err = &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrLockLost, err)}
+			err = &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrLockLost, l.cause(err))}
 			t.err.Store(&err)
 			l.log.Error("lock lost: another instance may start", "err", err)
 			close(t.lost)
@@ -1268,9 +1285,6 @@ func (l *Locker) lockWhenReadersLeave(t *tenure, f File, done <-chan struct{}) {
 		return
 	}
 }
-
-// errWrite marks a failed write of the PID file in place.
-var errWrite = errors.New("writing the PID file")
 
 // armAfter is when a holding arms its inotify watch and registers its
 // socket with the watcher: a tenure shorter than that (a quick job) costs
@@ -1357,7 +1371,7 @@ func (l *Locker) watchFile(t *tenure) {
 				l.log.Warn("the PID file was removed or replaced while this process holds the lock; re-published it", "why", err)
 				continue
 			}
-			err = fmt.Errorf("%w; re-publishing failed: %w", err, perr)
+			err = fmt.Errorf("%w; re-publishing failed: %w", err, l.cause(perr))
 		}
 		t.err.Store(&err)
 		l.log.Error("lock lost: another instance may start", "err", err)
@@ -1571,7 +1585,7 @@ func (l *Locker) Holder() (ProcessLock, error) {
 	defer f.Close()
 	data, err := readLimited(f)
 	if err != nil {
-		return ProcessLock{}, &fs.PathError{Op: "read", Path: l.path, Err: err}
+		return ProcessLock{}, l.pathError("read", err)
 	}
 	pl, kind := classify(data)
 	switch kind {
@@ -1700,7 +1714,7 @@ func (l *Locker) CleanStale() (bool, error) {
 					return false, merr
 				}
 			}
-			return false, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+			return false, l.pathError("open", err)
 		}
 		_, err = l.judgeLocked(f)
 		var r retryable
@@ -1749,7 +1763,7 @@ func (l *Locker) CleanStale() (bool, error) {
 			f.Close()
 		}
 		if err != nil {
-			return false, fmt.Errorf("instancelock: removing the stale %s: %w", l.path, err)
+			return false, l.pathError("remove", err)
 		}
 		return true, nil
 	}
@@ -1765,14 +1779,17 @@ func (l *Locker) CleanStale() (bool, error) {
 // process holds the lock — which includes a PID file naming a live process
 // that does not hold it ("pid N is alive but does not hold the lock") and
 // a pid that now belongs to another process — so it never signals a
-// stranger. It does not wait for the process to exit.
+// stranger; with an *AlreadyRunningError (ErrAlreadyRunning) when the lock
+// is held by a process it cannot prove to be the holder, or by one on
+// another host or in another PID namespace; with ErrAlreadyHeld when this
+// process holds the lock. It does not wait for the process to exit.
 func (l *Locker) Terminate(sig os.Signal) error {
 	if sig == nil {
 		sig = defaultSignal
 	}
 	if l.kernel {
 		if _, held := l.Info(); held {
-			return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+			return l.refusal("", ErrAlreadyHeld)
 		}
 		return l.terminateProven(sig)
 	}
@@ -1781,33 +1798,31 @@ func (l *Locker) Terminate(sig os.Signal) error {
 	// start token, where the platform has one, the live process's.
 	holder, running, err := l.Running()
 	if are := (*AlreadyRunningError)(nil); errors.As(err, &are) && are.Unlocked {
-		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, are.Holder.PID, ErrNotRunning)
+		return l.refusal(fmt.Sprintf("pid %d is alive but does not hold the lock", are.Holder.PID), ErrNotRunning)
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if running && holder.PID > 0 && !l.lockedNow() {
-		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, holder.PID, ErrNotRunning)
-	}
-	if !running || holder.PID <= 0 {
-		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
-	}
-	if !l.sameHost(holder) {
-		return fmt.Errorf("instancelock: terminate: %s is held by %s on another host or in another PID namespace", l.path, holder)
-	}
-	if holder.PID == os.Getpid() {
-		return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+	case !running:
+		return l.refusal("", ErrNotRunning)
+	case holder.PID > 0 && !l.lockedNow():
+		return l.refusal(fmt.Sprintf("pid %d is alive but does not hold the lock", holder.PID), ErrNotRunning)
+	case holder.PID <= 0:
+		return l.refusal("it is locked, but the file does not say by which process",
+			&AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"})
+	case !l.sameHost(holder):
+		return l.refusal("its holder runs on another host or in another PID namespace",
+			&AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"})
+	case holder.PID == os.Getpid():
+		return l.refusal("", ErrAlreadyHeld)
 	}
 	if holder.StartToken != "" {
 		if token, _, err := l.procs.Start(holder.PID); err == nil && token != holder.StartToken {
-			return fmt.Errorf("instancelock: terminate: pid %d no longer belongs to the holder: %w", holder.PID, ErrNotRunning)
+			return l.refusal(fmt.Sprintf("pid %d no longer belongs to the holder", holder.PID), ErrNotRunning)
 		}
 	}
 	if err := l.procs.Signal(holder.PID, sig); err != nil {
-		if errors.Is(err, ErrNoProcess) {
-			return fmt.Errorf("instancelock: terminate: %w: %w", ErrNotRunning, err)
-		}
-		return fmt.Errorf("instancelock: terminate: %w", err)
+		return l.signalError(err)
 	}
 	l.log.Info("signalled the holder", "pid", holder.PID, "signal", sig.String())
 	return nil

@@ -219,25 +219,25 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 	}{
 		{"EIO creating the temp file", true,
 			func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EIO) },
-			syscall.EIO, "creating " + memPIDPath},
+			syscall.EIO, "open app.pid.tmp-"},
 		{"read-only directory, no PID file", false,
 			func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
 			fs.ErrPermission, "create the PID file for it"},
 		{"ENOSPC writing the temp file", true,
 			func(r *memRig) { r.fs.Fail("write", "", syscall.ENOSPC) },
-			syscall.ENOSPC, "writing " + memPIDPath},
+			syscall.ENOSPC, "write app.pid.tmp-"},
 		{"no locks on this file system", false,
 			func(r *memRig) { r.fs.Fail("lock", "", syscall.ENOLCK) },
-			syscall.ENOLCK, "writing " + memPIDPath},
+			syscall.ENOLCK, "flock app.pid.tmp-"},
 		{"link EPERM", false,
 			func(r *memRig) { r.fs.Fail("link", "", syscall.EPERM) },
 			fs.ErrPermission, "publishing " + memPIDPath},
 		{"rename fails", true,
 			func(r *memRig) { r.fs.Fail("rename", "", syscall.EIO) },
-			syscall.EIO, "replacing the stale " + memPIDPath},
+			syscall.EIO, "rename app.pid.tmp-"},
 		{"EACCES opening the existing file", true,
 			func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) },
-			fs.ErrPermission, "opening " + memPIDPath},
+			fs.ErrPermission, "open " + memPIDPath},
 		{"fstat of the existing file fails", true,
 			func(r *memRig) { r.fs.Fail("stat", memPIDPath, syscall.EIO) },
 			syscall.EIO, memPIDPath},
@@ -286,7 +286,7 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 		r.fs.Fail("mkdir", "", syscall.EACCES)
 		err := r.locker().TryLock()
 		require.ErrorIs(t, err, fs.ErrPermission)
-		assert.ErrorContains(t, err, "creating the directory of "+memPIDPath)
+		assert.ErrorContains(t, err, "mkdir "+memPIDDir+": permission denied")
 		_, err = r.fs.Lstat(memPIDDir)
 		assert.ErrorIs(t, err, fs.ErrNotExist)
 	})
@@ -387,12 +387,13 @@ func TestMemLockerEIOReadingTheExistingFile(t *testing.T) {
 		require.ErrorAs(t, err, &pe)
 		assert.Equal(t, "read", pe.Op)
 		assert.ErrorIs(t, err, syscall.EIO)
-		// Running sees the lock held; Terminate has no pid to signal.
+		// Running sees the lock held; Terminate has no pid to signal: a
+		// holder runs, unknown.
 		holder, running, err := l.Running()
 		require.NoError(t, err)
 		assert.True(t, running)
 		assert.Zero(t, holder.PID)
-		assert.ErrorIs(t, l.Terminate(nil), instancelock.ErrNotRunning)
+		assert.ErrorIs(t, l.Terminate(nil), instancelock.ErrAlreadyRunning)
 		assert.Empty(t, r.procs.Signals())
 		require.NoError(t, h.Close())
 	})
@@ -870,7 +871,7 @@ func TestMemCleanStale(t *testing.T) {
 		cleaned, err := r.locker().CleanStale()
 		assert.False(t, cleaned)
 		assert.ErrorIs(t, err, fs.ErrPermission)
-		assert.ErrorContains(t, err, "removing the stale "+memPIDPath)
+		assert.ErrorContains(t, err, "remove "+memPIDPath)
 		r.untouched([]string{"app.pid"})
 	})
 	t.Run("open fails", func(t *testing.T) {
@@ -890,7 +891,7 @@ func TestMemCleanStale(t *testing.T) {
 		cleaned, err := r.locker().CleanStale()
 		assert.False(t, cleaned)
 		assert.ErrorIs(t, err, syscall.EIO)
-		assert.ErrorContains(t, err, "opening "+memPIDPath)
+		assert.ErrorContains(t, err, "open "+memPIDPath)
 		r.untouched(nil)
 	})
 	t.Run("fstat fails", func(t *testing.T) {
@@ -1143,12 +1144,12 @@ func TestMemAttemptInPlace(t *testing.T) {
 	}{
 		"symlink":      {func(r *memRig) { require.NoError(r.t, r.fs.Symlink("x", memPIDPath)) }, instancelock.ErrSymlink, memPIDPath},
 		"directory":    {func(r *memRig) { require.NoError(r.t, r.fs.MkdirAll(memPIDPath, 0o755)) }, instancelock.ErrNotRegular, memPIDPath},
-		"open EACCES":  {func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) }, fs.ErrPermission, "opening " + memPIDPath},
+		"open EACCES":  {func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) }, fs.ErrPermission, "open " + memPIDPath},
 		"fstat fails":  {func(r *memRig) { r.fs.Fail("stat", memPIDPath, syscall.EIO) }, syscall.EIO, memPIDPath},
 		"lock fails":   {func(r *memRig) { r.fs.Fail("lock", memPIDPath, syscall.ENOLCK) }, syscall.ENOLCK, memPIDPath},
 		"lstat fails":  {func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EIO) }, instancelock.ErrRetry, ""},
-		"truncate":     {func(r *memRig) { r.fs.Fail("truncate", memPIDPath, syscall.EIO) }, syscall.EIO, "writing " + memPIDPath},
-		"write ENOSPC": {func(r *memRig) { r.fs.Fail("write", memPIDPath, syscall.ENOSPC) }, syscall.ENOSPC, "writing " + memPIDPath},
+		"truncate":     {func(r *memRig) { r.fs.Fail("truncate", memPIDPath, syscall.EIO) }, syscall.EIO, "truncate " + memPIDPath},
+		"write ENOSPC": {func(r *memRig) { r.fs.Fail("write", memPIDPath, syscall.ENOSPC) }, syscall.ENOSPC, "write " + memPIDPath},
 	}
 	for name, c := range bad {
 		t.Run(name, func(t *testing.T) {

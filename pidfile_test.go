@@ -441,12 +441,14 @@ func TestOtherHostHolderIsNotJudgedByPID(t *testing.T) {
 		assert.NotContains(t, are.Help("x"), "kill ")
 		err = l.Terminate(nil)
 		assert.ErrorContains(t, err, "not proven")
+		assert.ErrorIs(t, err, ErrAlreadyRunning)
 		alive, _ := osProcesses{}.Alive(h.pid)
 		assert.True(t, alive, "the holder was not signalled")
 	} else {
 		assert.Equal(t, "web-2", are.Holder.Hostname)
 		err = l.Terminate(nil)
 		assert.ErrorContains(t, err, "another host")
+		assert.ErrorIs(t, err, ErrAlreadyRunning)
 	}
 	h.kill(t)
 }
@@ -469,6 +471,8 @@ func TestTerminate(t *testing.T) {
 	other, err := New(path)
 	require.NoError(t, err)
 	assert.ErrorContains(t, other.Terminate(nil), "held by this process")
+	assert.ErrorIs(t, other.Terminate(nil), ErrAlreadyHeld)
+	assert.ErrorIs(t, own.Terminate(nil), ErrAlreadyHeld)
 }
 
 // A vanished lock file is noticed: with WithRepublish(false) Lost is

@@ -248,7 +248,9 @@ func TestTheNameAloneProvesNoHolder(t *testing.T) {
 		require.NoError(t, err)
 		err = l.Terminate(syscall.SIGTERM)
 		require.Error(t, err, "round %d: the squatter was signalled", r)
-		assert.ErrorIs(t, err, errUnproven, "round %d", r)
+		var refused *AlreadyRunningError
+		require.ErrorAs(t, err, &refused, "round %d: a holder that is not proven", r)
+		assert.False(t, refused.Proven, "round %d", r)
 		require.NoError(t, sq.Process.Signal(syscall.Signal(0)), "round %d: the squatter is alive", r)
 		var are *AlreadyRunningError
 		require.ErrorAs(t, l.TryLock(), &are, "round %d: the name is held by our user: refused", r)
