@@ -117,15 +117,21 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	if restart == "" {
 		restart = restartCommand(os.Args)
 	}
-	h := e.Holder
-	pid := "unknown"
-	if h.PID > 0 {
-		pid = fmt.Sprint(h.PID)
+	lines := append(e.facts(), "")
+	lines = append(lines, e.advice(restart)...)
+	if e.Holder.Port != 0 {
+		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", e.Holder.Port))
 	}
+	return helpBox(lines)
+}
+
+// facts are the lines of Help that say what is known of the holder.
+func (e *AlreadyRunningError) facts() []string {
+	h := e.Holder
 	lines := []string{
 		"Another instance is already running.",
 		"",
-		"  PID:      " + pid,
+		"  PID:      " + e.pid(),
 	}
 	if !h.StartedAt.IsZero() {
 		lines = append(lines, "  Started:  "+h.StartedAt.UTC().Format(timeLayout))
@@ -136,35 +142,45 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	if h.Hostname != "" {
 		lines = append(lines, "  Host:     "+h.Hostname)
 	}
-	lines = append(lines, "  Lock:     "+e.Path, "")
+	return append(lines, "  Lock:     "+e.Path)
+}
+
+// pid is the holder's pid for Help, "unknown" when it is not known.
+func (e *AlreadyRunningError) pid() string {
+	if e.Holder.PID <= 0 {
+		return "unknown"
+	}
+	return strconv.Itoa(e.Holder.PID)
+}
+
+// advice are the lines of Help that say what to do. They advise killing
+// a pid only when the kernel named it as the holder (Proven): the file may
+// be forged, or name a pid of another PID namespace.
+func (e *AlreadyRunningError) advice(restart string) []string {
+	pid := e.pid()
 	switch {
 	case e.Unlocked:
 		// The kernel lock is free: never say it is held, never advise a
 		// kill (the pid may belong to any program).
-		lines = append(lines,
-			"Pid "+pid+" named in the file is alive, but it does not hold the lock (the lock is free):",
+		return []string{
+			"Pid " + pid + " named in the file is alive, but it does not hold the lock (the lock is free):",
 			"the file is a bare PID, written by a tool that takes no lock. Starts refuse while it lives.",
-			"If pid "+pid+" is that program: stop it by its own means, then run: "+restart,
-			"If it is not (its pid was reused): rm "+e.Path+" && "+restart)
-	case !h.Local():
-		lines = append(lines, "It runs on another host or in another container: stop it there, then run: "+restart)
-	case e.Proven && h.PID > 0:
-		lines = append(lines,
-			"To stop it:        kill "+pid,
-			"To force it:       kill -9 "+pid+" && "+restart)
-	default:
-		// Never advise killing a pid the kernel did not name as the
-		// holder: the file may be forged, or name a pid of another PID
-		// namespace.
-		lines = append(lines,
-			"The lock is held, but pid "+pid+" is not proven to hold it: signal nothing by hand.",
-			"To see who holds it: instancelock status "+e.Path,
-			"Once it is gone:   "+restart)
+			"If pid " + pid + " is that program: stop it by its own means, then run: " + restart,
+			"If it is not (its pid was reused): rm " + e.Path + " && " + restart,
+		}
+	case !e.Holder.Local():
+		return []string{"It runs on another host or in another container: stop it there, then run: " + restart}
+	case e.Proven && e.Holder.PID > 0:
+		return []string{
+			"To stop it:        kill " + pid,
+			"To force it:       kill -9 " + pid + " && " + restart,
+		}
 	}
-	if h.Port != 0 {
-		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
+	return []string{
+		"The lock is held, but pid " + pid + " is not proven to hold it: signal nothing by hand.",
+		"To see who holds it: instancelock status " + e.Path,
+		"Once it is gone:   " + restart,
 	}
-	return helpBox(lines)
 }
 
 // Locker is a single-instance lock on one PID file. It is safe for
@@ -702,6 +718,8 @@ type retryable struct {
 	retry bool
 }
 
+func (r retryable) Unwrap() error { return r.AlreadyRunningError }
+
 // checkPath refuses a path whose last component is a symbolic link or not a
 // regular file.
 func (l *Locker) checkPath() error {
@@ -988,95 +1006,158 @@ func (l *Locker) lockExisting() (File, error) {
 		return nil, errRetry
 	}
 	if err != nil {
-		if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
-			if merr := l.checkMode(fi); merr != nil {
-				return nil, merr
-			}
-		}
-		return nil, l.pathError("open", err)
+		return nil, l.openError(err)
 	}
-	f, err := l.judgeLocked(old)
+	j, err := l.judgeLocked(old)
+	if err == nil {
+		err = j.asError()
+	}
 	if err != nil {
 		old.Close()
 		return nil, err
 	}
-	return f, nil
+	return old, nil
 }
 
-// judgeLocked takes the kernel lock of f (opened at the path), checks that
-// f is still the file at the path and judges its content.
-func (l *Locker) judgeLocked(f File) (File, error) {
+// openError is the error of opening the path: a symbolic link or anything
+// but a regular file there is refused as such (ErrForeignFile), anything
+// else is the open's own error.
+func (l *Locker) openError(err error) error {
+	if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
+		if merr := l.checkMode(fi); merr != nil {
+			return merr
+		}
+	}
+	return l.pathError("open", err)
+}
+
+// verdict is what judgeLocked decides about the file at the path: the
+// next step of the file protocol.
+type verdict int
+
+const (
+	// takeOver: the file's kernel lock is ours now (or only readers hold
+	// it, see judgeSharedOnly), the file is still at the path, and what it
+	// says is stale: the caller may replace it or write over it.
+	takeOver verdict = iota
+	// changed: the file was removed or replaced meanwhile: look again.
+	changed
+	// held: a live process holds the lock (judgement.holder says who).
+	held
+)
+
+// judgement is judgeLocked's decision.
+type judgement struct {
+	verdict verdict
+	holder  *AlreadyRunningError // held: who, as far as known
+	// transient: held, by a file whose content looks stale (a stale file
+	// being replaced, a reader of a moment): look again shortly.
+	transient bool
+}
+
+// asError turns j into the errors that publish steers by: nil to take
+// over, errRetry to look again at once, a retryable holder to refuse
+// (after another look, when it may be transient).
+func (j judgement) asError() error {
+	switch j.verdict {
+	case changed:
+		return errRetry
+	case held:
+		return retryable{j.holder, j.transient}
+	}
+	return nil
+}
+
+// judgeLocked tries to take the kernel lock of f, opened at the path, and
+// judges the file: held by another process (judgeHeld), or, once its lock
+// is ours, stale or not (judgeUnlocked).
+func (l *Locker) judgeLocked(f File) (judgement, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return judgement{}, err
 	}
 	if err := l.checkMode(st); err != nil {
-		return nil, err
+		return judgement{}, err
 	}
 	data, _ := readLimited(f) // a failed read leaves content that does not parse
-	err = f.TryLock()
-	if errors.Is(err, ErrWouldBlock) {
-		if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
-			return nil, errRetry // replaced meanwhile: look at the new file
-		}
-		holder, perr := ParseProcessLock(data)
-		are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
-		// Content that looks stale (unreadable, a dead or reused pid of
-		// this host) while the lock is held: a stale file being replaced,
-		// or a momentary reader (Running on platforms without
-		// /proc/locks). Look again shortly.
-		retry := perr != nil || l.staleLooking(holder)
-		are.Proven = !l.kernel && perr == nil && holder.StartToken != "" && l.sameHost(holder) && l.tokenMatches(holder)
-		if l.kernel {
-			writers, readers, lerr := flockOwners(st)
-			if lerr == nil && len(writers) == 0 && readers > 0 && l.nameHeld.Load() {
-				// Only shared locks: readers, or a squatter who opened the
-				// file for reading and holds LOCK_SH; nobody holds it. We
-				// hold the lock's name, so no other contender of this host
-				// is here: judge the content, and replace the file by
-				// renaming ours over it (the squatter keeps the old inode).
-				_, stale, why, jerr := l.judge(data, st.ModTime())
-				if jerr != nil {
-					return nil, jerr // someone's file: never replaced
-				}
-				if !stale {
-					are.Reason, are.Unlocked = why, true
-					return nil, are
-				}
-				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
-				return f, nil
-			}
-			if lerr == nil {
-				l.prove(are, writers)
-			}
-		}
-		return nil, retryable{are, retry}
+	switch err := f.TryLock(); {
+	case errors.Is(err, ErrWouldBlock):
+		return l.judgeHeld(st, data)
+	case err != nil:
+		return judgement{}, err
 	}
-	if err != nil {
-		return nil, err
+	return l.judgeUnlocked(f, st)
+}
+
+// judgeHeld judges the file st describes, whose kernel lock another open
+// file holds; data is its content, read before the attempt to lock it.
+func (l *Locker) judgeHeld(st fs.FileInfo, data []byte) (judgement, error) {
+	if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
+		return judgement{verdict: changed}, nil // look at the new file
 	}
+	holder, perr := ParseProcessLock(data)
+	are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
+	// Content that looks stale (unreadable, a dead or reused pid of this
+	// host) while the lock is held: a stale file being replaced, or a
+	// momentary reader (Running on platforms without /proc/locks).
+	j := judgement{verdict: held, holder: are, transient: perr != nil || l.staleLooking(holder)}
+	if !l.kernel {
+		are.Proven = perr == nil && holder.StartToken != "" && l.sameHost(holder) && l.tokenMatches(holder)
+		return j, nil
+	}
+	writers, readers, err := flockOwners(st)
+	switch {
+	case err != nil:
+	case len(writers) == 0 && readers > 0 && l.nameHeld.Load():
+		return l.judgeSharedOnly(st, data, readers)
+	default:
+		l.prove(are, writers)
+	}
+	return j, nil
+}
+
+// judgeSharedOnly judges a file that only shared locks hold (readers, or
+// a squatter who opened it for reading and holds LOCK_SH) while this
+// Locker holds the lock's names, so that no other contender of this host
+// is at the file: its content decides, and a stale file is replaced by
+// renaming ours over it (the squatter keeps the old inode).
+func (l *Locker) judgeSharedOnly(st fs.FileInfo, data []byte, readers int) (judgement, error) {
+	holder, isStale, why, err := l.judge(data, st.ModTime())
+	switch {
+	case err != nil:
+		return judgement{}, err // someone's file: never replaced
+	case !isStale:
+		return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}}, nil
+	}
+	l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
+	return judgement{verdict: takeOver}, nil
+}
+
+// judgeUnlocked judges f, whose kernel lock the caller has just taken:
+// still at the path, and stale.
+func (l *Locker) judgeUnlocked(f File, st fs.FileInfo) (judgement, error) {
 	now, err := l.fsys.Lstat(l.path)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && !l.fsys.SameFile(st, now)) {
-		return nil, errRetry
-	}
-	if err != nil {
-		return nil, err
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || (err == nil && !l.fsys.SameFile(st, now)):
+		return judgement{verdict: changed}, nil
+	case err != nil:
+		return judgement{}, err
 	}
 	// Read again under the lock: the first read may predate a rewrite. A
 	// file that cannot be read cannot be judged: it may be someone's data.
-	data, err = readAt0(f)
+	data, err := readAt0(f)
 	if err != nil {
-		return nil, l.pathError("read", err)
+		return judgement{}, l.pathError("read", err)
 	}
-	holder, stale, why, err := l.judge(data, st.ModTime())
-	if err != nil {
-		return nil, err
-	}
-	if !stale {
-		return nil, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}
+	holder, isStale, why, err := l.judge(data, st.ModTime())
+	switch {
+	case err != nil:
+		return judgement{}, err
+	case !isStale:
+		return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}}, nil
 	}
 	l.log.Info("taking over a stale lock", "holder", holder.String(), "why", why)
-	return f, nil
+	return judgement{verdict: takeOver}, nil
 }
 
 // judge decides whether an unlocked PID file is stale. Content that is
@@ -1195,58 +1276,32 @@ func (pl ProcessLock) Gone() bool {
 func (l *Locker) sameHost(h ProcessLock) bool { return sameSpace(h, l.pidSpace, l.hostname) }
 
 // attemptInPlace is one try on Windows, where a file held open cannot be
-// renamed: open or create the PID file, lock it, and write it in place.
+// renamed, and on Unix in a directory where this user cannot create files:
+// open or create the PID file, judge it (an empty one: claimEmpty), and
+// write it in place when it may be taken over.
 func (l *Locker) attemptInPlace(data []byte) (File, error) {
 	f, err := l.create(l.path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
-		if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
-			if merr := l.checkMode(fi); merr != nil {
-				return nil, merr
-			}
-		}
-		return nil, l.pathError("open", err)
+		return nil, l.openError(err)
 	}
 	st, err := f.Stat()
 	wasEmpty := err == nil && st.Size() == 0
-	if wasEmpty {
-		// A file we may have just created: nothing to judge, but it must
-		// still be locked and still be at the path.
-		if err = f.TryLock(); err == nil {
-			if now, lerr := l.fsys.Lstat(l.path); lerr != nil || !l.fsys.SameFile(st, now) {
-				f.Close()
-				return nil, errRetry
-			}
-		} else if errors.Is(err, ErrWouldBlock) {
-			switch readers, ok := l.onlyReaders(st); {
-			case ok:
-				// Only shared locks (readers, or a squatter) on an empty
-				// file, and we hold the lock's name: write it, and take
-				// its lock once they leave (see lockWhenReadersLeave).
-				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", readers)
-				err = nil
-			case readers > 0:
-				f.Close()
-				return nil, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
-					"the file is empty and %d shared lock(s) hold it (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone: %w", readers, ErrWouldBlock)}
-			default:
-				f.Close()
-				return nil, retryable{&AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, true}
-			}
-		}
-	} else if err == nil {
-		_, err = l.judgeLocked(f)
+	var j judgement
+	switch {
+	case err != nil:
+	case wasEmpty:
+		j, err = l.claimEmpty(f, st)
+	default:
+		j, err = l.judgeLocked(f)
+	}
+	if err == nil {
+		err = j.asError()
 	}
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	// Empty the file, then write: a crash in between leaves a crash
-	// remnant (empty, or a prefix of data), which is judged stale; a
-	// write over longer old content would leave its tail behind.
-	if err = f.Truncate(0); err == nil {
-		_, err = f.WriteAt(data, 0)
-	}
-	if err != nil {
+	if err := l.writeInPlace(f, data); err != nil {
 		f.Close()
 		if wasEmpty {
 			// The file was empty (most likely created by this attempt):
@@ -1254,9 +1309,52 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 			// meanwhile, the removal fails and the file is left to it.
 			l.fsys.Remove(l.path)
 		}
-		return nil, l.pathError("write", err)
+		return nil, err
 	}
 	return f, nil
+}
+
+// claimEmpty takes the kernel lock of f, an empty file at the path that
+// st describes (most likely just created by this attempt): there is
+// nothing to judge, but it must be locked and still be at the path. An
+// empty file that only shared locks hold (readers, or a squatter) while
+// this Locker holds the lock's names is taken over too: its lock is taken
+// once they leave (see lockWhenReadersLeave).
+func (l *Locker) claimEmpty(f File, st fs.FileInfo) (judgement, error) {
+	switch err := f.TryLock(); {
+	case err == nil:
+		if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
+			return judgement{verdict: changed}, nil
+		}
+		return judgement{verdict: takeOver}, nil
+	case !errors.Is(err, ErrWouldBlock):
+		return judgement{}, err
+	}
+	switch readers, ok := l.onlyReaders(st); {
+	case ok:
+		l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", readers)
+		return judgement{verdict: takeOver}, nil
+	case readers > 0:
+		return judgement{}, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+			"the file is empty and %d shared lock(s) hold it (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone: %w", readers, ErrWouldBlock)}
+	}
+	// Being created by another contender, which is about to write it.
+	return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, transient: true}, nil
+}
+
+// writeInPlace empties f, the PID file, then writes data: a crash in
+// between leaves a crash remnant (empty, or a prefix of data), which is
+// judged stale; a write over longer old content would leave its tail
+// behind.
+func (l *Locker) writeInPlace(f File, data []byte) error {
+	err := f.Truncate(0)
+	if err == nil {
+		_, err = f.WriteAt(data, 0)
+	}
+	if err != nil {
+		return l.pathError("write", err)
+	}
+	return nil
 }
 
 // onlyReaders reports whether the file fi describes is held by shared
@@ -1676,16 +1774,25 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 		return info, true, nil
 	}
 	if l.kernel {
-		s, err := l.look()
-		if err != nil || s.held || !s.file || s.kind != contentLock {
-			return s.holder, s.held, err
-		}
-		// A PID file that nothing holds: judged as a start judges it.
-		if stale, why := l.judgeHolder(s.holder, s.mod); !stale {
-			return s.holder, false, &AlreadyRunningError{Path: l.path, Holder: s.holder, Reason: why, Unlocked: true}
-		}
-		return s.holder, false, nil
+		return l.runningByKernel()
 	}
+	return l.runningByLock()
+}
+
+// runningByKernel is Running where the kernel names the lock's owners.
+func (l *Locker) runningByKernel() (ProcessLock, bool, error) {
+	s, err := l.look()
+	if err != nil || s.held || !s.file || s.kind != contentLock {
+		return s.holder, s.held, err
+	}
+	isStale, why := l.judgeHolder(s.holder, s.mod)
+	return l.unheld(s.holder, isStale, why)
+}
+
+// runningByLock is Running elsewhere: a shared lock taken for an instant
+// tells whether a holder exists, and does not look like a holder to
+// another reader.
+func (l *Locker) runningByLock() (ProcessLock, bool, error) {
 	f, err := l.openForRead()
 	if errors.Is(err, ErrNotRunning) {
 		return ProcessLock{}, false, nil
@@ -1694,8 +1801,6 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 		return ProcessLock{}, false, err
 	}
 	defer f.Close()
-	// A shared lock is enough to learn whether a holder exists, and it
-	// does not look like a holder to another reader.
 	st, err := f.Stat()
 	if err != nil {
 		return ProcessLock{}, false, err
@@ -1709,11 +1814,19 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	holder, stale, why, err := l.judge(data, st.ModTime())
+	holder, isStale, why, err := l.judge(data, st.ModTime())
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	if !stale {
+	return l.unheld(holder, isStale, why)
+}
+
+// unheld is Running's answer for a PID file that no process holds, judged
+// as TryLock judges it: not running, and, when it is not stale (a bare PID
+// naming a live process of this host that takes no lock), an
+// *AlreadyRunningError with Unlocked set, since starts refuse it.
+func (l *Locker) unheld(holder ProcessLock, isStale bool, why string) (ProcessLock, bool, error) {
+	if !isStale {
 		return holder, false, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}
 	}
 	return holder, false, nil
@@ -1746,70 +1859,68 @@ func (l *Locker) CleanStale() (bool, error) {
 		return false, nil
 	}
 	for range maxAttempts {
-		f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
-		if errors.Is(err, fs.ErrNotExist) {
-			return false, nil
+		removed, again, err := l.cleanOnce()
+		if !again {
+			return removed, err
 		}
-		if err != nil {
-			if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
-				if merr := l.checkMode(fi); merr != nil {
-					return false, merr
-				}
-			}
-			return false, l.pathError("open", err)
-		}
-		_, err = l.judgeLocked(f)
-		var r retryable
-		switch {
-		case errors.Is(err, errRetry):
-			f.Close()
-			continue
-		case errors.As(err, &r):
-			f.Close()
-			if r.retry {
-				time.Sleep(time.Millisecond)
-				continue
-			}
-			return false, nil
-		case errors.Is(err, ErrAlreadyRunning):
-			f.Close()
-			return false, nil
-		case err != nil:
-			f.Close()
-			return false, err
-		}
-		// We hold the kernel lock of the stale file, and it is at the path.
-		if st, err := f.Stat(); err == nil && st.Size() == 0 {
-			// An empty file is what a release in place leaves (a PID file
-			// prepared for the service in a directory it cannot write):
-			// nothing in it is stale, and removing it would lock the
-			// service out of its next start.
-			f.Close()
-			return false, nil
-		}
-		if !l.byRename {
-			// Windows: a file open without FILE_SHARE_DELETE (Go opens
-			// every file so) cannot be deleted, not even through our own
-			// handle, so close first. A contender (or a reader) that opens
-			// the file in between keeps it: its open handle makes the
-			// removal fail with a sharing violation, and the next round
-			// judges the file again.
-			f.Close()
-			err = l.fsys.Remove(l.path)
-			if isSharingViolation(err) {
-				time.Sleep(time.Millisecond)
-				continue
-			}
-		} else {
-			err = l.fsys.Remove(l.path)
-			f.Close()
-		}
-		if err != nil {
-			return false, l.pathError("remove", err)
-		}
-		return true, nil
 	}
 	return false, &fs.PathError{Op: "clean", Path: l.path, Err: errContended}
+}
+
+// cleanOnce is one try of CleanStale: it judges the file at the path as
+// TryLock does and removes it when stale. again asks for another try: the
+// file changed meanwhile, or is in use for a moment.
+func (l *Locker) cleanOnce() (removed, again bool, err error) {
+	f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, false, nil
+	case err != nil:
+		return false, false, l.openError(err)
+	}
+	j, err := l.judgeLocked(f)
+	if err != nil || j.verdict != takeOver {
+		f.Close()
+		if j.transient {
+			time.Sleep(time.Millisecond)
+		}
+		return false, j.verdict == changed || j.transient, err
+	}
+	// We hold the kernel lock of the stale file, and it is at the path.
+	if st, err := f.Stat(); err == nil && st.Size() == 0 {
+		// An empty file is what a release in place leaves (a PID file
+		// prepared for the service in a directory it cannot write):
+		// nothing in it is stale, and removing it would lock the service
+		// out of its next start.
+		f.Close()
+		return false, false, nil
+	}
+	return l.removeStale(f)
+}
+
+// removeStale removes the stale PID file f, whose kernel lock this Locker
+// holds and which is at the path, and closes f.
+func (l *Locker) removeStale(f File) (removed, again bool, err error) {
+	if l.byRename {
+		err = l.fsys.Remove(l.path)
+		f.Close()
+	} else {
+		// Windows: a file open without FILE_SHARE_DELETE (Go opens every
+		// file so) cannot be deleted, not even through our own handle, so
+		// close first. A contender (or a reader) that opens the file in
+		// between keeps it: its open handle makes the removal fail with a
+		// sharing violation, and the next round judges the file again.
+		f.Close()
+		err = l.fsys.Remove(l.path)
+		if isSharingViolation(err) {
+			time.Sleep(time.Millisecond)
+			return false, true, nil
+		}
+	}
+	if err != nil {
+		return false, false, l.pathError("remove", err)
+	}
+	return true, false, nil
 }
 
 // Terminate sends sig (nil means SIGTERM; os.Kill on Windows) to the process

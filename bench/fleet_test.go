@@ -75,10 +75,11 @@ func newFleetLock(impl, pgURL, redisURL, name string, ttl time.Duration) (fleetL
 	case "pg-poll":
 		return &pgPoll{url: pgURL, key: pglock.Key(name)}, nil
 	case "redislock":
-		l, err := redislock.Open(redisURL, name, redislock.WithTTL(ttl))
+		l, err := redislock.Open(redisURL, name)
 		if err != nil {
 			return nil, err
 		}
+		l.TTL = ttl
 		return redisLocker{l}, nil
 	case "bsm-redislock", "redsync":
 		o, err := redis.ParseURL(redisURL)

@@ -78,10 +78,10 @@ func lockName(t testing.TB) string {
 
 // newLocker returns a Locker on the test server that is unlocked when the
 // test ends.
-func newLocker(t testing.TB, name string, opts ...Option) *Locker {
+func newLocker(t testing.TB, name string) *Locker {
 	t.Helper()
 	needPG(t)
-	l, err := New(testDSN, name, opts...)
+	l, err := New(testDSN, name)
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Unlock() })
 	return l

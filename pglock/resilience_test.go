@@ -39,7 +39,10 @@ func monotonic() int64 {
 // reports the loss it prints "lost <error>" and waits to be killed.
 func helperWorker() {
 	ka, _ := time.ParseDuration(os.Getenv("KEEPALIVE"))
-	l, err := New(testDSN, os.Getenv("NAME"), WithKeepAlive(ka))
+	l, err := New(testDSN, os.Getenv("NAME"))
+	if err == nil {
+		l.KeepAlive = ka
+	}
 	if err == nil {
 		err = l.Lock(context.Background())
 	}
@@ -134,7 +137,8 @@ func TestResumedHolderIsToldAtItsFirstCheck(t *testing.T) {
 func TestLockRidesOutServerRestart(t *testing.T) {
 	needPG(t)
 	name := lockName(t)
-	a := newLocker(t, name, WithKeepAlive(300*time.Millisecond))
+	a := newLocker(t, name)
+	a.KeepAlive = 300 * time.Millisecond
 	b := newLocker(t, name)
 	require.NoError(t, a.TryLock())
 	tokA, _ := a.FencingToken()
@@ -199,13 +203,14 @@ func TestServerClockStepsBack(t *testing.T) {
 	require.Less(t, serverBehind(), time.Minute, "the server's clock starts right")
 
 	name := lockName(t)
-	lk := func(opts ...Option) *Locker {
-		l, err := New(srv.URL, name, opts...)
+	lk := func() *Locker {
+		l, err := New(srv.URL, name)
 		require.NoError(t, err)
+		l.KeepAlive = 300 * time.Millisecond
 		t.Cleanup(func() { l.Unlock() })
 		return l
 	}
-	a, b := lk(WithKeepAlive(300*time.Millisecond)), lk(WithKeepAlive(300*time.Millisecond))
+	a, b := lk(), lk()
 	acquire := func(l *Locker, what string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
