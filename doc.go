@@ -3,7 +3,7 @@
 //
 // A backend adds three lines to the top of main:
 //
-//	lk, err := instancelock.Acquire("./data/backend.pid", instancelock.WithPort(3000))
+//	lk, err := instancelock.Acquire("./data/backend.pid")
 //	if err != nil { log.Fatal(err) } // errors.Is(err, instancelock.ErrAlreadyRunning)
 //	defer lk.Unlock()
 //
@@ -19,13 +19,15 @@
 // the instance's metadata, checks and counters.
 //
 // Configuration follows one rule. What a type cannot work without is an
-// argument of its constructor ([NewGracefulShutdown], [NewHealth]);
-// everything optional is an exported field, set before the first method
-// call and never changed afterwards, as for [net/http.Server]. The zero
+// argument of its constructor ([New] takes the path, [NewGracefulShutdown]
+// the lock, [NewHealth] the State and the lock); everything optional is an
+// exported field, set after the constructor and before the first method
+// call, and never changed afterwards, as for [net/http.Server]. The zero
 // value of every field is its default, written in the field's comment: in
 // a duration, 0 is that default and a negative value means off or no limit
 // (each field says which); a nil Logger is silent; booleans are named so
-// that false is the default. The zero value of each type is ready to use:
+// that false is the default ([Locker.DisableRepublish]). The zero value of
+// each type is ready to use: &Locker{} locks [DefaultPath],
 // &GracefulShutdown{} is NewGracefulShutdown(nil) and &Health{} is
 // NewHealth(nil, nil).
 //

@@ -28,15 +28,24 @@ var (
 
 // PublishesByRename reports whether l publishes its PID file by renaming a
 // temporary file into place (Unix) rather than writing it in place.
-func PublishesByRename(l *Locker) bool { return l.byRename }
+func PublishesByRename(l *Locker) bool {
+	l.setup()
+	return l.byRename
+}
 
 // WriteInPlace makes l write its PID file in place, the Windows way, on
 // any FS.
-func WriteInPlace(l *Locker) { l.byRename = false }
+func WriteInPlace(l *Locker) {
+	l.setup() // first, or the first method call would set byRename again
+	l.byRename = false
+}
 
 // AttemptInPlace is one attempt of the in-place way. A refusal that names
 // a holder is reported by RetryableRefusal.
-func AttemptInPlace(l *Locker, data []byte) (File, error) { return l.attemptInPlace(data) }
+func AttemptInPlace(l *Locker, data []byte) (File, error) {
+	l.setup()
+	return l.attemptInPlace(data)
+}
 
 // RetryableRefusal returns the holder named by an attempt's refusal and
 // whether the attempt may be retried; ok is false for another error.

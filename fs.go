@@ -10,7 +10,7 @@ import (
 )
 
 // FS is the file system a Locker works on: the operating system's by
-// default, or a fake in tests (instancelocktest.MemFS, given with WithFS).
+// default, or a fake in tests (instancelocktest.MemFS, set as Locker.FS).
 // Paths are passed as given to the Locker.
 //
 // An implementation must make OpenFile with os.O_CREATE|os.O_EXCL atomic,

@@ -85,13 +85,49 @@ func newLosableFS() losableFS {
 	return losableFS{mem: newUnixMemFS()}
 }
 
-// opts are the Locker options that put the PID file on this file system.
-func (l losableFS) opts() []Option {
-	if l.mem == nil {
-		return nil
+// use puts lk's PID file on this file system.
+func (l losableFS) use(lk *Locker) {
+	if l.mem != nil {
+		lk.FS = l.mem
 	}
-	return []Option{WithFS(l.mem)}
 }
+
+// newWith is New(path) with the fields that set sets, set up at once (as
+// the first method call would), so that a test may call the internals.
+func newWith(path string, set ...func(*Locker)) (*Locker, error) {
+	l, err := New(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range set {
+		f(l)
+	}
+	if err := l.setup(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// acquireWith is newWith followed by TryLock.
+func acquireWith(path string, set ...func(*Locker)) (*Locker, error) {
+	l, err := newWith(path, set...)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.TryLock(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// noWatch turns the watch of a held lock off.
+func noWatch(l *Locker) { l.WatchInterval = -1 }
+
+// watchEvery sets the watch interval to d.
+func watchEvery(d time.Duration) func(*Locker) { return func(l *Locker) { l.WatchInterval = d } }
+
+// noRepublish makes a holder report the loss of its file at once.
+func noRepublish(l *Locker) { l.DisableRepublish = true }
 
 func (l losableFS) remove(name string) error {
 	if l.mem == nil {

@@ -19,6 +19,9 @@ import (
 // (a crash remnant matches ErrInvalidLock only). Holder does not say
 // whether the holder is alive; Running does.
 func (l *Locker) Holder() (ProcessLock, error) {
+	if err := l.setup(); err != nil {
+		return ProcessLock{}, err
+	}
 	f, err := l.openForRead()
 	if err != nil {
 		return ProcessLock{}, err
@@ -74,6 +77,9 @@ func (l *Locker) openForRead() (File, error) {
 // that process lives. Running takes no lock on Linux; elsewhere it takes a
 // shared lock for an instant.
 func (l *Locker) Running() (ProcessLock, bool, error) {
+	if err := l.setup(); err != nil {
+		return ProcessLock{}, false, err
+	}
 	if info, ok := l.Info(); ok {
 		return info, true, nil
 	}
@@ -154,6 +160,9 @@ func (l *Locker) lockedNow() bool {
 // error matching ErrForeignFile. An empty file is kept: it is what a
 // release in place leaves, and the next start takes it over anyway.
 func (l *Locker) CleanStale() (bool, error) {
+	if err := l.setup(); err != nil {
+		return false, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t != nil {
@@ -238,6 +247,9 @@ func (l *Locker) removeStale(f File) (removed, again bool, err error) {
 // another host or in another PID namespace; with ErrAlreadyHeld when this
 // process holds the lock. It does not wait for the process to exit.
 func (l *Locker) Terminate(sig os.Signal) error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	if sig == nil {
 		sig = defaultSignal
 	}

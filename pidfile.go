@@ -2,6 +2,7 @@ package instancelock
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -34,83 +35,9 @@ const (
 	EnvDebug = "PROCESS_MANAGER_DEBUG" // "true" turns on debug logging
 )
 
-// DefaultWatchInterval is how often a held lock checks that its file is
-// still in place, unless WithWatchInterval says otherwise.
-const DefaultWatchInterval = time.Second
-
-// An Option configures a Locker.
-type Option func(*config)
-
-type config struct {
-	port     int
-	logger   *slog.Logger
-	fsys     FS
-	procs    ProcessTable
-	watch    time.Duration
-	fromEnv  bool
-	hostname string
-	keep     *bool
-	err      error
-}
-
-// WithPort records the port the instance serves on in the PID file. It
-// must be in 1..65535.
-func WithPort(port int) Option {
-	return func(c *config) {
-		if port < 1 || port > 65535 {
-			c.err = errors.Join(c.err, fmt.Errorf("instancelock: WithPort(%d): port outside 1..65535", port))
-		}
-		c.port = port
-	}
-}
-
-// WithLogger sends the Locker's log records to l. By default it logs
-// nothing.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
-
-// WithFS replaces the operating system's file system, for tests (see
-// instancelocktest.MemFS).
-func WithFS(fsys FS) Option { return func(c *config) { c.fsys = fsys } }
-
-// WithProcessTable replaces the operating system's process table, for tests
-// (see instancelocktest.MemProcesses).
-func WithProcessTable(p ProcessTable) Option { return func(c *config) { c.procs = p } }
-
-// WithWatchInterval sets how often a held lock checks that its PID file is
-// still in place (default DefaultWatchInterval). On Linux an inotify watch
-// also runs the check at once when the file or its directory is removed,
-// moved or replaced. 0 or less turns both off (the file is then neither
-// re-published nor reported lost); on Linux a second instance of the host
-// is still refused while the holder lives.
-func WithWatchInterval(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			d = -1
-		}
-		c.watch = d
-	}
-}
-
-// WithRepublish decides what a holder does when its PID file is removed,
-// moved or replaced while it still holds the lock (a temp cleaner, rm -rf
-// data/). With true, the default, it writes its PID file again (the file
-// only describes the holder; the lock decides), logs a warning and keeps
-// running; Lost and Err report a loss only when that fails, for example
-// because another process holds the file now put at the path. With false
-// it reports the loss at once (Lost, Err), as a host that wants to stop
-// then needs. On Linux no other process of the host can take the lock in
-// between (see docs/design.md); elsewhere another instance may start in
-// the moment before the file is noticed gone, and the holder then reports
-// the loss. A symbolic link on the path that now leads to another
-// directory counts as a removal: the holder re-publishes where the path
-// now leads (on Linux, taking that real path's name first), or, with
-// false, reports the loss.
-func WithRepublish(on bool) Option { return func(c *config) { c.keep = &on } }
-
-// FromEnv makes New read the environment: PID_FILE_PATH overrides the path
-// given to New, and PROCESS_MANAGER_DEBUG=true sends debug logs to standard
-// error when no WithLogger is given.
-func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
+// defaultWatchInterval is how often a held lock checks that its file is
+// still in place when Locker.WatchInterval is 0.
+const defaultWatchInterval = time.Second
 
 // Locker is a single-instance lock on one PID file. It is safe for
 // concurrent use. A Locker holds the lock at most once: TryLock on a held
@@ -124,7 +51,55 @@ func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
 // no rm or mv can touch: while the holder lives no other process of the
 // host acquires the lock, whatever happened to the file or its directory
 // (see docs/design.md).
+//
+// Create it with New (or Acquire, or FromEnv), set the exported fields
+// before the first method call and do not change them afterwards; the zero
+// value of each field is its default. The zero Locker is ready to use: it
+// locks DefaultPath, made absolute at its first use.
 type Locker struct {
+	// Port is the port the instance serves on, recorded in the PID file
+	// (and shown by AlreadyRunningError.Help). 0, the default, records
+	// none; TryLock refuses a value outside 0..65535.
+	Port int
+	// Logger receives the Locker's records (acquisitions, take-overs,
+	// re-publications, losses); nil means silent.
+	Logger *slog.Logger
+	// WatchInterval is how often a held lock checks that its PID file is
+	// still in place. 0 means 1 second. On Linux an inotify watch also
+	// runs the check at once when the file or its directory is removed,
+	// moved or replaced. Negative turns both off: the file is then neither
+	// re-published nor reported lost; on Linux a second instance of the
+	// host is still refused while the holder lives.
+	WatchInterval time.Duration
+	// DisableRepublish decides what a holder does when its PID file is
+	// removed, moved or replaced while it still holds the lock (a temp
+	// cleaner, rm -rf data/). false, the default: it writes its PID file
+	// again (the file only describes the holder; the lock decides), logs a
+	// warning and keeps running; Lost and Err report a loss only when that
+	// fails, for example because another process holds the file now put at
+	// the path. true: it reports the loss at once (Lost, Err), as a host
+	// that wants to stop then needs. On Linux no other process of the host
+	// can take the lock in between (see docs/design.md); elsewhere another
+	// instance may start in the moment before the file is noticed gone,
+	// and the holder then reports the loss. A symbolic link on the path
+	// that now leads to another directory counts as a removal: the holder
+	// re-publishes where the path now leads (on Linux, taking that real
+	// path's name first), or, with true, reports the loss.
+	DisableRepublish bool
+	// FS is the file system that holds the PID file; nil means the
+	// operating system's. Paths on another FS are used as given (not made
+	// absolute). For tests: instancelocktest.MemFS.
+	FS FS
+	// Processes is the process table the Locker asks whether a holder is
+	// alive and signals; nil means the operating system's. For tests:
+	// instancelocktest.MemProcesses.
+	Processes ProcessTable
+
+	given     string    // the path given to New; "" means DefaultPath
+	abs       string    // given made absolute by New; "" until then
+	setupOnce sync.Once // runs setup at the first method call
+	setupErr  error     // what setup found wrong in the fields
+
 	path      string
 	fsys      FS
 	procs     ProcessTable
@@ -137,7 +112,7 @@ type Locker struct {
 	byRename  bool   // publishByRename; a field so tests can run the other mode
 	name      string // the lock's abstract socket name (Linux, OS file system), "" for none
 	kernel    bool   // the OS file system and process table: readers ask the kernel (look)
-	keep      bool   // WithRepublish
+	keep      bool   // !DisableRepublish
 	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
@@ -178,63 +153,101 @@ type tenure struct {
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). A
-// relative path is made absolute here, once (unless WithFS gives another
-// file system, whose paths are used as given): the lock follows the file,
-// not the working directory. New does no other I/O; it fails only when an
-// option is invalid or the working directory cannot be read.
-func New(path string, opts ...Option) (*Locker, error) {
-	var c config
-	for _, o := range opts {
-		o(&c)
+// relative path is made absolute here, once: the lock follows the file,
+// not the working directory (a path on another FS, see Locker.FS, is used
+// as given). New does no other I/O; it fails only when the path is
+// relative and the working directory cannot be read.
+func New(path string) (*Locker, error) {
+	abs, err := absPath(cmp.Or(path, DefaultPath))
+	if err != nil {
+		return nil, err
 	}
-	if c.err != nil {
-		return nil, c.err
+	return &Locker{given: path, abs: abs}, nil
+}
+
+// FromEnv is New reading the environment: PID_FILE_PATH, when set and not
+// empty, overrides path, and PROCESS_MANAGER_DEBUG=true sets Logger to
+// debug records on standard error (set Logger afterwards to send them
+// elsewhere).
+func FromEnv(path string) (*Locker, error) {
+	if p := os.Getenv(EnvPath); p != "" {
+		path = p
 	}
-	if c.fromEnv {
-		if p := os.Getenv(EnvPath); p != "" {
-			path = p
-		}
-		if c.logger == nil && os.Getenv(EnvDebug) == "true" {
-			c.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		}
+	l, err := New(path)
+	if err != nil {
+		return nil, err
 	}
-	if path == "" {
-		path = DefaultPath
-	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
-	}
-	if c.fsys == nil {
-		// The lock follows the file, not the working directory: resolve
-		// the path once, so that a later os.Chdir changes nothing.
-		abs, err := filepath.Abs(path)
-		if err != nil {
-			return nil, &fs.PathError{Op: "abs", Path: path, Err: fmt.Errorf("%w (the working directory cannot be read: give an absolute path)", err)}
-		}
-		path, c.fsys = abs, osFS{}
-	}
-	if c.procs == nil {
-		c.procs = osProcesses{}
-	}
-	if c.watch == 0 {
-		c.watch = DefaultWatchInterval
-	}
-	if c.hostname == "" {
-		c.hostname, _ = os.Hostname()
-	}
-	l := &Locker{
-		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
-		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: byRename(c.fsys),
-		tmpPrefix: tempPrefix(path),
-		log:       c.logger.With("pidfile", path), keep: c.keep == nil || *c.keep,
-	}
-	_, osfs := c.fsys.(osFS)
-	_, osprocs := c.procs.(osProcesses)
-	l.kernel = osfs && osprocs && hasLockName
-	if osfs && hasLockName {
-		l.name = lockName(path)
+	if os.Getenv(EnvDebug) == "true" {
+		l.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return l, nil
+}
+
+// absPath makes path absolute, so that a later os.Chdir changes nothing.
+func absPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", &fs.PathError{Op: "abs", Path: path, Err: fmt.Errorf("%w (the working directory cannot be read: give an absolute path)", err)}
+	}
+	return abs, nil
+}
+
+// setup turns the exported fields into the Locker's working state, once,
+// at the first method call; every exported method calls it first. The
+// error, for an invalid field, is returned by every method that returns
+// one.
+func (l *Locker) setup() error {
+	l.setupOnce.Do(func() { l.setupErr = l.configure() })
+	return l.setupErr
+}
+
+// configure is setup's work.
+func (l *Locker) configure() error {
+	l.id = uuid.NewString()
+	l.path = cmp.Or(l.given, DefaultPath)
+	l.fsys, l.procs = l.FS, l.Processes
+	if l.fsys == nil {
+		if l.abs == "" { // the zero Locker: resolved at its first use
+			abs, err := absPath(l.path)
+			if err != nil {
+				return err
+			}
+			l.abs = abs
+		}
+		l.path, l.fsys = l.abs, osFS{}
+	}
+	if l.procs == nil {
+		l.procs = osProcesses{}
+	}
+	if l.Port < 0 || l.Port > 65535 {
+		return fmt.Errorf("instancelock: Locker.Port is %d, outside 0..65535: set the port the instance serves on, or 0 for none", l.Port)
+	}
+	l.port = l.Port
+	switch {
+	case l.WatchInterval == 0:
+		l.watch = defaultWatchInterval
+	case l.WatchInterval < 0:
+		l.watch = -1
+	default:
+		l.watch = l.WatchInterval
+	}
+	l.keep = !l.DisableRepublish
+	log := l.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l.log = log.With("pidfile", l.path)
+	l.hostname, _ = os.Hostname()
+	l.pidSpace = thisPIDSpace()
+	l.byRename = byRename(l.fsys)
+	l.tmpPrefix = tempPrefix(l.path)
+	_, osfs := l.fsys.(osFS)
+	_, osprocs := l.procs.(osProcesses)
+	l.kernel = osfs && osprocs && hasLockName
+	if osfs && hasLockName {
+		l.name = lockName(l.path)
+	}
+	return nil
 }
 
 // byRename reports whether a Locker on fsys publishes its PID file by
@@ -249,12 +262,13 @@ func byRename(fsys FS) bool {
 	return publishByRename
 }
 
-// Acquire is the call at the top of main: New followed by TryLock. On
-// success the caller holds the lock and must call Unlock (or hand the
+// Acquire is the call at the top of main: New followed by TryLock, with
+// every field at its default (to set one, call New, set it, then TryLock).
+// On success the caller holds the lock and must call Unlock (or hand the
 // Locker to a GracefulShutdown). When another instance runs, the error
 // matches ErrAlreadyRunning and is an *AlreadyRunningError.
-func Acquire(path string, opts ...Option) (*Locker, error) {
-	l, err := New(path, opts...)
+func Acquire(path string) (*Locker, error) {
+	l, err := New(path)
 	if err != nil {
 		return nil, err
 	}
@@ -264,16 +278,23 @@ func Acquire(path string, opts ...Option) (*Locker, error) {
 	return l, nil
 }
 
-// Path returns the PID file's path, absolute unless WithFS was given.
-func (l *Locker) Path() string { return l.path }
+// Path returns the PID file's path, absolute unless FS is set.
+func (l *Locker) Path() string {
+	l.setup()
+	return l.path
+}
 
 // InstanceID returns the instance id this Locker writes into the PID file.
 // It stays the same across acquisitions by the same Locker.
-func (l *Locker) InstanceID() string { return l.id }
+func (l *Locker) InstanceID() string {
+	l.setup()
+	return l.id
+}
 
 // Info returns the ProcessLock this Locker published, and whether it holds
 // the lock now.
 func (l *Locker) Info() (ProcessLock, bool) {
+	l.setup()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t == nil {
@@ -284,8 +305,12 @@ func (l *Locker) Info() (ProcessLock, bool) {
 
 // Err returns nil while the lock is held, ErrNotHeld when the Locker does
 // not hold the lock, and an error matching ErrLockLost once the lock was
-// lost (see Lost). It is a single atomic load.
+// lost (see Lost); for a Locker with an invalid field, the error that
+// TryLock returns. It is a single atomic load.
 func (l *Locker) Err() error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	t := l.last.Load()
 	if t == nil {
 		return ErrNotHeld
@@ -298,13 +323,14 @@ func (l *Locker) Err() error {
 
 // Lost returns a channel that is closed when the held lock is lost: its
 // PID file was removed or replaced by something else (a temp cleaner,
-// rm -rf data/) and could not be re-published (WithRepublish(false), or
+// rm -rf data/) and could not be re-published (DisableRepublish, or
 // another process holds the file now at the path, or it is someone's
 // file). Another instance may then run, so the host should shut down
 // (GracefulShutdown does when given the Locker). The channel belongs to
 // the current holding; it is nil when the lock is not held, and it is not
 // closed by Unlock.
 func (l *Locker) Lost() <-chan struct{} {
+	l.setup()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t == nil {
@@ -329,6 +355,9 @@ func (l *Locker) Lost() <-chan struct{} {
 // while this Locker holds the lock returns an error matching
 // ErrAlreadyHeld.
 func (l *Locker) TryLock() error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t != nil {
@@ -345,6 +374,9 @@ func (l *Locker) TryLock() error {
 // killed (see the README's measurements); elsewhere it polls with a backoff
 // up to 50 ms. Errors other than ErrAlreadyRunning end the wait.
 func (l *Locker) Lock(ctx context.Context) error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	err := l.TryLock()
 	var are *AlreadyRunningError
 	if !errors.As(err, &are) {
@@ -1054,7 +1086,7 @@ func (t *tenure) poke(l *Locker) func() {
 
 // watchFile runs every interval, and at once on a file event (Linux),
 // while the lock is held: it checks that the held file is still at the
-// path, re-publishes it when it is not (WithRepublish), and re-arms the
+// path, re-publishes it when it is not (unless DisableRepublish), and re-arms the
 // timer.
 func (l *Locker) watchFile(t *tenure) {
 	t.wmu.Lock()
@@ -1213,6 +1245,7 @@ func (l *Locker) checkAt(t *tenure, path string, strict bool) error {
 // deferred and also called on shutdown. A file that something else put at
 // the path is left alone.
 func (l *Locker) Unlock() error {
+	l.setup() // an invalid field only means it was never held
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t := l.t

@@ -62,13 +62,16 @@ func newMemRig(t *testing.T) *memRig {
 }
 
 // locker returns a Locker on memPIDPath in the rig, without watcher unless
-// opts ask for one.
-func (r *memRig) locker(opts ...instancelock.Option) *instancelock.Locker {
+// set asks for one (set changes the fields after the rig's).
+func (r *memRig) locker(set ...func(*instancelock.Locker)) *instancelock.Locker {
 	r.t.Helper()
-	logger := slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l, err := instancelock.New(memPIDPath, append([]instancelock.Option{instancelock.WithFS(r.fs), instancelock.WithProcessTable(r.procs),
-		instancelock.WithWatchInterval(-1), instancelock.WithLogger(logger)}, opts...)...)
+	l, err := instancelock.New(memPIDPath)
 	require.NoError(r.t, err)
+	l.FS, l.Processes, l.WatchInterval = r.fs, r.procs, -1
+	l.Logger = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for _, f := range set {
+		f(l)
+	}
 	return l
 }
 
@@ -137,7 +140,7 @@ func (r *memRig) heldBy(l *instancelock.Locker) {
 
 func TestMemLockerAcquireAndRelease(t *testing.T) {
 	r := newMemRig(t)
-	l := r.locker(instancelock.WithPort(8080))
+	l := r.locker(func(l *instancelock.Locker) { l.Port = 8080 })
 	require.NoError(t, l.TryLock())
 	r.heldBy(l)
 	info, _ := l.Info()
@@ -181,8 +184,9 @@ func TestMemLockerAcquireAndRelease(t *testing.T) {
 	require.NoError(t, l.Unlock(), "a second Unlock")
 	assert.ErrorIs(t, l.Err(), instancelock.ErrNotHeld)
 	assert.ErrorIs(t, r.locker().Err(), instancelock.ErrNotHeld, "a Locker that never held")
-	_, err = instancelock.Acquire(memPIDPath, instancelock.WithFS(r.fs), instancelock.WithPort(0))
-	assert.ErrorContains(t, err, "WithPort(0)")
+	bad := r.locker(func(l *instancelock.Locker) { l.Port = 65536 })
+	assert.ErrorContains(t, bad.TryLock(), "Locker.Port is 65536, outside 0..65535")
+	r.untouched(nil)
 	require.NoError(t, l2.TryLock())
 	r.heldBy(l2)
 	require.NoError(t, l2.Unlock())
@@ -959,7 +963,7 @@ func TestMemUnlock(t *testing.T) {
 func TestMemWatcher(t *testing.T) {
 	instancelock.CheckNoGoroutineLeak(t)
 	r := newMemRig(t)
-	l := r.locker(instancelock.WithWatchInterval(time.Millisecond), instancelock.WithRepublish(false))
+	l := r.locker(func(l *instancelock.Locker) { l.WatchInterval, l.DisableRepublish = time.Millisecond, true })
 	require.NoError(t, l.TryLock())
 	ticks := make(chan struct{}, 1)
 	tick := func() {

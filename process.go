@@ -9,7 +9,7 @@ import (
 
 // ProcessTable answers the Locker's questions about other processes: the
 // operating system's by default, a fake in tests
-// (instancelocktest.MemProcesses, given with WithProcessTable).
+// (instancelocktest.MemProcesses, set as Locker.Processes).
 type ProcessTable interface {
 	// Alive reports whether a process with this pid exists. On Unix it is
 	// kill(pid, 0): ESRCH means dead and EPERM means alive (the process

@@ -73,7 +73,7 @@ func expect(lr *proctest.Lines, prefix string, d time.Duration) (string, error) 
 // file lock can do (create exclusively, write, close, unlink).
 const (
 	implInstancelock = "instancelock"
-	implNoWatch      = "instancelock-nowatch" // instancelock with WithWatchInterval(-1)
+	implNoWatch      = "instancelock-nowatch" // instancelock with WatchInterval -1
 	implFloor        = "floor"
 	implNightlyone   = "nightlyone"
 	implGofrs        = "gofrs-flock"
@@ -100,13 +100,12 @@ type handle struct {
 func newHandle(impl, path string) (*handle, error) {
 	switch impl {
 	case implInstancelock, implNoWatch:
-		var opts []instancelock.Option
-		if impl == implNoWatch {
-			opts = append(opts, instancelock.WithWatchInterval(-1))
-		}
-		l, err := instancelock.New(path, opts...)
+		l, err := instancelock.New(path)
 		if err != nil {
 			return nil, err
+		}
+		if impl == implNoWatch {
+			l.WatchInterval = -1
 		}
 		return &handle{
 			try: func() (bool, error) {

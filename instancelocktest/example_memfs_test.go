@@ -16,12 +16,13 @@ import (
 	"github.com/ad5dec64/instancelock/instancelocktest"
 )
 
-// app is a program's main without os.Exit: it takes the PID-file lock,
+// app is a program's main without os.Exit: it takes the PID-file lock lk,
 // runs until ctx is done, and returns the exit code. main calls
-// app(ctx, os.Stderr) with no options (the real disk and processes); its
-// tests pass options that put the lock on a MemFS and a MemProcesses.
-func app(ctx context.Context, stderr io.Writer, opts ...instancelock.Option) int {
-	lk, err := instancelock.Acquire("/run/app.pid", opts...)
+// app(ctx, os.Stderr, lk) with lk from instancelock.New("/run/app.pid")
+// (the real disk and processes); its tests set lk.FS and lk.Processes to a
+// MemFS and a MemProcesses first.
+func app(ctx context.Context, stderr io.Writer, lk *instancelock.Locker) int {
+	err := lk.TryLock()
 	var running *instancelock.AlreadyRunningError
 	switch {
 	case errors.As(err, &running):
@@ -42,7 +43,11 @@ func app(ctx context.Context, stderr io.Writer, opts ...instancelock.Option) int
 func Example_secondStart() {
 	m := instancelocktest.NewMemFS()
 	procs := instancelocktest.NewMemProcesses()
-	opts := []instancelock.Option{instancelock.WithFS(m), instancelock.WithProcessTable(procs)}
+	lock := func() *instancelock.Locker { // what the test gives app
+		lk, _ := instancelock.New("/run/app.pid")
+		lk.FS, lk.Processes = m, procs
+		return lk
+	}
 
 	// The first instance, pid 4242, holds the lock: a test plays another
 	// process by holding the file's lock through an open file of its own.
@@ -54,12 +59,12 @@ func Example_secondStart() {
 
 	stopped, stop := context.WithCancel(context.Background())
 	stop() // app returns at once once it has started
-	fmt.Println("exit code:", app(stopped, os.Stdout, opts...))
+	fmt.Println("exit code:", app(stopped, os.Stdout, lock()))
 
 	// The first instance crashes: its lock goes with it, its file stays.
 	first.Close()
 	procs.Remove(4242)
-	fmt.Println("exit code:", app(stopped, os.Stdout, opts...))
+	fmt.Println("exit code:", app(stopped, os.Stdout, lock()))
 	names, _ := m.ListDir("/run")
 	fmt.Println("left behind:", names, m.OpenFiles())
 	// Output:
@@ -75,7 +80,9 @@ func Example_diskFull() {
 	m := instancelocktest.NewMemFS()
 	m.Fail("write", "", syscall.ENOSPC)
 	var stderr strings.Builder
-	code := app(context.Background(), &stderr, instancelock.WithFS(m))
+	lk, _ := instancelock.New("/run/app.pid")
+	lk.FS = m
+	code := app(context.Background(), &stderr, lk)
 	names, _ := m.ListDir("/run")
 	fmt.Println("exit code:", code, "ENOSPC reported:", strings.Contains(stderr.String(), syscall.ENOSPC.Error()))
 	fmt.Println("left behind:", names, m.OpenFiles())
@@ -88,24 +95,28 @@ func Example_diskFull() {
 // system: a full disk, a second instance, a crashed first instance.
 func ExampleMemFS() {
 	m := instancelocktest.NewMemFS()
-	opts := []instancelock.Option{instancelock.WithFS(m), instancelock.WithWatchInterval(-1)}
+	acquire := func() (*instancelock.Locker, error) {
+		lk, _ := instancelock.New("/run/app.pid")
+		lk.FS, lk.WatchInterval = m, -1
+		return lk, lk.TryLock()
+	}
 
 	// The disk is full: the lock is not taken, and nothing is left behind.
 	m.Fail("write", "", syscall.ENOSPC)
-	_, err := instancelock.Acquire("/run/app.pid", opts...)
+	_, err := acquire()
 	names, _ := m.ListDir("/run")
 	fmt.Println(errors.Is(err, syscall.ENOSPC), names, m.OpenFiles())
 	m.Clear()
 
-	first, err := instancelock.Acquire("/run/app.pid", opts...)
+	first, err := acquire()
 	fmt.Println("first:", err)
-	_, err = instancelock.Acquire("/run/app.pid", opts...)
+	_, err = acquire()
 	fmt.Println("second:", errors.Is(err, instancelock.ErrAlreadyRunning))
 
 	// The first instance crashes: its file stays, its kernel lock goes,
 	// and the next start takes the file over.
 	m.CloseHandles("/run/app.pid")
-	third, err := instancelock.Acquire("/run/app.pid", opts...)
+	third, err := acquire()
 	fmt.Println("third:", err)
 	fmt.Println(third.InstanceID() != first.InstanceID())
 	fmt.Println(third.Unlock(), m.OpenFiles())
@@ -128,7 +139,8 @@ func ExampleMemProcesses() {
 	m.WriteFile("/run/app.pid", []byte(`{"pid":4242,"startedAt":"2025-11-27T20:00:00.000Z","startToken":"boot-1:100"}`), 0o644)
 	procs.Add(4242, "boot-1:900", time.Now())
 
-	l, _ := instancelock.New("/run/app.pid", instancelock.WithFS(m), instancelock.WithProcessTable(procs))
+	l, _ := instancelock.New("/run/app.pid")
+	l.FS, l.Processes = m, procs
 	_, running, _ := l.Running()
 	fmt.Println("running:", running)
 	fmt.Println(errors.Is(l.Terminate(nil), instancelock.ErrNotRunning), len(procs.Signals()))

@@ -21,8 +21,8 @@ import (
 	"github.com/ad5dec64/instancelock/internal/inuse"
 )
 
-// MemFS is an in-memory instancelock.FS for tests: a Locker given
-// instancelock.WithFS(m) never touches the disk, and a test can reach the
+// MemFS is an in-memory instancelock.FS for tests: a Locker whose FS is m
+// never touches the disk, and a test can reach the
 // failures a real disk rarely shows. It is safe for concurrent use; the zero
 // value is an empty file system ready to use.
 //
@@ -730,9 +730,8 @@ func (m *MemFS) SameFile(a, b fs.FileInfo) bool {
 // A symbolic link in the last component is not followed; a name that does
 // not exist closes nothing. Later calls on the closed files fail as on a
 // closed *os.File. A Locker whose file was closed this way must not be
-// unlocked (its process is "dead"); give it
-// instancelock.WithWatchInterval(0) or less so that no watcher keeps
-// running.
+// unlocked (its process is "dead"); give it a negative WatchInterval so
+// that no watcher keeps running.
 func (m *MemFS) CloseHandles(name string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()

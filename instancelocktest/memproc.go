@@ -11,8 +11,8 @@ import (
 	"github.com/ad5dec64/instancelock"
 )
 
-// MemProcesses is an instancelock.ProcessTable for tests (give it to a
-// Locker with instancelock.WithProcessTable): a table of made-up processes,
+// MemProcesses is an instancelock.ProcessTable for tests (set it as a
+// Locker's Processes): a table of made-up processes,
 // each with a pid, a start token and a start time. It is safe for
 // concurrent use; the zero value is an empty table ready to use.
 //

@@ -10,12 +10,13 @@
 //
 // A program that uses the PID-file Locker itself is tested on an in-memory
 // file system and process table, MemFS and MemProcesses, which plug into
-// the Locker through instancelock.WithFS and instancelock.WithProcessTable:
-// a second instance, a crashed one, a full disk or a reused pid, without
-// touching the disk or another process.
+// the Locker as its FS and Processes fields: a second instance, a crashed
+// one, a full disk or a reused pid, without touching the disk or another
+// process.
 //
-//	m := instancelocktest.NewMemFS()
-//	code := app(ctx, instancelock.WithFS(m)) // the program's main
+//	lk, err := instancelock.New("/run/app.pid")
+//	lk.FS = instancelocktest.NewMemFS()
+//	code := app(ctx, lk) // the program's main, taking the Locker
 package instancelocktest
 
 import (

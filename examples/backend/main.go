@@ -194,11 +194,11 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 
 	// 1. The lock, before the database is opened or the port bound: a
 	// second instance must not touch either.
-	opts := []instancelock.Option{instancelock.WithLogger(log)}
-	if cfg.Port != 0 {
-		opts = append(opts, instancelock.WithPort(cfg.Port))
+	lk, err := instancelock.New(cfg.PIDFile)
+	if err == nil {
+		lk.Port, lk.Logger = cfg.Port, log // Port 0 records none
+		err = lk.TryLock()
 	}
-	lk, err := instancelock.Acquire(cfg.PIDFile, opts...)
 	if are := (*instancelock.AlreadyRunningError)(nil); errors.As(err, &are) {
 		fmt.Fprint(stderr, are.Help("")) // "go run ." when started that way
 		return exitError
