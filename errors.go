@@ -9,7 +9,9 @@ import (
 	"strings"
 )
 
-// Errors of the Locker. Every error names the PID file's path once.
+// Errors of the Locker. Every error about the PID file or its holder
+// names the file's path once (an invalid field of the Locker is reported
+// by the field's name).
 // Errors that concern the file are *fs.PathError values (or wrap one):
 // those of the system calls match what they match (errors.Is with
 // fs.ErrNotExist, fs.ErrPermission, syscall errors). Every refusal matches
@@ -76,7 +78,7 @@ func (e *AlreadyRunningError) describe(path string) string {
 // Is reports whether target is ErrAlreadyRunning.
 func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlreadyRunning }
 
-// Every error of a Locker names the PID file's path once. The errors of
+// Every error about the PID file names its path once. The errors of
 // the system calls on the file (*fs.PathError, *os.LinkError) already
 // name it, so they are returned as they are, or, when the Locker adds
 // what it was doing, their path is left out: pathError and cause are the
