@@ -86,11 +86,20 @@ func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlread
 
 // pathError returns err, a failure of op on the PID file, as an
 // *fs.PathError naming the path once: an *fs.PathError about the path
-// itself is returned as it is; anything else becomes the cause (see
-// cause) of a new one, {op, path, cause}.
+// itself is returned as it is, one of op about a temporary name of the
+// file (which a published file keeps as its File.Name) is said of the
+// path; anything else becomes the cause (see cause) of a new one, {op,
+// path, cause}.
 func (l *Locker) pathError(op string, err error) error {
-	if pe, ok := err.(*fs.PathError); ok && pe.Path == l.path {
+	pe, ok := err.(*fs.PathError)
+	switch {
+	case ok && pe.Path == l.path:
 		return err
+	case ok && pe.Op == op:
+		if _, own := l.ownName(pe.Path); own {
+			// The published file still has its temporary name.
+			return &fs.PathError{Op: op, Path: l.path, Err: pe.Err}
+		}
 	}
 	return &fs.PathError{Op: op, Path: l.path, Err: l.cause(err)}
 }

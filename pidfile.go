@@ -114,14 +114,12 @@ type Locker struct {
 	kernel    bool   // the OS file system and process table: readers ask the kernel (look)
 	keep      bool   // !DisableRepublish
 	nameHeld  atomic.Bool
-	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
 	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
 	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
 	pid       int     // os.Getpid(), read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
 	swept     bool    // temporary files left by crashes were looked for; guarded by mu
-	tookOver  bool    // the last attempt replaced a stale file; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -459,19 +457,19 @@ func (l *Locker) tryLock() error {
 		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
 	}
-	f, inPlace, err := l.publish(data)
+	p, err := l.publish(data)
 	if err != nil {
 		names.close()
 		return err
 	}
-	l.hold(f, info, inPlace && l.byRename, data, names)
-	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
+	l.hold(p, info, data, names)
+	if p.inPlace && l.kernel && errors.Is(p.f.TryLock(), ErrWouldBlock) {
 		t := l.t
 		t.wmu.Lock()
 		l.lockLater(t)
 		t.wmu.Unlock()
 	}
-	if !inPlace && (!l.swept || l.tookOver) {
+	if !p.inPlace && (!l.swept || p.tookOver) {
 		l.sweepTemps()
 	}
 	return nil
@@ -479,55 +477,87 @@ func (l *Locker) tryLock() error {
 
 // publish puts a PID file with data at the path and returns it, open and
 // locked: the file protocol of TryLock (attemptRename or attemptInPlace),
-// retried while the file changes under it. It is also how a holder
+// tried again while the file changes under it. It is also how a holder
 // re-publishes its file.
-func (l *Locker) publish(data []byte) (File, bool, error) {
-	var err error
+func (l *Locker) publish(data []byte) (published, error) {
 	var last *AlreadyRunningError
 	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
 	inPlace := !l.byRename
-	l.tookOver = false
 	for range maxAttempts {
-		var f File
+		var a attempt
+		var err error
 		if inPlace {
-			f, err = l.attemptInPlace(data)
+			a, err = l.attemptInPlace(data)
 		} else {
-			f, err = l.attemptRename(data)
+			a, err = l.attemptRename(data)
 		}
-		var r retryable
-		var nt *noTempError
-		switch {
-		case errors.As(err, &nt) && !inPlace && canWriteInPlace(nt.err):
+		if err != nil {
+			return published{}, l.publishError(err, inPlace)
+		}
+		switch a.try {
+		case won:
+			return published{f: a.f, inPlace: inPlace, leftover: a.leftover, tookOver: a.tookOver}, nil
+		case noTemp:
 			// The directory does not let us create a file (a root-owned
 			// directory with the PID file made for the service user, a
 			// read-only directory): lock and write the existing file in
 			// place, as on Windows.
-			l.log.Debug("cannot create a temporary file next to the PID file; writing it in place", "err", nt.err)
+			l.log.Debug("cannot create a temporary file next to the PID file; writing it in place", "err", a.cause)
 			inPlace = true
-			continue
-		case errors.As(err, &r):
-			if !r.retry {
-				return nil, false, r.AlreadyRunningError
+		case refused:
+			if !a.transient {
+				return published{}, a.holder
 			}
-			last = r.AlreadyRunningError
+			last = a.holder
 			time.Sleep(pause)
 			pause = min(2*pause, 2*time.Millisecond)
-			continue
-		case errors.Is(err, errRetry):
-			continue
-		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission) && l.dirExists():
-			return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
-				"%w (this user cannot create files in %s: create the PID file for it beforehand, e.g. with install -o USER -m 0644 /dev/null and this path, or let it write the directory)",
-				l.cause(err), l.dir())}
-		case err != nil:
-			return nil, false, err
 		}
-		return f, inPlace, nil
 	}
 	if last != nil {
-		return nil, false, last
+		return published{}, last
 	}
-	return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
+	return published{}, &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
+}
+
+// publishError is publish's error for an attempt's err: when this user
+// may not create the PID file in its directory, it says what to do.
+func (l *Locker) publishError(err error, inPlace bool) error {
+	if inPlace && l.byRename && errors.Is(err, fs.ErrPermission) && l.dirExists() {
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+			"%w (this user cannot create files in %s: create the PID file for it beforehand, e.g. with install -o USER -m 0644 /dev/null and this path, or let it write the directory)",
+			l.cause(err), l.dir())}
+	}
+	return err
+}
+
+// published is a PID file that publish put at the path.
+type published struct {
+	f        File   // open, and locked (see lockWhenReadersLeave)
+	inPlace  bool   // written in place, not renamed into place
+	leftover string // a temporary name that could not be removed (Unlock retries)
+	tookOver bool   // it replaced a stale file
+}
+
+// try is what one attempt of the file protocol came to.
+type try int
+
+const (
+	again   try = iota // the file changed under us, or a temporary name was taken: try again at once
+	won                // the PID file is published
+	refused            // a live process holds the lock
+	noTemp             // no temporary file can be created next to the PID file: write it in place
+)
+
+// attempt is the outcome of one try of the file protocol (attemptRename,
+// attemptInPlace), which publish acts on.
+type attempt struct {
+	try       try
+	f         File                 // won: the PID file, open and locked
+	leftover  string               // won: a temporary name that could not be removed
+	tookOver  bool                 // won by replacing a stale file
+	holder    *AlreadyRunningError // refused: who holds the lock
+	transient bool                 // refused by content that looks stale: try again after a pause
+	cause     error                // noTemp: why no temporary file can be created
 }
 
 // testHookBeforePublish, when set by a test, runs between the creation of
@@ -564,17 +594,6 @@ func (l *Locker) content(info ProcessLock) ([]byte, error) {
 	copy(data[l.tmplAt:], stamp)
 	return data, nil
 }
-
-// errRetry: the file changed under us; try again.
-var errRetry = errors.New("retry")
-
-// retryable wraps an AlreadyRunningError that may be transient.
-type retryable struct {
-	*AlreadyRunningError
-	retry bool
-}
-
-func (r retryable) Unwrap() error { return r.AlreadyRunningError }
 
 // checkPath refuses a path whose last component is a symbolic link or not a
 // regular file.
@@ -657,12 +676,6 @@ func tempPrefix(path string) string {
 	}
 	return dir + base + ".tmp-"
 }
-
-// noTempError: a temporary file could not be created next to the PID file.
-type noTempError struct{ err error }
-
-func (e *noTempError) Error() string { return e.err.Error() }
-func (e *noTempError) Unwrap() error { return e.err }
 
 // canWriteInPlace reports whether a failure to create a temporary file
 // means that the directory does not let this process create files, so
@@ -747,55 +760,61 @@ func (l *Locker) checkMode(fi fs.FileInfo) error {
 // over a stale PID file whose lock we hold. Only the holder of the kernel
 // lock of the file at the path ever replaces it, so a loser never touches
 // the winner's file.
-func (l *Locker) attemptRename(data []byte) (File, error) {
-	if fi, err := l.fsys.Lstat(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	} else if err == nil {
-		// A PID file is in place: judge it before writing anything, so that
-		// a loser creates no file at all. A symbolic link or anything but a
-		// regular file is refused before anything is created.
-		if err := l.checkMode(fi); err != nil {
-			return nil, err
-		}
-		old, err := l.lockExisting()
-		if err != nil {
-			return nil, err
-		}
-		defer old.Close()
-		return l.replace(data)
+func (l *Locker) attemptRename(data []byte) (attempt, error) {
+	fi, err := l.fsys.Lstat(l.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return l.link(data)
+	case err != nil:
+		return attempt{}, err
 	}
-	tmp, err := l.writeTemp(data)
-	if err != nil {
-		return nil, err
+	// A PID file is in place: judge it before writing anything, so that a
+	// loser creates no file at all. A symbolic link or anything but a
+	// regular file is refused before anything is created.
+	if err := l.checkMode(fi); err != nil {
+		return attempt{}, err
 	}
-	discard := func() {
-		tmp.Close()
-		l.fsys.Remove(tmp.Name())
+	return l.replaceExisting(data)
+}
+
+// link publishes a new file where there is none: written and locked under
+// a temporary name, then linked to the path. When another contender
+// published first, its file is judged (replaceExisting).
+func (l *Locker) link(data []byte) (attempt, error) {
+	tmp, a, err := l.writeTemp(data)
+	if tmp == nil {
+		return a, err
 	}
 	if testHookBeforePublish != nil {
 		testHookBeforePublish(tmp.Name())
 	}
 	err = l.fsys.Link(tmp.Name(), l.path)
 	if err == nil {
+		a := attempt{try: won, f: tmp}
 		if err := l.fsys.Remove(tmp.Name()); err != nil {
 			l.log.Warn("could not remove the temporary name", "tmp", tmp.Name(), "err", err)
-			l.leftover = tmp.Name()
+			a.leftover = tmp.Name()
 		}
 		l.log.Debug("acquired")
-		return tmp, nil
+		return a, nil
 	}
-	if errors.Is(err, fs.ErrNotExist) {
-		discard() // a sweep took the temporary name: try again
-		return nil, errRetry
+	tmp.Close()
+	l.fsys.Remove(tmp.Name())
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return attempt{try: again}, nil // a sweep took the temporary name
+	case !errors.Is(err, fs.ErrExist):
+		return attempt{}, l.pathError("lock", err)
 	}
-	if !errors.Is(err, fs.ErrExist) {
-		discard()
-		return nil, fmt.Errorf("instancelock: publishing %s: %w", l.path, err)
-	}
-	discard() // another contender published first: judge its file
-	old, err := l.lockExisting()
-	if err != nil {
-		return nil, err
+	return l.replaceExisting(data) // another contender published first
+}
+
+// replaceExisting judges the file at the path under its kernel lock, and
+// replaces it when it is stale.
+func (l *Locker) replaceExisting(data []byte) (attempt, error) {
+	old, j, err := l.lockExisting()
+	if err != nil || j.verdict != takeOver {
+		return j.attempt(), err
 	}
 	defer old.Close()
 	return l.replace(data)
@@ -803,10 +822,10 @@ func (l *Locker) attemptRename(data []byte) (File, error) {
 
 // replace publishes a new file over the stale PID file, whose kernel lock
 // the caller holds (and which it checked is still at the path).
-func (l *Locker) replace(data []byte) (File, error) {
-	tmp, err := l.writeTemp(data)
-	if err != nil {
-		return nil, err
+func (l *Locker) replace(data []byte) (attempt, error) {
+	tmp, a, err := l.writeTemp(data)
+	if tmp == nil {
+		return a, err
 	}
 	if testHookBeforePublish != nil {
 		testHookBeforePublish(tmp.Name())
@@ -815,64 +834,62 @@ func (l *Locker) replace(data []byte) (File, error) {
 		tmp.Close()
 		l.fsys.Remove(tmp.Name())
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errRetry // a sweep took the temporary name
+			return attempt{try: again}, nil // a sweep took the temporary name
 		}
-		return nil, l.pathError("lock", err)
+		return attempt{}, l.pathError("lock", err)
 	}
-	l.tookOver = true
-	return tmp, nil
+	return attempt{try: won, f: tmp, tookOver: true}, nil
 }
 
-// writeTemp creates, locks and fills a new file next to the PID file.
-func (l *Locker) writeTemp(data []byte) (File, error) {
+// writeTemp creates, locks and fills a new file next to the PID file. When
+// it returns no file, the attempt says what to do instead: try again (the
+// name was taken), or write in place (no file can be created here).
+func (l *Locker) writeTemp(data []byte) (File, attempt, error) {
 	name := l.tmpPrefix + strconv.FormatUint(rand.Uint64(), 36)
 	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
-	if errors.Is(err, fs.ErrExist) {
-		return nil, errRetry
-	}
-	if err != nil {
-		return nil, &noTempError{l.pathError("lock", err)}
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return nil, attempt{try: again}, nil
+	case err != nil && canWriteInPlace(err):
+		return nil, attempt{try: noTemp, cause: err}, nil
+	case err != nil:
+		return nil, attempt{}, l.pathError("lock", err)
 	}
 	if err := f.TryLock(); errors.Is(err, ErrWouldBlock) {
 		// A sweep took it between its creation and this lock: it is
 		// removing it.
 		f.Close()
-		return nil, errRetry
+		return nil, attempt{try: again}, nil
 	} else if err != nil {
 		f.Close()
 		l.fsys.Remove(name)
-		return nil, l.pathError("lock", err)
+		return nil, attempt{}, l.pathError("lock", err)
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		l.fsys.Remove(name)
-		return nil, l.pathError("lock", err)
+		return nil, attempt{}, l.pathError("lock", err)
 	}
-	return f, nil
+	return f, attempt{}, nil
 }
 
 // lockExisting opens the file at the path, takes its kernel lock and judges
-// it. It returns the open, locked file when the PID file is stale (the
-// caller may then replace it), an *AlreadyRunningError (possibly wrapped in
-// retryable) when a live process holds it, errRetry when the file changed
-// meanwhile.
-func (l *Locker) lockExisting() (File, error) {
+// it. It returns the file, open and locked, when the judgement is to take
+// it over.
+func (l *Locker) lockExisting() (File, judgement, error) {
 	old, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errRetry
+		return nil, judgement{verdict: changed}, nil
 	}
 	if err != nil {
-		return nil, l.openError(err)
+		return nil, judgement{}, l.openError(err)
 	}
 	j, err := l.judgeLocked(old)
-	if err == nil {
-		err = j.asError()
-	}
-	if err != nil {
+	if err != nil || j.verdict != takeOver {
 		old.Close()
-		return nil, err
+		return nil, j, err
 	}
-	return old, nil
+	return old, j, nil
 }
 
 // openError is the error of opening the path: a symbolic link or anything
@@ -891,10 +908,10 @@ func (l *Locker) openError(err error) error {
 // renamed, and on Unix in a directory where this user cannot create files:
 // open or create the PID file, judge it (an empty one: claimEmpty), and
 // write it in place when it may be taken over.
-func (l *Locker) attemptInPlace(data []byte) (File, error) {
+func (l *Locker) attemptInPlace(data []byte) (attempt, error) {
 	f, err := l.create(l.path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
-		return nil, l.openError(err)
+		return attempt{}, l.openError(err)
 	}
 	st, err := f.Stat()
 	wasEmpty := err == nil && st.Size() == 0
@@ -906,12 +923,9 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 	default:
 		j, err = l.judgeLocked(f)
 	}
-	if err == nil {
-		err = j.asError()
-	}
-	if err != nil {
+	if err != nil || j.verdict != takeOver {
 		f.Close()
-		return nil, err
+		return j.attempt(), err
 	}
 	if err := l.writeInPlace(f, data); err != nil {
 		f.Close()
@@ -921,9 +935,9 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 			// meanwhile, the removal fails and the file is left to it.
 			l.fsys.Remove(l.path)
 		}
-		return nil, err
+		return attempt{}, err
 	}
-	return f, nil
+	return attempt{try: won, f: f}, nil
 }
 
 // claimEmpty takes the kernel lock of f, an empty file at the path that
@@ -1040,9 +1054,8 @@ const armAfter = 10 * time.Millisecond
 // concern the file (see holdwatch_linux.go), armed armAfter after the
 // acquisition. names are the lock's names held (Linux); the watcher also
 // drains their sockets' connections.
-func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, names heldNames) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
-	l.leftover = ""
+func (l *Locker) hold(p published, info ProcessLock, data []byte, names heldNames) {
+	t := &tenure{f: p.f, info: info, lost: make(chan struct{}), tmp: p.leftover, inPlace: p.inPlace && l.byRename, heldNames: names, wds: [2]int32{-1, -1}, data: data}
 	l.t = t
 	l.last.Store(t)
 	if l.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -1150,7 +1163,7 @@ func (l *Locker) republish(t *tenure) error {
 			}
 		}
 	}
-	f, inPlace, err := l.publish(t.data)
+	p, err := l.publish(t.data)
 	if err != nil {
 		closeName(rsock)
 		return err
@@ -1167,9 +1180,15 @@ func (l *Locker) republish(t *tenure) error {
 		closeName(t.rsock)
 		t.rsock, t.rname, t.rdir = rsock, rname, rdir
 	}
-	t.f, t.inPlace = f, inPlace && l.byRename
+	t.f, t.inPlace = p.f, p.inPlace && l.byRename
+	if p.leftover != "" {
+		if t.tmp != "" {
+			l.fsys.Remove(t.tmp)
+		}
+		t.tmp = p.leftover
+	}
 	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
-	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
+	if p.inPlace && l.kernel && errors.Is(p.f.TryLock(), ErrWouldBlock) {
 		l.lockLater(t)
 	}
 	if l.watch > 0 {
@@ -1260,58 +1279,78 @@ func (l *Locker) Unlock() error {
 	// The names first: a waiter woken by the file's removal below must
 	// find them free.
 	t.heldNames.close()
-	var err error
 	if t.tmp != "" {
 		// The temporary name could not be removed at acquisition.
 		l.fsys.Remove(t.tmp)
 	}
-	// The file held is at the path, or, if a symbolic link on the path
-	// was changed since, at the real path it was reached by.
-	path := l.path
-	cerr := l.checkAt(t, path, true)
-	if cerr != nil && t.rname != "" {
-		if rname, _ := l.realName(); rname != t.rname {
-			path = filepath.Join(t.rdir, filepath.Base(l.path))
-			cerr = l.checkAt(t, path, true)
-		}
-	}
-	switch {
-	case cerr != nil:
-		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", cerr)
-		err = t.f.Close()
-	case l.byRename:
-		// Unlink first, then close: a waiter that opened this file before
-		// the unlink finds, once it gets the lock, that the file is no
-		// longer at the path, and tries again.
-		// Written in place in a directory that does not let us remove
-		// it: empty it instead, so that it is judged stale at once even
-		// while this process lives on.
-		if rerr := l.fsys.Remove(path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
-			l.log.Debug("PID file left in place, emptied", "err", rerr)
-			if terr := t.f.Truncate(0); terr != nil {
-				err = fmt.Errorf("instancelock: emptying %s: %w", l.path, terr)
-			}
-		} else if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			err = fmt.Errorf("instancelock: removing %s: %w", l.path, rerr)
-		}
-		if cerr := t.f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("instancelock: closing %s: %w", l.path, cerr)
-		}
-	default:
-		// Windows: a file held open cannot be deleted, so close first. If a
-		// contender opens the file in between, its open handle makes the
-		// removal fail and the file is left to it.
-		err = t.f.Close()
-		if rerr := l.fsys.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			l.log.Debug("PID file left in place", "err", rerr)
-		}
-	}
+	err := l.release(t)
 	if t.err.Load() == nil {
 		e := ErrNotHeld
 		t.err.Store(&e)
 	}
 	l.log.Debug("lock released")
 	return err
+}
+
+// release removes the file t holds, unless it is not sure that the file
+// at its path is its own, and closes it, which drops its kernel lock.
+func (l *Locker) release(t *tenure) error {
+	path, err := l.heldPath(t)
+	switch {
+	case err != nil:
+		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", err)
+		return t.f.Close()
+	case !l.byRename:
+		// Windows: a file held open cannot be deleted, so close first. If a
+		// contender opens the file in between, its open handle makes the
+		// removal fail and the file is left to it.
+		err := t.f.Close()
+		if rerr := l.fsys.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			l.log.Debug("PID file left in place", "err", rerr)
+		}
+		return err
+	}
+	// Unlink first, then close: a waiter that opened this file before the
+	// unlink finds, once it gets the lock, that the file is no longer at
+	// the path, and tries again.
+	err = l.unpublish(t, path)
+	if cerr := t.f.Close(); cerr != nil && err == nil {
+		err = l.pathError("close", cerr)
+	}
+	return err
+}
+
+// heldPath returns where the file t holds is: at the path, or, if a
+// symbolic link on the path was changed since, at the real path it was
+// reached by. The error says why that is not sure.
+func (l *Locker) heldPath(t *tenure) (string, error) {
+	path := l.path
+	err := l.checkAt(t, path, true)
+	if err != nil && t.rname != "" {
+		if rname, _ := l.realName(); rname != t.rname {
+			path = filepath.Join(t.rdir, filepath.Base(l.path))
+			err = l.checkAt(t, path, true)
+		}
+	}
+	return path, err
+}
+
+// unpublish removes path, the file t holds. A file written in place in a
+// directory that does not let us remove it is emptied instead, so that it
+// is judged stale at once even while this process lives on.
+func (l *Locker) unpublish(t *tenure, path string) error {
+	err := l.fsys.Remove(path)
+	switch {
+	case err == nil || errors.Is(err, fs.ErrNotExist):
+		return nil
+	case t.inPlace && canWriteInPlace(err):
+		l.log.Debug("PID file left in place, emptied", "err", err)
+		if err := t.f.Truncate(0); err != nil {
+			return l.pathError("truncate", err)
+		}
+		return nil
+	}
+	return l.pathError("remove", err)
 }
 
 // readLimited reads at most MaxFileSize+1 bytes from the current offset.
