@@ -196,9 +196,9 @@ func (e *AlreadyRunningError) advice(restart string) []string {
 // host acquires the lock, whatever happened to the file or its directory
 // (see docs/design.md).
 //
-// Create it with New (or Acquire, or FromEnv), set the exported fields
-// before the first method call and do not change them afterwards; the zero
-// value of each field is its default. The zero Locker is ready to use: it
+// Create it with New or FromEnv, set the exported fields before the first
+// method call and do not change them afterwards; the zero value of each
+// field is its default (Acquire is New and TryLock with every default). The zero Locker is ready to use: it
 // locks DefaultPath, made absolute at its first use.
 type Locker struct {
 	// Port is the port the instance serves on, recorded in the PID file
