@@ -51,3 +51,4 @@ func rewatchSock(*tenure, int, int) {}
 
 // holdsFlock: no kernel table of lock owners here.
 func (l *Locker) holdsFlock(int) bool { return false }
+
