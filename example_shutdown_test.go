@@ -18,7 +18,11 @@ import (
 // reverse order (the HTTP server stops before the database closes) and
 // releases the lock last; a second Ctrl-C exits at once with status 130.
 func ExampleGracefulShutdown() {
-	lk, err := instancelock.Acquire("./data/backend.pid", instancelock.WithPort(8080))
+	lk, err := instancelock.New("./data/backend.pid")
+	if err == nil {
+		lk.Port, lk.Logger = 8080, slog.Default()
+		err = lk.TryLock()
+	}
 	if err != nil {
 		var running *instancelock.AlreadyRunningError
 		if errors.As(err, &running) {

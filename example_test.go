@@ -16,13 +16,42 @@ func ExampleAcquire() {
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "data", "backend.pid")
 
-	lk, err := instancelock.Acquire(path, instancelock.WithPort(3000))
+	lk, err := instancelock.Acquire(path)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer lk.Unlock()
 
 	// A second instance is refused, with the holder's details.
+	_, err = instancelock.Acquire(path)
+	var running *instancelock.AlreadyRunningError
+	if errors.As(err, &running) {
+		fmt.Println(errors.Is(err, instancelock.ErrAlreadyRunning))
+		fmt.Println(running.Holder.PID == os.Getpid())
+	}
+	// Output:
+	// true
+	// true
+}
+
+// Configuring a Locker: New, set the fields, then TryLock. The port is
+// recorded in the PID file, so a refused start can tell where the running
+// instance serves.
+func ExampleLocker() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "data", "backend.pid")
+
+	lk, err := instancelock.New(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	lk.Port = 3000 // and Logger, WatchInterval, ...: see Locker
+	if err := lk.TryLock(); err != nil {
+		log.Fatal(err)
+	}
+	defer lk.Unlock()
+
 	_, err = instancelock.Acquire(path)
 	var running *instancelock.AlreadyRunningError
 	if errors.As(err, &running) {

@@ -129,7 +129,7 @@ func TestCrashRemnantsAreTakenOver(t *testing.T) {
 func TestLockFollowsTheFileAcrossChdir(t *testing.T) {
 	home, elsewhere := t.TempDir(), t.TempDir()
 	t.Chdir(home)
-	l, err := Acquire("./data/app.pid", WithWatchInterval(time.Millisecond))
+	l, err := acquireWith("./data/app.pid", watchEvery(time.Millisecond))
 	require.NoError(t, err)
 	abs := filepath.Join(home, "data", "app.pid")
 	assert.Equal(t, abs, l.Path())
@@ -160,7 +160,7 @@ func TestPIDSpaceDecidesNotTheHostname(t *testing.T) {
 	require.NoError(t, sleeper.Start())
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	live := sleeper.Process.Pid
-	token, _, err := OSProcesses{}.Start(live)
+	token, _, err := osProcesses{}.Start(live)
 	require.NoError(t, err)
 	space := thisPIDSpace()
 	require.NotEmpty(t, space)
@@ -182,7 +182,7 @@ func TestPIDSpaceDecidesNotTheHostname(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.pid")
 	writeFile(t, path, lockJSON(t, ProcessLock{PID: live, Hostname: "old-name", StartToken: token, PIDSpace: space}))
 	var logs strings.Builder
-	l, err := New(path, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	l, err := newWith(path, func(l *Locker) { l.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	require.NoError(t, err)
 	require.NoError(t, l.TryLock())
 	assert.Contains(t, logs.String(), fmt.Sprintf("process %d that wrote the file is alive, but it does not hold the lock", live))

@@ -24,12 +24,3 @@ func (f osFile) unlock() error {
 func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return os.OpenFile(name, flag, perm)
 }
-
-// errInUse is what a MemFS with Windows' rules returns where Windows
-// reports a sharing violation.
-var errInUse = errors.New("the file is in use by another handle")
-
-// isSharingViolation reports whether err says that an open handle keeps a
-// file from being deleted or renamed (only a MemFS with Windows' rules says
-// so here).
-func isSharingViolation(err error) bool { return errors.Is(err, errInUse) }

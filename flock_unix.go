@@ -63,13 +63,3 @@ func (f osFile) flock(op string, how int) error {
 func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return os.OpenFile(name, flag|openFlags, perm)
 }
-
-// errInUse: on Unix an open file never keeps a name from being removed or
-// replaced; a MemFS with Windows' rules returns EBUSY where Windows reports
-// a sharing violation.
-var errInUse error = unix.EBUSY
-
-// isSharingViolation reports whether err says that an open handle keeps a
-// file from being deleted or renamed (only a MemFS with Windows' rules says
-// so on Unix).
-func isSharingViolation(err error) bool { return errors.Is(err, errInUse) }

@@ -50,12 +50,3 @@ func (f osFile) unlock() error {
 func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return os.OpenFile(name, flag, perm)
 }
-
-// errInUse is the error of removing or renaming a file that another
-// handle has open without FILE_SHARE_DELETE: a sharing violation. A MemFS
-// with Windows' rules returns it too.
-var errInUse error = windows.ERROR_SHARING_VIOLATION
-
-// isSharingViolation reports whether err says that an open handle keeps a
-// file from being deleted or renamed.
-func isSharingViolation(err error) bool { return errors.Is(err, errInUse) }

@@ -5,14 +5,34 @@ import (
 	"io"
 	"io/fs"
 	"os"
+
+	"github.com/ad5dec64/instancelock/internal/inuse"
 )
 
 // FS is the file system a Locker works on: the operating system's by
-// default, or MemFS in tests. Paths are passed as given to the Locker.
+// default, or a fake in tests (instancelocktest.MemFS, set as Locker.FS).
+// Paths are passed as given to the Locker.
 //
 // An implementation must make OpenFile with os.O_CREATE|os.O_EXCL atomic,
 // Link fail with an error matching fs.ErrExist when newname exists, and
 // Rename replace newname atomically.
+//
+// The Locker also uses these methods of an FS that has them:
+//
+//	// Chmod sets the permission bits of name, as os.Chmod: the Locker
+//	// gives the directories it creates mode 0755 whatever the umask.
+//	Chmod(name string, mode fs.FileMode) error
+//	// ListDir returns the names in the directory dir: the Locker removes
+//	// the temporary files that crashed processes left next to the PID file.
+//	ListDir(dir string) ([]string, error)
+//	// WindowsRules reports whether the FS follows Windows' rules on any
+//	// system: an open file can be neither removed nor renamed (Remove and
+//	// Rename then fail with an error matching ERROR_SHARING_VIOLATION on
+//	// Windows, syscall.EBUSY on Unix). The Locker then writes the PID file
+//	// in place instead of renaming a temporary file into place. Without
+//	// this method, the FS follows the rules of the system the program runs
+//	// on.
+//	WindowsRules() bool
 type FS interface {
 	// OpenFile opens name as os.OpenFile does, except that it never
 	// follows a symbolic link in the last component and never blocks on a
@@ -57,15 +77,15 @@ type File interface {
 // open file holds a conflicting lock.
 var ErrWouldBlock = errors.New("file is locked by another process")
 
-// OSFS is the operating system's file system, the default FS. Files are
+// osFS is the operating system's file system, the default FS. Files are
 // opened close-on-exec, so a child process started by the holder does not
 // inherit the lock.
-type OSFS struct{}
+type osFS struct{}
 
-var _ FS = OSFS{}
+var _ FS = osFS{}
 
 // OpenFile implements FS.
-func (OSFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	f, err := openFile(name, flag, perm)
 	if err != nil {
 		return nil, err
@@ -74,22 +94,22 @@ func (OSFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 }
 
 // Lstat implements FS.
-func (OSFS) Lstat(name string) (fs.FileInfo, error) { return os.Lstat(name) }
+func (osFS) Lstat(name string) (fs.FileInfo, error) { return os.Lstat(name) }
 
 // MkdirAll implements FS.
-func (OSFS) MkdirAll(name string, perm fs.FileMode) error { return os.MkdirAll(name, perm) }
+func (osFS) MkdirAll(name string, perm fs.FileMode) error { return os.MkdirAll(name, perm) }
 
 // Link implements FS.
-func (OSFS) Link(oldname, newname string) error { return os.Link(oldname, newname) }
+func (osFS) Link(oldname, newname string) error { return os.Link(oldname, newname) }
 
 // Rename implements FS.
-func (OSFS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
+func (osFS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
 
 // Remove implements FS.
-func (OSFS) Remove(name string) error { return os.Remove(name) }
+func (osFS) Remove(name string) error { return os.Remove(name) }
 
 // SameFile implements FS with os.SameFile.
-func (OSFS) SameFile(a, b fs.FileInfo) bool { return os.SameFile(a, b) }
+func (osFS) SameFile(a, b fs.FileInfo) bool { return os.SameFile(a, b) }
 
 type osFile struct{ *os.File }
 
@@ -97,13 +117,11 @@ func (f osFile) TryLock() error  { return f.lock(true) }
 func (f osFile) TryRLock() error { return f.lock(false) }
 func (f osFile) Unlock() error   { return f.unlock() }
 
-// chmod sets the mode of name; the Locker uses it on directories it
-// created.
-func (OSFS) chmod(name string, mode fs.FileMode) error { return os.Chmod(name, mode) }
+// Chmod sets the mode of name (see FS).
+func (osFS) Chmod(name string, mode fs.FileMode) error { return os.Chmod(name, mode) }
 
-// readDirNames lists the names in dir; the Locker uses it to find the
-// temporary files that crashed processes left.
-func (OSFS) readDirNames(dir string) ([]string, error) {
+// ListDir lists the names in dir (see FS).
+func (osFS) ListDir(dir string) ([]string, error) {
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
@@ -111,3 +129,8 @@ func (OSFS) readDirNames(dir string) ([]string, error) {
 	defer f.Close()
 	return f.Readdirnames(-1)
 }
+
+// isSharingViolation reports whether err says that an open handle keeps a
+// file from being removed or renamed: Windows' sharing violation, or what
+// an FS with Windows' rules returns for it on another system (see FS).
+func isSharingViolation(err error) bool { return inuse.Is(err) }

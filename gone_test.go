@@ -19,7 +19,7 @@ func TestProcessLockGone(t *testing.T) {
 	require.NoError(t, sleeper.Start())
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	pid := sleeper.Process.Pid
-	token, at, err := OSProcesses{}.Start(pid)
+	token, at, err := osProcesses{}.Start(pid)
 	require.NoError(t, err)
 	space, host := thisPIDSpace(), ""
 	if space == "" {
@@ -41,7 +41,7 @@ func TestProcessLockGone(t *testing.T) {
 	// A killed, not yet reaped process (a zombie) is gone.
 	z := exec.Command("sleep", "300")
 	require.NoError(t, z.Start())
-	ztoken, zat, _ := OSProcesses{}.Start(z.Process.Pid)
+	ztoken, zat, _ := osProcesses{}.Start(z.Process.Pid)
 	require.NoError(t, z.Process.Kill())
 	defer z.Wait()
 	assert.Eventually(t, func() bool {

@@ -2,8 +2,7 @@ package instancelock
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -13,19 +12,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 )
 
-// Defaults of Health and Check.
+// The defaults of Health.CacheTTL and Check.Timeout.
 const (
-	DefaultCacheTTL     = time.Second     // Health.CacheTTL when 0
-	DefaultCheckTimeout = 2 * time.Second // Check.Timeout when 0
+	defaultCacheTTL     = time.Second
+	defaultCheckTimeout = 2 * time.Second
 )
-
-// memorySampleInterval is how long one sample of memoryUsage (runtime/metrics
-// and the resident set size) is reused. Reading the heap statistics costs
-// about as much as the rest of a response, and RSS costs system calls.
-const memorySampleInterval = time.Second
 
 // Content types of the two response formats.
 const (
@@ -80,17 +73,29 @@ const (
 // with an Allow header. Every answer carries Cache-Control: no-store and
 // X-Content-Type-Options: nosniff.
 //
-// Create it with NewHealth; set CacheTTL and Public and register checks and
-// counters before serving. A Health is safe for concurrent use.
+// Create it with NewHealth; set the exported fields before any other
+// method call and do not change them afterwards (their zero values are the
+// defaults), then register checks and counters before serving. The zero
+// Health is ready to use: it is NewHealth(nil, nil), the health of the
+// process alone (the lifecycle counts as running, no lock is checked, no
+// instanceId is reported, startedAt is the process's start time). A Health
+// is safe for concurrent use.
 type Health struct {
-	// CacheTTL is how long a check's result is reused; 0 means
-	// DefaultCacheTTL (1s). A burst of probes within that time runs each
-	// check at most once.
+	// CacheTTL is how long a check's result is reused, so that a burst of
+	// probes runs each check at most once. 0 means 1 second. Negative means
+	// no reuse: every probe runs the checks (probes that arrive while a
+	// check runs still share that run).
 	CacheTTL time.Duration
 	// Public tells whether the caller may see details. nil: every caller
 	// does. When it returns false the body is only {"status":"..."}; the
 	// status code is the same.
 	Public func(*http.Request) bool
+	// Logger receives a record when a check starts failing (Warn), passes
+	// again (Info) or panics (Error, with the stack); nil means silent. A
+	// check's logger is the one set when it is added.
+	Logger *slog.Logger
+
+	initOnce sync.Once // sets up what follows, for the zero value too
 
 	state     *State
 	lk        Mutex
@@ -111,7 +116,8 @@ type Health struct {
 }
 
 // Check is a host check: a dependency the instance needs, such as its
-// database.
+// database. Name and Run are required (AddCheck refuses a Check without
+// them); the other fields' zero values are their defaults.
 type Check struct {
 	// Name is the field of the check's word in the default format (for
 	// example "databaseStatus") and the component name in
@@ -121,7 +127,11 @@ type Check struct {
 	// own goroutine under a context that ends after Timeout, and must be
 	// safe to call again after it returned.
 	Run func(ctx context.Context) error
-	// Timeout bounds one run; 0 means DefaultCheckTimeout (2s).
+	// Timeout bounds one run: Run's context ends Timeout after the call,
+	// and the check is then reported failed. 0 means 2 seconds. Negative
+	// means no limit: Run's context never ends, and a probe waits for Run
+	// until the probe's own request ends (the check is then reported
+	// failed in that answer).
 	Timeout time.Duration
 	// Optional makes a failure report "degraded" with 200 instead of
 	// "error" with 503.
@@ -146,42 +156,68 @@ type Check struct {
 // start time. lk may be nil: the lock is then not checked. The pid is
 // os.Getpid().
 func NewHealth(state *State, lk Mutex) *Health {
-	lk = nilMutex(lk)
-	h := &Health{state: state, lk: lk, pid: os.Getpid()}
-	id := ""
-	switch {
-	case state != nil:
-		h.startedAt, id = state.StartedAt(), state.InstanceID()
-	default:
-		if _, at, err := processStart(h.pid); err == nil && !at.IsZero() {
-			h.startedAt = at
-		} else {
-			h.startedAt = time.Now()
-		}
-		if lk != nil {
-			id = lk.InstanceID()
-		}
-	}
-	h.fixed = appendTimestamp(append(h.fixed, `,"startedAt":`...), h.startedAt)
-	version, revision := buildVersion(debug.ReadBuildInfo())
-	for _, f := range []struct{ key, hjKey, v string }{
-		{"instanceId", "serviceId", id}, {"version", "version", version}, {"revision", "releaseId", revision},
-	} {
-		if f.v != "" {
-			h.tail = appendJSONString(append(appendJSONString(append(h.tail, ','), f.key), ':'), f.v)
-			h.hjTail = appendJSONString(append(appendJSONString(append(h.hjTail, ','), f.hjKey), ':'), f.v)
-		}
-	}
-	h.reg.Store(&healthRegistry{})
+	h := &Health{state: state, lk: nilMutex(lk)}
+	h.init()
 	if state != nil {
 		state.addHealth(h)
 	}
-	h.memReader = make([]metrics.Sample, len(memoryMetrics))
-	for i, name := range memoryMetrics {
-		h.memReader[i].Name = name
-	}
-	h.mem.Store(h.sampleMemory(time.Now()))
 	return h
+}
+
+// init sets up what serving needs, once; the exported methods call it
+// first, so that the zero value works.
+func (h *Health) init() {
+	h.initOnce.Do(func() {
+		h.pid = os.Getpid()
+		id := ""
+		switch {
+		case h.state != nil:
+			h.startedAt, id = h.state.StartedAt(), h.state.InstanceID()
+		default:
+			if _, at, err := processStart(h.pid); err == nil && !at.IsZero() {
+				h.startedAt = at
+			} else {
+				h.startedAt = time.Now()
+			}
+			if h.lk != nil {
+				id = h.lk.InstanceID()
+			}
+		}
+		h.fixed = appendTimestamp(append(h.fixed, `,"startedAt":`...), h.startedAt)
+		version, revision := buildVersion(debug.ReadBuildInfo())
+		for _, f := range []struct{ key, hjKey, v string }{
+			{"instanceId", "serviceId", id}, {"version", "version", version}, {"revision", "releaseId", revision},
+		} {
+			if f.v != "" {
+				h.tail = appendJSONString(append(appendJSONString(append(h.tail, ','), f.key), ':'), f.v)
+				h.hjTail = appendJSONString(append(appendJSONString(append(h.hjTail, ','), f.hjKey), ':'), f.v)
+			}
+		}
+		h.reg.Store(&healthRegistry{})
+		h.memReader = make([]metrics.Sample, len(memoryMetrics))
+		for i, name := range memoryMetrics {
+			h.memReader[i].Name = name
+		}
+		h.mem.Store(h.sampleMemory(time.Now()))
+	})
+}
+
+// cacheTTL returns how long a check's result is reused: CacheTTL, 1 s when
+// it is 0, and 0 when it is negative (only a result known after the probe
+// began is reused then: that of a run the probe shared).
+func (h *Health) cacheTTL() time.Duration {
+	if h.CacheTTL == 0 {
+		return defaultCacheTTL
+	}
+	return max(h.CacheTTL, 0)
+}
+
+// logger returns Logger, or a silent one.
+func (h *Health) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 // buildVersion returns the main module's version and the VCS revision
@@ -219,8 +255,8 @@ func (h *Health) AddCheck(c Check) {
 	if c.Run == nil {
 		panic("instancelock: Health.AddCheck: nil Run for check " + strconv.Quote(c.Name))
 	}
-	if c.Timeout <= 0 {
-		c.Timeout = DefaultCheckTimeout
+	if c.Timeout == 0 {
+		c.Timeout = defaultCheckTimeout
 	}
 	if c.Pass == "" {
 		c.Pass = "ok"
@@ -228,7 +264,7 @@ func (h *Health) AddCheck(c Check) {
 	if c.Fail == "" {
 		c.Fail = "error"
 	}
-	hc := &healthCheck{Check: c}
+	hc := &healthCheck{Check: c, log: h.logger().With("check", c.Name)}
 	hc.key = append(appendJSONString([]byte{','}, c.Name), ':')
 	hc.passJSON = appendJSONString(nil, c.Pass)
 	hc.failJSON = appendJSONString(nil, c.Fail)
@@ -274,6 +310,7 @@ var systemHealthKeys = map[string]bool{
 // and a request reads no further than the length of the registry it
 // loaded, so registering n entries costs O(n) in all, not O(n²).
 func (h *Health) register(op, name, key string, add func(*healthRegistry)) {
+	h.init()
 	if name == "" {
 		panic("instancelock: Health." + op + ": empty name")
 	}
@@ -402,6 +439,7 @@ func (h *Health) serve(w http.ResponseWriter, r *http.Request, ready bool) {
 		_, _ = w.Write([]byte("method not allowed: use GET or HEAD\n"))
 		return
 	}
+	h.init()
 	s := healthScratchPool.Get().(*healthScratch)
 	defer s.release()
 	h.decide(r, ready, s)
@@ -516,452 +554,4 @@ func wantsHealthJSON(accept []string) bool {
 		}
 	}
 	return false
-}
-
-// appendSpec renders the default format.
-func (h *Health) appendSpec(b []byte, rep *healthReport) []byte {
-	b = appendJSONString(append(b, `{"status":`...), rep.word)
-	if !rep.details {
-		return append(b, '}')
-	}
-	b = h.appendSpecMetrics(b, rep)
-	b = appendSpecChecks(b, rep)
-	b = append(b, h.fixed...)
-	b = appendTimestamp(append(b, `,"timestamp":`...), rep.now)
-	b = append(b, h.tail...)
-	b = appendSpecDetails(b, rep)
-	return append(b, '}')
-}
-
-// appendSpecMetrics appends the pid, the uptime, the memory and the
-// counters.
-func (h *Health) appendSpecMetrics(b []byte, rep *healthReport) []byte {
-	mem := rep.mem
-	b = strconv.AppendInt(append(b, `,"pid":`...), int64(h.pid), 10)
-	b = strconv.AppendInt(append(b, `,"uptime":`...), int64(max(rep.now.Sub(h.startedAt), 0)/time.Second), 10)
-	b = strconv.AppendUint(append(b, `,"memoryUsage":{"heapUsed":`...), mem.heapUsed, 10)
-	b = strconv.AppendUint(append(b, `,"heapTotal":`...), mem.heapTotal, 10)
-	b = strconv.AppendUint(append(b, `,"external":`...), mem.external, 10)
-	if mem.hasRSS {
-		b = strconv.AppendUint(append(b, `,"rss":`...), mem.rss, 10)
-	}
-	b = append(b, '}')
-	for _, c := range rep.reg.counters {
-		b = strconv.AppendInt(append(b, c.key...), int64(c.f()), 10)
-	}
-	return b
-}
-
-// appendSpecChecks appends each check's pass or fail word.
-func appendSpecChecks(b []byte, rep *healthReport) []byte {
-	if !rep.checks {
-		return b
-	}
-	for i, c := range rep.reg.checks {
-		b = append(b, c.key...)
-		if rep.results[i].err == nil {
-			b = append(b, c.passJSON...)
-		} else {
-			b = append(b, c.failJSON...)
-		}
-	}
-	return b
-}
-
-// appendSpecDetails appends the "details" object naming each failure, if
-// anything failed.
-func appendSpecDetails(b []byte, rep *healthReport) []byte {
-	start := len(b)
-	b = append(b, `,"details":{`...)
-	n := len(b)
-	if rep.checks {
-		for i, c := range rep.reg.checks {
-			if r := rep.results[i]; r.err != nil {
-				b = append(append(b, c.key[1:]...), r.errJSON...)
-				b = append(b, ',')
-			}
-		}
-	}
-	if rep.lockErr != nil {
-		b = appendJSONString(append(b, `"lock":`...), errorText(rep.lockErr))
-		b = append(b, ',')
-	}
-	if len(b) == n {
-		return b[:start] // nothing failed
-	}
-	return append(b[:len(b)-1], '}')
-}
-
-// appendHealthJSON renders the IETF draft format (application/health+json).
-func (h *Health) appendHealthJSON(b []byte, rep *healthReport) []byte {
-	status := "pass"
-	switch {
-	case rep.code >= 500:
-		status = "fail"
-	case rep.word != "ok":
-		status = "warn"
-	}
-	b = appendJSONString(append(b, `{"status":`...), status)
-	if !rep.details {
-		return append(b, '}')
-	}
-	switch {
-	case rep.lockErr != nil && rep.word == "error":
-		b = appendJSONString(append(b, `,"output":`...), "lock: "+errorText(rep.lockErr))
-	case rep.word != "ok" && rep.word != "error" && rep.word != "degraded":
-		b = appendJSONString(append(b, `,"output":`...), rep.word)
-	}
-	b = append(b, h.hjTail...)
-	b = h.appendHealthJSONSystem(append(b, `,"checks":{`...), rep)
-	b = appendHealthJSONChecks(b, rep)
-	return append(b, "}}"...)
-}
-
-// appendHealthJSONSystem appends the uptime, memory and counter entries of
-// "checks".
-func (h *Health) appendHealthJSONSystem(b []byte, rep *healthReport) []byte {
-	mem := rep.mem
-	b = appendSeconds(append(b, `"uptime":[{"componentType":"system","observedValue":`...), max(rep.now.Sub(h.startedAt), 0))
-	b = appendTimestamp(append(b, `,"observedUnit":"s","status":"pass","time":`...), rep.now)
-	b = append(b, "}]"...)
-	for _, m := range []struct {
-		key string
-		v   uint64
-		ok  bool
-	}{{"heapUsed", mem.heapUsed, true}, {"heapTotal", mem.heapTotal, true}, {"external", mem.external, true}, {"rss", mem.rss, mem.hasRSS}} {
-		if !m.ok {
-			continue
-		}
-		b = append(append(append(b, `,"memory:`...), m.key...), `":[{"componentType":"system","observedValue":`...)
-		b = strconv.AppendUint(b, m.v, 10)
-		b = appendTimestamp(append(b, `,"observedUnit":"bytes","status":"pass","time":`...), mem.at)
-		b = append(b, "}]"...)
-	}
-	for _, c := range rep.reg.counters {
-		b = strconv.AppendInt(append(b, c.hjKey...), int64(c.f()), 10)
-		b = appendTimestamp(append(b, `,"status":"pass","time":`...), rep.now)
-		b = append(b, "}]"...)
-	}
-	return b
-}
-
-// appendHealthJSONChecks appends each check's entry of "checks": its
-// response time, status and failure.
-func appendHealthJSONChecks(b []byte, rep *healthReport) []byte {
-	if !rep.checks {
-		return b
-	}
-	for i, c := range rep.reg.checks {
-		r := rep.results[i]
-		b = appendSeconds(append(b, c.hjKey...), r.took*1000) // milliseconds
-		b = append(b, `,"observedUnit":"ms","status":`...)
-		switch {
-		case r.err == nil:
-			b = append(b, `"pass"`...)
-		case c.Optional:
-			b = append(b, `"warn"`...)
-		default:
-			b = append(b, `"fail"`...)
-		}
-		b = appendTimestamp(append(b, `,"time":`...), r.at)
-		if r.err != nil {
-			b = append(append(b, `,"output":`...), r.errJSON...)
-		}
-		b = append(b, "}]"...)
-	}
-	return b
-}
-
-// appendSeconds appends d in seconds with millisecond precision.
-func appendSeconds(b []byte, d time.Duration) []byte {
-	ms := int64(d / time.Millisecond)
-	b = strconv.AppendInt(b, ms/1000, 10)
-	frac := ms % 1000
-	return append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
-}
-
-// appendTimestamp appends t as a quoted UTC time with milliseconds,
-// "2025-11-27T21:00:00.000Z", as JavaScript's Date.toISOString writes it.
-func appendTimestamp(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	y, mo, d := t.Date()
-	hh, mm, ss := t.Clock()
-	ms := t.Nanosecond() / int(time.Millisecond)
-	if y < 0 || y > 9999 {
-		return t.AppendFormat(append(b, '"'), `2006-01-02T15:04:05.000Z"`)
-	}
-	return append(b, '"',
-		byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
-		byte('0'+int(mo)/10), byte('0'+int(mo)%10), '-', byte('0'+d/10), byte('0'+d%10), 'T',
-		byte('0'+hh/10), byte('0'+hh%10), ':', byte('0'+mm/10), byte('0'+mm%10), ':',
-		byte('0'+ss/10), byte('0'+ss%10), '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z', '"')
-}
-
-// appendJSONString appends s as a JSON string. Like encoding/json it
-// escapes <, > and & (the answer may be shown in a browser), U+2028 and
-// U+2029, and replaces invalid UTF-8 with U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(append(b, s[start:i]...), `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(append(b, s[start:i]...), '\\', 'u', '2', '0', '2', hex[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	return append(append(b, s[start:]...), '"')
-}
-
-// memoryMetrics are read from runtime/metrics, which, unlike
-// runtime.ReadMemStats, does not stop the world.
-var memoryMetrics = [...]string{
-	"/memory/classes/heap/objects:bytes",  // heapUsed
-	"/memory/classes/heap/unused:bytes",   // + unused + free = heapTotal
-	"/memory/classes/heap/free:bytes",     //
-	"/memory/classes/heap/released:bytes", // returned to the OS: neither heap nor external
-	"/memory/classes/total:bytes",         // − the above = external (stacks, runtime metadata, …)
-}
-
-// memorySample is one reading of memoryUsage.
-type memorySample struct {
-	at                            time.Time
-	heapUsed, heapTotal, external uint64
-	rss                           uint64
-	hasRSS                        bool
-}
-
-// memory returns the current sample, refreshing it in this request if it
-// is older than memorySampleInterval and no other request is doing so.
-func (h *Health) memory(now time.Time) *memorySample {
-	m := h.mem.Load()
-	if now.Sub(m.at) < memorySampleInterval || !h.memBusy.CompareAndSwap(false, true) {
-		return m
-	}
-	defer h.memBusy.Store(false)
-	m = h.sampleMemory(now)
-	h.mem.Store(m)
-	return m
-}
-
-// sampleMemory reads the memory statistics; the caller owns memReader.
-func (h *Health) sampleMemory(now time.Time) *memorySample {
-	metrics.Read(h.memReader)
-	var v [len(memoryMetrics)]uint64
-	for i, s := range h.memReader {
-		if s.Value.Kind() == metrics.KindUint64 {
-			v[i] = s.Value.Uint64()
-		}
-	}
-	heapTotal := v[0] + v[1] + v[2]
-	m := &memorySample{at: now, heapUsed: v[0], heapTotal: heapTotal}
-	if v[4] > heapTotal+v[3] {
-		m.external = v[4] - heapTotal - v[3]
-	}
-	m.rss, m.hasRSS = readRSS()
-	return m
-}
-
-// healthCheck is a registered Check with its cached result.
-type healthCheck struct {
-	Check
-	key      []byte // `,"name":`
-	hjKey    []byte // `,"name:responseTime":[{…,"observedValue":`
-	passJSON []byte // the quoted Pass word
-	failJSON []byte // the quoted Fail word
-
-	last atomic.Pointer[checkResult] // the latest result, nil before the first
-
-	mu      sync.Mutex
-	flight  *checkFlight // the refresh under way, nil when none
-	running bool         // Run has been called and has not returned
-	since   time.Time    // when the running call began
-}
-
-// checkResult is one outcome of a check. It is immutable once published.
-type checkResult struct {
-	err     error
-	errJSON []byte        // err's text as a JSON string
-	at      time.Time     // when the outcome was known
-	took    time.Duration // how long Run took (the timeout when it timed out)
-}
-
-// checkFlight is one refresh of a check; requests that need the result wait
-// for done.
-type checkFlight struct {
-	done chan struct{}
-	res  *checkResult // set before done is closed
-}
-
-// errCheckGoexit is reported when Run ended by runtime.Goexit.
-var errCheckGoexit = errors.New("check did not return (runtime.Goexit)")
-
-// checkTimeoutError is the failure of a run that outlived its Timeout.
-type checkTimeoutError struct{ d time.Duration }
-
-func (e *checkTimeoutError) Error() string { return "check timed out after " + e.d.String() }
-
-// evaluate fills s.results with a result for each check of reg: the cached
-// one if younger than CacheTTL, otherwise a fresh one. All refreshes start
-// before the first is waited for, so checks run concurrently.
-func (h *Health) evaluate(ctx context.Context, reg *healthRegistry, now time.Time, s *healthScratch) {
-	ttl := h.CacheTTL
-	if ttl <= 0 {
-		ttl = DefaultCacheTTL
-	}
-	waiting := false
-	for _, c := range reg.checks {
-		r, f := c.result(now, ttl)
-		s.results = append(s.results, r)
-		s.flights = append(s.flights, f)
-		waiting = waiting || f != nil
-	}
-	if !waiting {
-		return
-	}
-	for i, f := range s.flights {
-		if f == nil {
-			continue
-		}
-		select {
-		case <-f.done:
-			s.results[i] = f.res
-		case <-ctx.Done():
-			err := fmt.Errorf("request ended before the check: %w", context.Cause(ctx))
-			s.results[i] = &checkResult{err: err, errJSON: appendJSONString(nil, errorText(err)), at: time.Now()}
-		}
-	}
-}
-
-// result returns the check's result if it is younger than ttl; otherwise
-// the refresh to wait for, which it starts unless one is under way.
-//
-// A Run that ignores its context outlives its flight: the flight ends at
-// the timeout with a failure, and the goroutine running Run stays until Run
-// returns. No second call of Run is started meanwhile: a refresh due while
-// the previous call is still running is answered at once with a failure,
-// so there is never more than one goroutine per check, and none once every
-// Run has returned.
-func (c *healthCheck) result(now time.Time, ttl time.Duration) (*checkResult, *checkFlight) {
-	if r := c.last.Load(); r != nil && now.Sub(r.at) < ttl {
-		return r, nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if r := c.last.Load(); r != nil && now.Sub(r.at) < ttl {
-		return r, nil // refreshed while we waited for the lock
-	}
-	if c.flight != nil {
-		return nil, c.flight
-	}
-	if c.running {
-		err := fmt.Errorf("check has not returned %v after it was started (timeout %v); not started again until it does",
-			now.Sub(c.since).Round(time.Millisecond), c.Timeout)
-		r := &checkResult{err: err, errJSON: appendJSONString(nil, errorText(err)), at: now, took: now.Sub(c.since)}
-		c.last.Store(r)
-		return r, nil
-	}
-	f := &checkFlight{done: make(chan struct{})}
-	c.flight, c.running, c.since = f, true, time.Now()
-	go c.run(f, c.since)
-	return nil, f
-}
-
-// run calls Run once under the check's timeout and ends f with its outcome,
-// or with a timeout failure when the timeout comes first. A panic in Run is
-// recovered and reported as the check's failure.
-func (c *healthCheck) run(f *checkFlight, start time.Time) {
-	ctx, cancel := context.WithTimeoutCause(context.Background(), c.Timeout, &checkTimeoutError{c.Timeout})
-	// At the timeout, finish the flight without waiting for Run.
-	stop := context.AfterFunc(ctx, func() { c.finish(f, context.Cause(ctx), start, false) })
-	err := errCheckGoexit
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("check panicked: %v", v)
-		}
-		if stop() { // Run returned before the flight ended
-			if err != nil && ctx.Err() != nil && isCause(err, ctx.Err()) {
-				err = context.Cause(ctx) // it gave up at the timeout: say so
-			}
-			c.finish(f, err, start, true)
-		} else { // the flight ended at the timeout; Run has returned only now
-			c.mu.Lock()
-			c.running = false
-			c.mu.Unlock()
-		}
-		cancel()
-	}()
-	err = c.Run(ctx)
-}
-
-// errorText returns err.Error(), or says what went wrong when the Error
-// method panics (a typed nil pointer returned as an error, whose method
-// dereferences its receiver, is the usual cause): a check must never take
-// the process down.
-func errorText(err error) (s string) {
-	defer func() {
-		if v := recover(); v != nil {
-			s = fmt.Sprintf("returned a %T whose Error method panicked: %v", err, v)
-		}
-	}()
-	return err.Error()
-}
-
-// isCause is errors.Is(err, target), false when one of err's methods
-// panics.
-func isCause(err, target error) (is bool) {
-	defer func() {
-		if recover() != nil {
-			is = false
-		}
-	}()
-	return errors.Is(err, target)
-}
-
-// finish publishes a result and ends the flight; returned tells that Run
-// has returned.
-func (c *healthCheck) finish(f *checkFlight, err error, start time.Time, returned bool) {
-	now := time.Now()
-	r := &checkResult{err: err, at: now, took: now.Sub(start)}
-	if err != nil {
-		r.errJSON = appendJSONString(nil, errorText(err))
-	}
-	c.mu.Lock()
-	c.last.Store(r)
-	c.flight = nil
-	c.running = c.running && !returned
-	c.mu.Unlock()
-	f.res = r
-	close(f.done)
 }

@@ -13,6 +13,7 @@ import (
 // checks' results are cached for CacheTTL, as for readiness; a refresh is
 // waited for until ctx ends.
 func (h *Health) live(ctx context.Context) error {
+	h.init()
 	if h.state != nil {
 		switch h.state.Status() {
 		case StatusStopped:
@@ -25,11 +26,7 @@ func (h *Health) live(ctx context.Context) error {
 	if !reg.critical {
 		return nil
 	}
-	ttl := h.CacheTTL
-	if ttl <= 0 {
-		ttl = DefaultCacheTTL
-	}
-	now := time.Now()
+	ttl, now := h.cacheTTL(), time.Now()
 	for _, c := range reg.checks {
 		if !c.Critical {
 			continue

@@ -553,7 +553,7 @@ func TestHealthLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	path := filepath.Join(t.TempDir(), "data", "backend.pid")
 	lfs := newLosableFS()
-	lk, err := New(path, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
+	lk, err := newWith(path, lfs.use, watchEvery(10*time.Millisecond), noRepublish)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1006,7 +1006,7 @@ func TestBuildVersion(t *testing.T) {
 // liveness 200; once done, both are 503.
 func TestHealthDuringGracefulShutdown(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	lk, err := Acquire(filepath.Join(t.TempDir(), "backend.pid"), WithWatchInterval(10*time.Millisecond))
+	lk, err := acquireWith(filepath.Join(t.TempDir(), "backend.pid"), watchEvery(10*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package instancelock
 
 import (
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -65,22 +67,67 @@ func clockTick() {
 // replaces, to make the lock lost: the real file system, except on
 // Windows, where a held file can be neither removed nor replaced (so a
 // lock cannot be lost that way), and a MemFS with Unix's rules stands in.
-type losableFS struct{ mem *MemFS }
+type losableFS struct{ mem FS }
+
+// newUnixMemFS returns an instancelocktest.MemFS with Unix's rules. That
+// package imports this one, so these internal tests cannot import it: the
+// external tests set newUnixMemFS (SetUnixMemFS in export_test.go) before
+// any test runs.
+var newUnixMemFS func() FS
 
 func newLosableFS() losableFS {
 	if publishByRename {
 		return losableFS{}
 	}
-	return losableFS{mem: NewUnixMemFS()}
+	if newUnixMemFS == nil {
+		panic("newUnixMemFS is not set: the external tests set it with SetUnixMemFS")
+	}
+	return losableFS{mem: newUnixMemFS()}
 }
 
-// opts are the Locker options that put the PID file on this file system.
-func (l losableFS) opts() []Option {
-	if l.mem == nil {
-		return nil
+// use puts lk's PID file on this file system.
+func (l losableFS) use(lk *Locker) {
+	if l.mem != nil {
+		lk.FS = l.mem
 	}
-	return []Option{WithFS(l.mem)}
 }
+
+// newWith is New(path) with the fields that set sets, set up at once (as
+// the first method call would), so that a test may call the internals.
+func newWith(path string, set ...func(*Locker)) (*Locker, error) {
+	l, err := New(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range set {
+		f(l)
+	}
+	if err := l.setup(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// acquireWith is newWith followed by TryLock.
+func acquireWith(path string, set ...func(*Locker)) (*Locker, error) {
+	l, err := newWith(path, set...)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.TryLock(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// noWatch turns the watch of a held lock off.
+func noWatch(l *Locker) { l.WatchInterval = -1 }
+
+// watchEvery sets the watch interval to d.
+func watchEvery(d time.Duration) func(*Locker) { return func(l *Locker) { l.WatchInterval = d } }
+
+// noRepublish makes a holder report the loss of its file at once.
+func noRepublish(l *Locker) { l.DisableRepublish = true }
 
 func (l losableFS) remove(name string) error {
 	if l.mem == nil {
@@ -89,16 +136,28 @@ func (l losableFS) remove(name string) error {
 	return l.mem.Remove(name)
 }
 
+// writeFile writes data to name, taking no lock, as a tool that ignores
+// them does.
 func (l losableFS) writeFile(name string, data []byte) error {
 	if l.mem == nil {
 		return os.WriteFile(name, data, 0o644)
 	}
-	return l.mem.WriteFile(name, data, 0o644)
+	f, err := l.mem.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	return errors.Join(err, f.Close())
 }
 
 func (l losableFS) readFile(name string) ([]byte, error) {
 	if l.mem == nil {
 		return os.ReadFile(name)
 	}
-	return l.mem.ReadFile(name)
+	f, err := l.mem.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

@@ -15,10 +15,6 @@ import (
 // take or block a lock on Linux: they read /proc/locks and connect to the
 // socket.
 
-// errUnproven: the lock is held, but no process could be proven to hold
-// it, so nothing is signalled.
-var errUnproven = errors.New("the holder could not be proven")
-
 // heldNames are the lock's names a holding has (Linux): the name of the
 // path as given and, when it differs, the name of the path's real file.
 type heldNames struct {
@@ -274,19 +270,19 @@ func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
 func (l *Locker) terminateProven(sig os.Signal) error {
 	s, err := l.look()
 	if err != nil {
-		return fmt.Errorf("instancelock: terminate: %w", err)
+		return fmt.Errorf("instancelock: terminate: %w", err) // err names the path
 	}
 	h := s.holder
 	switch {
 	case !s.held && h.PID > 0 && l.tokenMatches(h):
-		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, h.PID, ErrNotRunning)
+		return l.refusal(fmt.Sprintf("pid %d is alive but does not hold the lock", h.PID), ErrNotRunning)
 	case !s.held:
-		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
+		return l.refusal("", ErrNotRunning)
 	case !s.proven:
-		return fmt.Errorf("instancelock: terminate: %s is locked (%s), but pid %d named in the file is not proven to hold it; nothing signalled: %w",
-			l.path, s.how, h.PID, errUnproven)
+		return l.refusal("the holder is not proven ("+s.how+")",
+			&AlreadyRunningError{Path: l.path, Holder: h, Reason: s.how})
 	case h.PID == os.Getpid():
-		return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+		return l.refusal("", ErrAlreadyHeld)
 	}
 	err = signalPinned(h.PID, sig, func() error {
 		again, err := l.look()
@@ -294,16 +290,22 @@ func (l *Locker) terminateProven(sig os.Signal) error {
 			return err
 		}
 		if !again.proven || again.holder.PID != h.PID {
-			return fmt.Errorf("pid %d no longer holds %s: %w", h.PID, l.path, ErrNotRunning)
+			return fmt.Errorf("pid %d no longer holds the lock: %w", h.PID, ErrNotRunning)
 		}
 		return nil
 	})
 	if err != nil {
-		if errors.Is(err, ErrNoProcess) || errors.Is(err, ErrNotRunning) {
-			return fmt.Errorf("instancelock: terminate: %w: %w", ErrNotRunning, err)
-		}
-		return fmt.Errorf("instancelock: terminate: %w", err)
+		return l.signalError(err)
 	}
 	l.log.Info("signalled the holder", "pid", h.PID, "signal", sig.String(), "proof", s.how)
 	return nil
+}
+
+// signalError is Terminate's error when sending the signal failed: it
+// matches ErrNotRunning when the process was gone.
+func (l *Locker) signalError(err error) error {
+	if errors.Is(err, ErrNoProcess) && !errors.Is(err, ErrNotRunning) {
+		err = fmt.Errorf("%w: %w", ErrNotRunning, err)
+	}
+	return fmt.Errorf("instancelock: terminate %s: %w", l.path, err)
 }

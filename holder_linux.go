@@ -318,4 +318,3 @@ func (l *Locker) holdsFlock(pid int) bool {
 	}
 	return false
 }
-

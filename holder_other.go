@@ -51,4 +51,3 @@ func rewatchSock(*tenure, int, int) {}
 
 // holdsFlock: no kernel table of lock owners here.
 func (l *Locker) holdsFlock(int) bool { return false }
-

@@ -9,7 +9,7 @@ import (
 
 // The content template gives the very bytes MarshalJSON gives.
 func TestContentIsMarshalJSON(t *testing.T) {
-	l, err := New(t.TempDir()+"/x.pid", WithPort(8080))
+	l, err := newWith(t.TempDir()+"/x.pid", func(l *Locker) { l.Port = 8080 })
 	require.NoError(t, err)
 	for _, at := range []time.Time{time.Now(), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC), stampSentinel} {
 		info := ProcessLock{PID: 42, StartedAt: at.UTC().Truncate(time.Millisecond), Port: 8080, GoVersion: goVersion,

@@ -83,7 +83,7 @@ func TestInPlaceReaderNeitherBlocksNorUnlocks(t *testing.T) {
 		assert.Contains(t, line, "pid "+strconv.Itoa(next.Process.Pid)+" ", "round %d", r)
 
 		// Readers see it as the holder, proven by its name and its file.
-		l, err := New(path)
+		l, err := newWith(path)
 		require.NoError(t, err)
 		s, err := l.look()
 		require.NoError(t, err)

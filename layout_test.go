@@ -36,7 +36,7 @@ func helperLayoutLock() {
 		n, _ := strconv.ParseUint(m, 8, 32)
 		syscall.Umask(int(n))
 	}
-	l, err := Acquire(os.Getenv("PIDFILE"), WithWatchInterval(-1))
+	l, err := acquireWith(os.Getenv("PIDFILE"), noWatch)
 	if err != nil {
 		fmt.Println("error", strings.ReplaceAll(err.Error(), "\n", " "))
 		return
@@ -70,7 +70,7 @@ func helperLayoutStuck() {
 		fmt.Println("temp", tmp)
 		select {}
 	}
-	_, err := Acquire(os.Getenv("PIDFILE"), WithWatchInterval(-1))
+	_, err := acquireWith(os.Getenv("PIDFILE"), noWatch)
 	fmt.Println("error", err)
 }
 
@@ -245,7 +245,7 @@ func TestLongNames(t *testing.T) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, strings.Repeat("p", n-4)+".pid")
 		require.Len(t, filepath.Base(path), n)
-		l, err := Acquire(path, WithWatchInterval(-1))
+		l, err := acquireWith(path, noWatch)
 		require.NoError(t, err, "%d bytes", n)
 		_, err = l.Holder()
 		require.NoError(t, err)
@@ -288,7 +288,7 @@ func TestTempLeftoversOfCrashesAreRemoved(t *testing.T) {
 	require.Len(t, temps(), 3)
 	// A live contender is stuck in the same place.
 	live, liveTmp := stuck()
-	l, err := Acquire(path, WithWatchInterval(-1))
+	l, err := acquireWith(path, noWatch)
 	if hasLockName {
 		// On Linux the live contender holds the lock's socket: it is
 		// about to be the holder, so the start is refused, and nothing of
@@ -304,7 +304,7 @@ func TestTempLeftoversOfCrashesAreRemoved(t *testing.T) {
 	}
 	require.NoError(t, live.Process.Kill())
 	live.Wait()
-	l, err = Acquire(path, WithWatchInterval(-1))
+	l, err = acquireWith(path, noWatch)
 	require.NoError(t, err)
 	assert.Empty(t, temps())
 	require.NoError(t, l.Unlock())
@@ -325,7 +325,7 @@ func TestTempLeftoversOfCrashesAreRemoved(t *testing.T) {
 			c.Wait()
 		}
 	}
-	l, err = Acquire(path, WithWatchInterval(-1))
+	l, err = acquireWith(path, noWatch)
 	require.NoError(t, err)
 	assert.Empty(t, temps(), "the next holder removes every leftover")
 	require.NoError(t, l.Unlock())

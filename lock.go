@@ -1,25 +1,3 @@
-// Package instancelock guarantees that a single instance of a program runs on
-// a host, and shuts it down cleanly.
-//
-// A backend adds three lines to the top of main:
-//
-//	lk, err := instancelock.Acquire("./data/backend.pid", instancelock.WithPort(3000))
-//	if err != nil { log.Fatal(err) } // errors.Is(err, instancelock.ErrAlreadyRunning)
-//	defer lk.Unlock()
-//
-// The lock is a PID file whose content is a JSON [ProcessLock] (who holds the
-// lock: pid, start time, port, Go version, instance id, host) and a kernel
-// lock (flock on Unix, LockFileEx on Windows) that the holder keeps for the
-// life of its process. When the holder dies, however it dies, the kernel
-// drops the lock and the next start takes the file over without any human
-// help or age heuristics.
-//
-// [GracefulShutdown] runs the program's shutdown hooks on SIGTERM or SIGINT
-// and releases the lock last; [Health] is an [net/http.Handler] that reports
-// the instance's metadata, checks and counters.
-//
-// Importing the package does nothing: no init function, no signal handler, no
-// goroutine. Everything starts when the program calls it.
 package instancelock
 
 import (

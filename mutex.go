@@ -45,8 +45,9 @@ type Fencer interface {
 
 // ErrAlreadyHeld is returned by TryLock and Lock when the lock is already
 // held by the same locker value: a second acquisition is a mistake of the
-// program, not a wait.
-var ErrAlreadyHeld = errors.New("lock is already held by this locker")
+// program, not a wait. The PID-file Locker's Terminate returns it when the
+// holder is this process, which it never signals.
+var ErrAlreadyHeld = errors.New("lock is already held by this process")
 
 var _ Mutex = (*Locker)(nil)
 

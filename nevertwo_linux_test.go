@@ -36,11 +36,12 @@ func init() {
 // "locked <pid>", prints "lost" when Lost is closed, and on "unlock" on
 // stdin appends "exit <pid>", releases and prints "unlocked".
 func helperNeverTwoHolder() {
-	opts := []Option{WithWatchInterval(time.Hour), WithRepublish(os.Getenv("REPUBLISH") != "0")}
-	if os.Getenv("HOLDER_DEBUG") != "" {
-		opts = append(opts, WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
-	}
-	l, err := New(os.Getenv("PIDFILE"), opts...)
+	l, err := newWith(os.Getenv("PIDFILE"), watchEvery(time.Hour), func(l *Locker) {
+		l.DisableRepublish = os.Getenv("REPUBLISH") == "0"
+		if os.Getenv("HOLDER_DEBUG") != "" {
+			l.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+	})
 	if err != nil {
 		fmt.Println("error", err)
 		return
@@ -77,7 +78,7 @@ func helperNeverTwoContender() {
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		_, round, _ := strings.Cut(in.Text(), " ")
-		l, err := New(os.Getenv("PIDFILE"), WithWatchInterval(-1))
+		l, err := newWith(os.Getenv("PIDFILE"), noWatch)
 		if err == nil {
 			err = l.TryLock()
 		}
@@ -159,7 +160,7 @@ func checkTenures(t *testing.T, ledger string) int {
 // The file or its directory is pulled away from under a live holder, in
 // every way: a second instance started at a random moment afterwards is
 // refused in every round, the holder re-publishes its file (or, with
-// WithRepublish(false), is told) through inotify alone (its periodic check
+// DisableRepublish, is told) through inotify alone (its periodic check
 // is an hour), no two tenures overlap, and once the holder exits or dies
 // the next start acquires at once.
 func TestNeverTwoWhateverHappensToTheFile(t *testing.T) {
@@ -318,7 +319,7 @@ func TestReadersNeverMakeAStartFail(t *testing.T) {
 		rounds = 50
 	}
 	for r := range rounds {
-		l, err := New(path, WithWatchInterval(-1))
+		l, err := newWith(path, noWatch)
 		require.NoError(t, err)
 		require.NoError(t, l.TryLock(), "round %d: a reader made a start fail", r)
 		require.NoError(t, l.Unlock())
@@ -340,7 +341,7 @@ func TestOnlyTheProvenHolderIsSignalled(t *testing.T) {
 	spid := sleeper.Process.Pid
 	writeFile(t, path, strconv.Itoa(spid)+"\n")
 
-	l, err := New(path)
+	l, err := newWith(path)
 	require.NoError(t, err)
 	_, running, err := l.Running()
 	var are *AlreadyRunningError
@@ -394,7 +395,7 @@ func TestAnotherUsersSocketIsIgnored(t *testing.T) {
 	nobody := nobodyPrefix(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "x.pid")
-	l, err := New(path)
+	l, err := newWith(path)
 	require.NoError(t, err)
 	// python3 binds the abstract name as nobody and listens.
 	name := strings.TrimPrefix(l.name, "@")
@@ -450,7 +451,7 @@ func TestSquatterCannotKeepTheServiceDown(t *testing.T) {
 	// moment it dies.
 	h.kill(t)
 	require.Equal(t, "squatting", out.Next(30*time.Second))
-	l, err := New(path)
+	l, err := newWith(path)
 	require.NoError(t, err)
 	require.NoError(t, l.TryLock(), "a reader's shared lock does not keep the service down")
 	info, _ := l.Info()
@@ -481,7 +482,7 @@ func TestSignalPinned(t *testing.T) {
 	refused := errors.New("not proven")
 	assert.ErrorIs(t, signalPinned(pid, syscall.SIGTERM, func() error { return refused }), refused)
 	assert.Error(t, signalPinned(pid, notASyscallSignal{}, func() error { return nil }))
-	alive, _ := OSProcesses{}.Alive(pid)
+	alive, _ := osProcesses{}.Alive(pid)
 	require.True(t, alive, "nothing was sent")
 	assert.ErrorIs(t, signalPinned(deadPID(t), syscall.SIGTERM, func() error { return nil }), ErrNoProcess)
 	require.NoError(t, signalPinned(pid, syscall.SIGKILL, func() error { return nil }))
@@ -492,7 +493,7 @@ func TestSignalPinned(t *testing.T) {
 // The proof's helpers on inputs that prove nothing.
 func TestProofEdges(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.pid")
-	l, err := New(path)
+	l, err := newWith(path) // set up: these tests call the internals
 	require.NoError(t, err)
 	assert.False(t, l.tokenMatches(ProcessLock{PID: 0}))
 	h, proven := l.peerHolder(peer{pid: 0, uid: 0})
@@ -514,13 +515,18 @@ func TestProofEdges(t *testing.T) {
 
 	// A process table that cannot probe: nothing looks stale, nothing is
 	// proven.
-	procs := NewMemProcesses()
-	procs.Fail("alive", 77, errors.New("probe failed"))
-	lm, err := New(path, WithProcessTable(procs))
+	lm, err := newWith(path, func(l *Locker) { l.Processes = failingProcs{errors.New("probe failed")} })
 	require.NoError(t, err)
 	assert.False(t, lm.staleLooking(ProcessLock{PID: 77}))
 	assert.False(t, lm.tokenMatches(ProcessLock{PID: 77}))
 }
+
+// failingProcs is a ProcessTable whose every probe fails.
+type failingProcs struct{ err error }
+
+func (p failingProcs) Alive(int) (bool, error)              { return false, p.err }
+func (p failingProcs) Start(int) (string, time.Time, error) { return "", time.Time{}, p.err }
+func (p failingProcs) Signal(int, os.Signal) error          { return p.err }
 
 type fakeInfo struct{ fs.FileInfo }
 

@@ -2,6 +2,7 @@ package instancelock
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -34,15 +35,21 @@ const (
 	EnvDebug = "PROCESS_MANAGER_DEBUG" // "true" turns on debug logging
 )
 
-// DefaultWatchInterval is how often a held lock checks that its file is
-// still in place, unless WithWatchInterval says otherwise.
-const DefaultWatchInterval = time.Second
+// defaultWatchInterval is how often a held lock checks that its file is
+// still in place when Locker.WatchInterval is 0.
+const defaultWatchInterval = time.Second
 
-// Errors of the Locker. Errors that concern the PID file are *fs.PathError
-// values (or wrap one), naming the path.
+// Errors of the Locker. Every error names the PID file's path once.
+// Errors that concern the file are *fs.PathError values (or wrap one):
+// those of the system calls match what they match (errors.Is with
+// fs.ErrNotExist, fs.ErrPermission, syscall errors). Every refusal matches
+// one of the sentinels below with errors.Is (or ErrAlreadyHeld,
+// ErrInvalidLock, ErrWouldBlock).
 var (
 	// ErrAlreadyRunning: another live process holds the lock. The error is
-	// an *AlreadyRunningError carrying the holder.
+	// an *AlreadyRunningError carrying the holder. Terminate returns it when
+	// a holder runs that it may not signal: not proven to hold the lock,
+	// or on another host or in another PID namespace.
 	ErrAlreadyRunning = errors.New("another instance is already running")
 	// ErrNotRunning: no process holds the lock (no PID file, or a stale
 	// one).
@@ -54,13 +61,14 @@ var (
 	ErrLockLost = errors.New("lock lost")
 	// ErrForeignFile: the path holds a file that no process locks and
 	// that is neither a PID file nor what a crash leaves of one (see
-	// TryLock). It is someone's data: it is refused and left byte for byte
+	// TryLock), or something that is not a regular file (a symbolic link,
+	// a directory). It is someone's: it is refused and left byte for byte
 	// as it is. The error is an *fs.PathError naming the path.
 	ErrForeignFile = errors.New("not a PID file")
 
 	errNoLocks    = errors.New("the file system does not support file locks (NFS without a lock manager?)")
 	errNotRegular = errors.New("not a regular file")
-	errSymlink    = errors.New("is a symbolic link; refusing to follow it")
+	errSymlink    = errors.New("a symbolic link, which is not followed: give the path of the file it leads to")
 	errContended  = errors.New("the PID file kept changing while the lock was being taken")
 )
 
@@ -83,11 +91,16 @@ type AlreadyRunningError struct {
 }
 
 // Error names the holder's PID and the path, on one line.
-func (e *AlreadyRunningError) Error() string {
+func (e *AlreadyRunningError) Error() string { return "instancelock: " + e.describe(e.Path) }
+
+// what is Error without the path, for errors that name it already.
+func (e *AlreadyRunningError) what() string { return e.describe("it") }
+
+func (e *AlreadyRunningError) describe(path string) string {
 	if e.Holder.PID == 0 {
-		return fmt.Sprintf("instancelock: %v: %s is locked by a process whose details could not be read", ErrAlreadyRunning, e.Path)
+		return fmt.Sprintf("%v: %s is locked by a process whose details could not be read", ErrAlreadyRunning, path)
 	}
-	return fmt.Sprintf("instancelock: %v: %s holds %s", ErrAlreadyRunning, e.Holder, e.Path)
+	return fmt.Sprintf("%v: %s holds %s", ErrAlreadyRunning, e.Holder, path)
 }
 
 // Is reports whether target is ErrAlreadyRunning.
@@ -104,15 +117,21 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	if restart == "" {
 		restart = restartCommand(os.Args)
 	}
-	h := e.Holder
-	pid := "unknown"
-	if h.PID > 0 {
-		pid = fmt.Sprint(h.PID)
+	lines := append(e.facts(), "")
+	lines = append(lines, e.advice(restart)...)
+	if e.Holder.Port != 0 {
+		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", e.Holder.Port))
 	}
+	return helpBox(lines)
+}
+
+// facts are the lines of Help that say what is known of the holder.
+func (e *AlreadyRunningError) facts() []string {
+	h := e.Holder
 	lines := []string{
 		"Another instance is already running.",
 		"",
-		"  PID:      " + pid,
+		"  PID:      " + e.pid(),
 	}
 	if !h.StartedAt.IsZero() {
 		lines = append(lines, "  Started:  "+h.StartedAt.UTC().Format(timeLayout))
@@ -123,110 +142,46 @@ func (e *AlreadyRunningError) Help(restart string) string {
 	if h.Hostname != "" {
 		lines = append(lines, "  Host:     "+h.Hostname)
 	}
-	lines = append(lines, "  Lock:     "+e.Path, "")
+	return append(lines, "  Lock:     "+e.Path)
+}
+
+// pid is the holder's pid for Help, "unknown" when it is not known.
+func (e *AlreadyRunningError) pid() string {
+	if e.Holder.PID <= 0 {
+		return "unknown"
+	}
+	return strconv.Itoa(e.Holder.PID)
+}
+
+// advice are the lines of Help that say what to do. They advise killing
+// a pid only when the kernel named it as the holder (Proven): the file may
+// be forged, or name a pid of another PID namespace.
+func (e *AlreadyRunningError) advice(restart string) []string {
+	pid := e.pid()
 	switch {
 	case e.Unlocked:
 		// The kernel lock is free: never say it is held, never advise a
 		// kill (the pid may belong to any program).
-		lines = append(lines,
-			"Pid "+pid+" named in the file is alive, but it does not hold the lock (the lock is free):",
+		return []string{
+			"Pid " + pid + " named in the file is alive, but it does not hold the lock (the lock is free):",
 			"the file is a bare PID, written by a tool that takes no lock. Starts refuse while it lives.",
-			"If pid "+pid+" is that program: stop it by its own means, then run: "+restart,
-			"If it is not (its pid was reused): rm "+e.Path+" && "+restart)
-	case !h.Local():
-		lines = append(lines, "It runs on another host or in another container: stop it there, then run: "+restart)
-	case e.Proven && h.PID > 0:
-		lines = append(lines,
-			"To stop it:        kill "+pid,
-			"To force it:       kill -9 "+pid+" && "+restart)
-	default:
-		// Never advise killing a pid the kernel did not name as the
-		// holder: the file may be forged, or name a pid of another PID
-		// namespace.
-		lines = append(lines,
-			"The lock is held, but pid "+pid+" is not proven to hold it: signal nothing by hand.",
-			"To see who holds it: instancelock status "+e.Path,
-			"Once it is gone:   "+restart)
-	}
-	if h.Port != 0 {
-		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", h.Port))
-	}
-	return helpBox(lines)
-}
-
-// An Option configures a Locker.
-type Option func(*config)
-
-type config struct {
-	port     int
-	logger   *slog.Logger
-	fsys     FS
-	procs    ProcessTable
-	watch    time.Duration
-	fromEnv  bool
-	hostname string
-	keep     *bool
-	err      error
-}
-
-// WithPort records the port the instance serves on in the PID file. It
-// must be in 1..65535.
-func WithPort(port int) Option {
-	return func(c *config) {
-		if port < 1 || port > 65535 {
-			c.err = errors.Join(c.err, fmt.Errorf("instancelock: WithPort(%d): port outside 1..65535", port))
+			"If pid " + pid + " is that program: stop it by its own means, then run: " + restart,
+			"If it is not (its pid was reused): rm " + e.Path + " && " + restart,
 		}
-		c.port = port
-	}
-}
-
-// WithLogger sends the Locker's log records to l. By default it logs
-// nothing.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
-
-// WithFS replaces the operating system's file system, for tests (see
-// MemFS).
-func WithFS(fsys FS) Option { return func(c *config) { c.fsys = fsys } }
-
-// WithProcessTable replaces the operating system's process table, for tests
-// (see MemProcesses).
-func WithProcessTable(p ProcessTable) Option { return func(c *config) { c.procs = p } }
-
-// WithWatchInterval sets how often a held lock checks that its PID file is
-// still in place (default DefaultWatchInterval). On Linux an inotify watch
-// also runs the check at once when the file or its directory is removed,
-// moved or replaced. 0 or less turns both off (the file is then neither
-// re-published nor reported lost); on Linux a second instance of the host
-// is still refused while the holder lives.
-func WithWatchInterval(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			d = -1
+	case !e.Holder.Local():
+		return []string{"It runs on another host or in another container: stop it there, then run: " + restart}
+	case e.Proven && e.Holder.PID > 0:
+		return []string{
+			"To stop it:        kill " + pid,
+			"To force it:       kill -9 " + pid + " && " + restart,
 		}
-		c.watch = d
+	}
+	return []string{
+		"The lock is held, but pid " + pid + " is not proven to hold it: signal nothing by hand.",
+		"To see who holds it: instancelock status " + e.Path,
+		"Once it is gone:   " + restart,
 	}
 }
-
-// WithRepublish decides what a holder does when its PID file is removed,
-// moved or replaced while it still holds the lock (a temp cleaner, rm -rf
-// data/). With true, the default, it writes its PID file again (the file
-// only describes the holder; the lock decides), logs a warning and keeps
-// running; Lost and Err report a loss only when that fails, for example
-// because another process holds the file now put at the path. With false
-// it reports the loss at once (Lost, Err), as a host that wants to stop
-// then needs. On Linux no other process of the host can take the lock in
-// between (see docs/design.md); elsewhere another instance may start in
-// the moment before the file is noticed gone, and the holder then reports
-// the loss. A symbolic link on the path that now leads to another
-// directory counts as a removal: the holder re-publishes where the path
-// now leads (on Linux, taking that real path's name first), or, with
-// false, reports the loss.
-func WithRepublish(on bool) Option { return func(c *config) { c.keep = &on } }
-
-// FromEnv makes New read the environment: PID_FILE_PATH overrides the path
-// given to New, and PROCESS_MANAGER_DEBUG=true sends debug logs to standard
-// error when no WithLogger is given.
-func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
 
 // Locker is a single-instance lock on one PID file. It is safe for
 // concurrent use. A Locker holds the lock at most once: TryLock on a held
@@ -240,7 +195,55 @@ func FromEnv() Option { return func(c *config) { c.fromEnv = true } }
 // no rm or mv can touch: while the holder lives no other process of the
 // host acquires the lock, whatever happened to the file or its directory
 // (see docs/design.md).
+//
+// Create it with New (or Acquire, or FromEnv), set the exported fields
+// before the first method call and do not change them afterwards; the zero
+// value of each field is its default. The zero Locker is ready to use: it
+// locks DefaultPath, made absolute at its first use.
 type Locker struct {
+	// Port is the port the instance serves on, recorded in the PID file
+	// (and shown by AlreadyRunningError.Help). 0, the default, records
+	// none; TryLock refuses a value outside 0..65535.
+	Port int
+	// Logger receives the Locker's records (acquisitions, take-overs,
+	// re-publications, losses); nil means silent.
+	Logger *slog.Logger
+	// WatchInterval is how often a held lock checks that its PID file is
+	// still in place. 0 means 1 second. On Linux an inotify watch also
+	// runs the check at once when the file or its directory is removed,
+	// moved or replaced. Negative turns both off: the file is then neither
+	// re-published nor reported lost; on Linux a second instance of the
+	// host is still refused while the holder lives.
+	WatchInterval time.Duration
+	// DisableRepublish decides what a holder does when its PID file is
+	// removed, moved or replaced while it still holds the lock (a temp
+	// cleaner, rm -rf data/). false, the default: it writes its PID file
+	// again (the file only describes the holder; the lock decides), logs a
+	// warning and keeps running; Lost and Err report a loss only when that
+	// fails, for example because another process holds the file now put at
+	// the path. true: it reports the loss at once (Lost, Err), as a host
+	// that wants to stop then needs. On Linux no other process of the host
+	// can take the lock in between (see docs/design.md); elsewhere another
+	// instance may start in the moment before the file is noticed gone,
+	// and the holder then reports the loss. A symbolic link on the path
+	// that now leads to another directory counts as a removal: the holder
+	// re-publishes where the path now leads (on Linux, taking that real
+	// path's name first), or, with true, reports the loss.
+	DisableRepublish bool
+	// FS is the file system that holds the PID file; nil means the
+	// operating system's. Paths on another FS are used as given (not made
+	// absolute). For tests: instancelocktest.MemFS.
+	FS FS
+	// Processes is the process table the Locker asks whether a holder is
+	// alive and signals; nil means the operating system's. For tests:
+	// instancelocktest.MemProcesses.
+	Processes ProcessTable
+
+	given     string    // the path given to New; "" means DefaultPath
+	abs       string    // given made absolute by New; "" until then
+	setupOnce sync.Once // runs setup at the first method call
+	setupErr  error     // what setup found wrong in the fields
+
 	path      string
 	fsys      FS
 	procs     ProcessTable
@@ -254,7 +257,7 @@ type Locker struct {
 	name      string                  // the lock's abstract socket name (Linux, OS file system), "" for none
 	real      atomic.Pointer[realDir] // realName's cache (Linux)
 	kernel    bool                    // the OS file system and process table: readers ask the kernel (look)
-	keep      bool                    // WithRepublish
+	keep      bool                    // !DisableRepublish
 	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
@@ -297,82 +300,122 @@ type tenure struct {
 }
 
 // New returns a Locker for the PID file at path ("" means DefaultPath). A
-// relative path is made absolute here, once (unless WithFS gives another
-// file system, whose paths are used as given): the lock follows the file,
-// not the working directory. New does no other I/O; it fails only when an
-// option is invalid or the working directory cannot be read.
-func New(path string, opts ...Option) (*Locker, error) {
-	var c config
-	for _, o := range opts {
-		o(&c)
+// relative path is made absolute here, once: the lock follows the file,
+// not the working directory (a path on another FS, see Locker.FS, is used
+// as given). New does no other I/O; it fails only when the path is
+// relative and the working directory cannot be read.
+func New(path string) (*Locker, error) {
+	abs, err := absPath(cmp.Or(path, DefaultPath))
+	if err != nil {
+		return nil, err
 	}
-	if c.err != nil {
-		return nil, c.err
+	return &Locker{given: path, abs: abs}, nil
+}
+
+// FromEnv is New reading the environment: PID_FILE_PATH, when set and not
+// empty, overrides path, and PROCESS_MANAGER_DEBUG=true sets Logger to
+// debug records on standard error (set Logger afterwards to send them
+// elsewhere).
+func FromEnv(path string) (*Locker, error) {
+	if p := os.Getenv(EnvPath); p != "" {
+		path = p
 	}
-	if c.fromEnv {
-		if p := os.Getenv(EnvPath); p != "" {
-			path = p
-		}
-		if c.logger == nil && os.Getenv(EnvDebug) == "true" {
-			c.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		}
+	l, err := New(path)
+	if err != nil {
+		return nil, err
 	}
-	if path == "" {
-		path = DefaultPath
-	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
-	}
-	if c.fsys == nil {
-		// The lock follows the file, not the working directory: resolve
-		// the path once, so that a later os.Chdir changes nothing.
-		abs, err := filepath.Abs(path)
-		if err != nil {
-			return nil, fmt.Errorf("instancelock: resolving %s: %w", path, err)
-		}
-		path, c.fsys = abs, OSFS{}
-	}
-	if c.procs == nil {
-		c.procs = OSProcesses{}
-	}
-	if c.watch == 0 {
-		c.watch = DefaultWatchInterval
-	}
-	if c.hostname == "" {
-		c.hostname, _ = os.Hostname()
-	}
-	l := &Locker{
-		path: path, fsys: c.fsys, procs: c.procs, port: c.port, watch: c.watch,
-		hostname: c.hostname, pidSpace: thisPIDSpace(), id: uuid.NewString(), byRename: byRename(c.fsys),
-		tmpPrefix: tempPrefix(path),
-		log:       c.logger.With("pidfile", path), keep: c.keep == nil || *c.keep,
-	}
-	_, osfs := c.fsys.(OSFS)
-	_, osprocs := c.procs.(OSProcesses)
-	l.kernel = osfs && osprocs && hasLockName
-	if osfs && hasLockName {
-		l.name = lockName(path)
+	if os.Getenv(EnvDebug) == "true" {
+		l.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return l, nil
 }
 
+// absPath makes path absolute, so that a later os.Chdir changes nothing.
+func absPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", &fs.PathError{Op: "abs", Path: path, Err: fmt.Errorf("%w (the working directory cannot be read: give an absolute path)", err)}
+	}
+	return abs, nil
+}
+
+// setup turns the exported fields into the Locker's working state, once,
+// at the first method call; every exported method calls it first. The
+// error, for an invalid field, is returned by every method that returns
+// one.
+func (l *Locker) setup() error {
+	l.setupOnce.Do(func() { l.setupErr = l.configure() })
+	return l.setupErr
+}
+
+// configure is setup's work.
+func (l *Locker) configure() error {
+	l.id = uuid.NewString()
+	l.path = cmp.Or(l.given, DefaultPath)
+	l.fsys, l.procs = l.FS, l.Processes
+	if l.fsys == nil {
+		if l.abs == "" { // the zero Locker: resolved at its first use
+			abs, err := absPath(l.path)
+			if err != nil {
+				return err
+			}
+			l.abs = abs
+		}
+		l.path, l.fsys = l.abs, osFS{}
+	}
+	if l.procs == nil {
+		l.procs = osProcesses{}
+	}
+	if l.Port < 0 || l.Port > 65535 {
+		return fmt.Errorf("instancelock: Locker.Port is %d, outside 0..65535: set the port the instance serves on, or 0 for none", l.Port)
+	}
+	l.port = l.Port
+	switch {
+	case l.WatchInterval == 0:
+		l.watch = defaultWatchInterval
+	case l.WatchInterval < 0:
+		l.watch = -1
+	default:
+		l.watch = l.WatchInterval
+	}
+	l.keep = !l.DisableRepublish
+	log := l.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l.log = log.With("pidfile", l.path)
+	l.hostname, _ = os.Hostname()
+	l.pidSpace = thisPIDSpace()
+	l.byRename = byRename(l.fsys)
+	l.tmpPrefix = tempPrefix(l.path)
+	_, osfs := l.fsys.(osFS)
+	_, osprocs := l.procs.(osProcesses)
+	l.kernel = osfs && osprocs && hasLockName
+	if osfs && hasLockName {
+		l.name = lockName(l.path)
+	}
+	return nil
+}
+
 // byRename reports whether a Locker on fsys publishes its PID file by
 // renaming a temporary file into place (Unix) or writes it in place
-// (Windows, where an open file cannot be renamed): a MemFS says which
-// rules it follows, any other FS is taken to be this system's.
+// (Windows, where an open file cannot be renamed): an FS with a
+// WindowsRules method says which rules it follows (see FS), any other is
+// taken to be this system's.
 func byRename(fsys FS) bool {
-	if m, ok := fsys.(interface{ windows() bool }); ok { // *MemFS
-		return !m.windows()
+	if m, ok := fsys.(interface{ WindowsRules() bool }); ok {
+		return !m.WindowsRules()
 	}
 	return publishByRename
 }
 
-// Acquire is the call at the top of main: New followed by TryLock. On
-// success the caller holds the lock and must call Unlock (or hand the
+// Acquire is the call at the top of main: New followed by TryLock, with
+// every field at its default (to set one, call New, set it, then TryLock).
+// On success the caller holds the lock and must call Unlock (or hand the
 // Locker to a GracefulShutdown). When another instance runs, the error
 // matches ErrAlreadyRunning and is an *AlreadyRunningError.
-func Acquire(path string, opts ...Option) (*Locker, error) {
-	l, err := New(path, opts...)
+func Acquire(path string) (*Locker, error) {
+	l, err := New(path)
 	if err != nil {
 		return nil, err
 	}
@@ -382,16 +425,23 @@ func Acquire(path string, opts ...Option) (*Locker, error) {
 	return l, nil
 }
 
-// Path returns the PID file's path, absolute unless WithFS was given.
-func (l *Locker) Path() string { return l.path }
+// Path returns the PID file's path, absolute unless FS is set.
+func (l *Locker) Path() string {
+	l.setup()
+	return l.path
+}
 
 // InstanceID returns the instance id this Locker writes into the PID file.
 // It stays the same across acquisitions by the same Locker.
-func (l *Locker) InstanceID() string { return l.id }
+func (l *Locker) InstanceID() string {
+	l.setup()
+	return l.id
+}
 
 // Info returns the ProcessLock this Locker published, and whether it holds
 // the lock now.
 func (l *Locker) Info() (ProcessLock, bool) {
+	l.setup()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t == nil {
@@ -402,8 +452,12 @@ func (l *Locker) Info() (ProcessLock, bool) {
 
 // Err returns nil while the lock is held, ErrNotHeld when the Locker does
 // not hold the lock, and an error matching ErrLockLost once the lock was
-// lost (see Lost). It is a single atomic load.
+// lost (see Lost); for a Locker with an invalid field, the error that
+// TryLock returns. It is a single atomic load.
 func (l *Locker) Err() error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	t := l.last.Load()
 	if t == nil {
 		return ErrNotHeld
@@ -416,13 +470,14 @@ func (l *Locker) Err() error {
 
 // Lost returns a channel that is closed when the held lock is lost: its
 // PID file was removed or replaced by something else (a temp cleaner,
-// rm -rf data/) and could not be re-published (WithRepublish(false), or
+// rm -rf data/) and could not be re-published (DisableRepublish, or
 // another process holds the file now at the path, or it is someone's
 // file). Another instance may then run, so the host should shut down
 // (GracefulShutdown does when given the Locker). The channel belongs to
 // the current holding; it is nil when the lock is not held, and it is not
 // closed by Unlock.
 func (l *Locker) Lost() <-chan struct{} {
+	l.setup()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t == nil {
@@ -447,6 +502,9 @@ func (l *Locker) Lost() <-chan struct{} {
 // while this Locker holds the lock returns an error matching
 // ErrAlreadyHeld.
 func (l *Locker) TryLock() error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t != nil {
@@ -463,6 +521,9 @@ func (l *Locker) TryLock() error {
 // killed (see the README's measurements); elsewhere it polls with a backoff
 // up to 50 ms. Errors other than ErrAlreadyRunning end the wait.
 func (l *Locker) Lock(ctx context.Context) error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	err := l.TryLock()
 	var are *AlreadyRunningError
 	if !errors.As(err, &are) {
@@ -610,8 +671,10 @@ func (l *Locker) publish(data []byte) (File, bool, error) {
 			continue
 		case errors.Is(err, errRetry):
 			continue
-		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission):
-			return nil, false, fmt.Errorf("%w (this user cannot create files in %s: create the PID file for it, e.g. install -o USER -m 0644 /dev/null %s, or let it write the directory)", err, l.dir(), l.path)
+		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission) && l.dirExists():
+			return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+				"%w (this user cannot create files in %s: create the PID file for it beforehand, e.g. with install -o USER -m 0644 /dev/null and this path, or let it write the directory)",
+				l.cause(err), l.dir())}
 		case err != nil:
 			return nil, false, err
 		}
@@ -670,6 +733,8 @@ type retryable struct {
 	retry bool
 }
 
+func (r retryable) Unwrap() error { return r.AlreadyRunningError }
+
 // checkPath refuses a path whose last component is a symbolic link or not a
 // regular file.
 func (l *Locker) checkPath() error {
@@ -719,18 +784,24 @@ func (l *Locker) mkdir() error {
 		}
 	}
 	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
-		return fmt.Errorf("creating the directory of %s: %w", l.path, err)
+		return err // names the directory
 	}
 	if c, ok := l.fsys.(interface {
-		chmod(string, fs.FileMode) error
+		Chmod(string, fs.FileMode) error
 	}); ok {
 		for i := len(missing) - 1; i >= 0; i-- {
-			if err := c.chmod(missing[i], 0o755); err != nil {
+			if err := c.Chmod(missing[i], 0o755); err != nil {
 				l.log.Debug("cannot set the mode of a new directory", "dir", missing[i], "err", err)
 			}
 		}
 	}
 	return nil
+}
+
+// dirExists reports whether the PID file's directory exists.
+func (l *Locker) dirExists() bool {
+	_, err := l.fsys.Lstat(l.dir())
+	return err == nil
 }
 
 // tempPrefix is what the names of a Locker's temporary files begin with:
@@ -770,7 +841,7 @@ func canWriteInPlace(err error) bool {
 func (l *Locker) sweepTemps() {
 	l.swept = true
 	lister, ok := l.fsys.(interface {
-		readDirNames(string) ([]string, error)
+		ListDir(string) ([]string, error)
 	})
 	if !ok {
 		return
@@ -778,7 +849,7 @@ func (l *Locker) sweepTemps() {
 	dir := filepath.Dir(l.tmpPrefix)
 	prefix := filepath.Base(l.tmpPrefix + "x")
 	prefix = prefix[:len(prefix)-1]
-	names, err := lister.readDirNames(dir)
+	names, err := lister.ListDir(dir)
 	if err != nil {
 		l.log.Debug("cannot look for temporary files left by crashes", "err", err)
 		return
@@ -823,9 +894,9 @@ func isTempSuffix(s string) bool {
 func (l *Locker) checkMode(fi fs.FileInfo) error {
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
-		return &fs.PathError{Op: "lock", Path: l.path, Err: errSymlink}
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrForeignFile, errSymlink)}
 	case !fi.Mode().IsRegular():
-		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w (mode %v)", errNotRegular, fi.Mode())}
+		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w (mode %v): it is left as it is; choose another path", ErrForeignFile, errNotRegular, fi.Mode())}
 	}
 	return nil
 }
@@ -905,7 +976,7 @@ func (l *Locker) replace(data []byte) (File, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, errRetry // a sweep took the temporary name
 		}
-		return nil, fmt.Errorf("instancelock: replacing the stale %s: %w", l.path, err)
+		return nil, l.pathError("lock", err)
 	}
 	l.tookOver = true
 	return tmp, nil
@@ -919,7 +990,7 @@ func (l *Locker) writeTemp(data []byte) (File, error) {
 		return nil, errRetry
 	}
 	if err != nil {
-		return nil, &noTempError{fmt.Errorf("instancelock: creating %s: %w", l.path, err)}
+		return nil, &noTempError{l.pathError("lock", err)}
 	}
 	if err := f.TryLock(); errors.Is(err, ErrWouldBlock) {
 		// A sweep took it between its creation and this lock: it is
@@ -929,15 +1000,12 @@ func (l *Locker) writeTemp(data []byte) (File, error) {
 	} else if err != nil {
 		f.Close()
 		l.fsys.Remove(name)
-		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
-	}
-	fail := func(err error) (File, error) {
-		f.Close()
-		l.fsys.Remove(name)
-		return nil, fmt.Errorf("instancelock: writing %s: %w", l.path, err)
+		return nil, l.pathError("lock", err)
 	}
 	if _, err := f.Write(data); err != nil {
-		return fail(err)
+		f.Close()
+		l.fsys.Remove(name)
+		return nil, l.pathError("lock", err)
 	}
 	return f, nil
 }
@@ -953,95 +1021,158 @@ func (l *Locker) lockExisting() (File, error) {
 		return nil, errRetry
 	}
 	if err != nil {
-		if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
-			if merr := l.checkMode(fi); merr != nil {
-				return nil, merr
-			}
-		}
-		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+		return nil, l.openError(err)
 	}
-	f, err := l.judgeLocked(old)
+	j, err := l.judgeLocked(old)
+	if err == nil {
+		err = j.asError()
+	}
 	if err != nil {
 		old.Close()
 		return nil, err
 	}
-	return f, nil
+	return old, nil
 }
 
-// judgeLocked takes the kernel lock of f (opened at the path), checks that
-// f is still the file at the path and judges its content.
-func (l *Locker) judgeLocked(f File) (File, error) {
+// openError is the error of opening the path: a symbolic link or anything
+// but a regular file there is refused as such (ErrForeignFile), anything
+// else is the open's own error.
+func (l *Locker) openError(err error) error {
+	if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
+		if merr := l.checkMode(fi); merr != nil {
+			return merr
+		}
+	}
+	return l.pathError("open", err)
+}
+
+// verdict is what judgeLocked decides about the file at the path: the
+// next step of the file protocol.
+type verdict int
+
+const (
+	// takeOver: the file's kernel lock is ours now (or only readers hold
+	// it, see judgeSharedOnly), the file is still at the path, and what it
+	// says is stale: the caller may replace it or write over it.
+	takeOver verdict = iota
+	// changed: the file was removed or replaced meanwhile: look again.
+	changed
+	// held: a live process holds the lock (judgement.holder says who).
+	held
+)
+
+// judgement is judgeLocked's decision.
+type judgement struct {
+	verdict verdict
+	holder  *AlreadyRunningError // held: who, as far as known
+	// transient: held, by a file whose content looks stale (a stale file
+	// being replaced, a reader of a moment): look again shortly.
+	transient bool
+}
+
+// asError turns j into the errors that publish steers by: nil to take
+// over, errRetry to look again at once, a retryable holder to refuse
+// (after another look, when it may be transient).
+func (j judgement) asError() error {
+	switch j.verdict {
+	case changed:
+		return errRetry
+	case held:
+		return retryable{j.holder, j.transient}
+	}
+	return nil
+}
+
+// judgeLocked tries to take the kernel lock of f, opened at the path, and
+// judges the file: held by another process (judgeHeld), or, once its lock
+// is ours, stale or not (judgeUnlocked).
+func (l *Locker) judgeLocked(f File) (judgement, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return judgement{}, err
 	}
 	if err := l.checkMode(st); err != nil {
-		return nil, err
+		return judgement{}, err
 	}
 	data, _ := readLimited(f) // a failed read leaves content that does not parse
-	err = f.TryLock()
-	if errors.Is(err, ErrWouldBlock) {
-		if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
-			return nil, errRetry // replaced meanwhile: look at the new file
-		}
-		holder, perr := ParseProcessLock(data)
-		are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
-		// Content that looks stale (unreadable, a dead or reused pid of
-		// this host) while the lock is held: a stale file being replaced,
-		// or a momentary reader (Running on platforms without
-		// /proc/locks). Look again shortly.
-		retry := perr != nil || l.staleLooking(holder)
-		are.Proven = !l.kernel && perr == nil && holder.StartToken != "" && l.sameHost(holder) && l.tokenMatches(holder)
-		if l.kernel {
-			writers, readers, lerr := flockOwners(st)
-			if lerr == nil && len(writers) == 0 && readers > 0 && l.nameHeld.Load() {
-				// Only shared locks: readers, or a squatter who opened the
-				// file for reading and holds LOCK_SH; nobody holds it. We
-				// hold the lock's name, so no other contender of this host
-				// is here: judge the content, and replace the file by
-				// renaming ours over it (the squatter keeps the old inode).
-				_, stale, why, jerr := l.judge(data, st.ModTime())
-				if jerr != nil {
-					return nil, jerr // someone's file: never replaced
-				}
-				if !stale {
-					are.Reason, are.Unlocked = why, true
-					return nil, are
-				}
-				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
-				return f, nil
-			}
-			if lerr == nil {
-				l.prove(are, writers)
-			}
-		}
-		return nil, retryable{are, retry}
+	switch err := f.TryLock(); {
+	case errors.Is(err, ErrWouldBlock):
+		return l.judgeHeld(st, data)
+	case err != nil:
+		return judgement{}, err
 	}
-	if err != nil {
-		return nil, err
+	return l.judgeUnlocked(f, st)
+}
+
+// judgeHeld judges the file st describes, whose kernel lock another open
+// file holds; data is its content, read before the attempt to lock it.
+func (l *Locker) judgeHeld(st fs.FileInfo, data []byte) (judgement, error) {
+	if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
+		return judgement{verdict: changed}, nil // look at the new file
 	}
+	holder, perr := ParseProcessLock(data)
+	are := &AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"}
+	// Content that looks stale (unreadable, a dead or reused pid of this
+	// host) while the lock is held: a stale file being replaced, or a
+	// momentary reader (Running on platforms without /proc/locks).
+	j := judgement{verdict: held, holder: are, transient: perr != nil || l.staleLooking(holder)}
+	if !l.kernel {
+		are.Proven = perr == nil && holder.StartToken != "" && l.sameHost(holder) && l.tokenMatches(holder)
+		return j, nil
+	}
+	writers, readers, err := flockOwners(st)
+	switch {
+	case err != nil:
+	case len(writers) == 0 && readers > 0 && l.nameHeld.Load():
+		return l.judgeSharedOnly(st, data, readers)
+	default:
+		l.prove(are, writers)
+	}
+	return j, nil
+}
+
+// judgeSharedOnly judges a file that only shared locks hold (readers, or
+// a squatter who opened it for reading and holds LOCK_SH) while this
+// Locker holds the lock's names, so that no other contender of this host
+// is at the file: its content decides, and a stale file is replaced by
+// renaming ours over it (the squatter keeps the old inode).
+func (l *Locker) judgeSharedOnly(st fs.FileInfo, data []byte, readers int) (judgement, error) {
+	holder, isStale, why, err := l.judge(data, st.ModTime())
+	switch {
+	case err != nil:
+		return judgement{}, err // someone's file: never replaced
+	case !isStale:
+		return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}}, nil
+	}
+	l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
+	return judgement{verdict: takeOver}, nil
+}
+
+// judgeUnlocked judges f, whose kernel lock the caller has just taken:
+// still at the path, and stale.
+func (l *Locker) judgeUnlocked(f File, st fs.FileInfo) (judgement, error) {
 	now, err := l.fsys.Lstat(l.path)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && !l.fsys.SameFile(st, now)) {
-		return nil, errRetry
-	}
-	if err != nil {
-		return nil, err
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || (err == nil && !l.fsys.SameFile(st, now)):
+		return judgement{verdict: changed}, nil
+	case err != nil:
+		return judgement{}, err
 	}
 	// Read again under the lock: the first read may predate a rewrite. A
 	// file that cannot be read cannot be judged: it may be someone's data.
-	data, err = readAt0(f)
+	data, err := readAt0(f)
 	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: l.path, Err: err}
+		return judgement{}, l.pathError("read", err)
 	}
-	holder, stale, why, err := l.judge(data, st.ModTime())
-	if err != nil {
-		return nil, err
-	}
-	if !stale {
-		return nil, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}
+	holder, isStale, why, err := l.judge(data, st.ModTime())
+	switch {
+	case err != nil:
+		return judgement{}, err
+	case !isStale:
+		return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}}, nil
 	}
 	l.log.Info("taking over a stale lock", "holder", holder.String(), "why", why)
-	return f, nil
+	return judgement{verdict: takeOver}, nil
 }
 
 // judge decides whether an unlocked PID file is stale. Content that is
@@ -1151,7 +1282,7 @@ func (pl ProcessLock) Gone() bool {
 	if pl.PID <= 0 || pl.PID == os.Getpid() || !pl.Local() {
 		return false
 	}
-	gone, _ := processGone(OSProcesses{}, pl, pl.StartedAt)
+	gone, _ := processGone(osProcesses{}, pl, pl.StartedAt)
 	return gone
 }
 
@@ -1160,60 +1291,34 @@ func (pl ProcessLock) Gone() bool {
 func (l *Locker) sameHost(h ProcessLock) bool { return sameSpace(h, l.pidSpace, l.hostname) }
 
 // attemptInPlace is one try on Windows, where a file held open cannot be
-// renamed: open or create the PID file, lock it, and write it in place.
+// renamed, and on Unix in a directory where this user cannot create files:
+// open or create the PID file, judge it (an empty one: claimEmpty), and
+// write it in place when it may be taken over.
 func (l *Locker) attemptInPlace(data []byte) (File, error) {
 	f, err := l.create(l.path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
-		if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
-			if merr := l.checkMode(fi); merr != nil {
-				return nil, merr
-			}
-		}
-		return nil, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
+		return nil, l.openError(err)
 	}
 	st, err := f.Stat()
 	wasEmpty := err == nil && st.Size() == 0
-	if wasEmpty {
-		// A file we may have just created: nothing to judge, but it must
-		// still be locked and still be at the path.
-		if err = f.TryLock(); err == nil {
-			if now, lerr := l.fsys.Lstat(l.path); lerr != nil || !l.fsys.SameFile(st, now) {
-				f.Close()
-				return nil, errRetry
-			}
-		} else if errors.Is(err, ErrWouldBlock) {
-			switch readers, ok := l.onlyReaders(st); {
-			case ok:
-				// Only shared locks (readers, or a squatter) on an empty
-				// file, and we hold the lock's name: write it, and take
-				// its lock once they leave (see lockWhenReadersLeave).
-				l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", readers)
-				err = nil
-			case readers > 0:
-				f.Close()
-				return nil, fmt.Errorf("instancelock: %s is empty and held by %d shared lock(s) only (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone", l.path, readers)
-			default:
-				f.Close()
-				return nil, retryable{&AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, true}
-			}
-		}
-	} else if err == nil {
-		_, err = l.judgeLocked(f)
+	var j judgement
+	switch {
+	case err != nil:
+	case wasEmpty:
+		j, err = l.claimEmpty(f, st)
+	default:
+		j, err = l.judgeLocked(f)
 	}
 	if err == nil {
-		// Empty the file, then write: a crash in between leaves a crash
-		// remnant (empty, or a prefix of data), which is judged stale; a
-		// write over longer old content would leave its tail behind.
-		if err = f.Truncate(0); err == nil {
-			_, err = f.WriteAt(data, 0)
-		}
-		if err != nil {
-			err = fmt.Errorf("instancelock: writing %s: %w", l.path, errors.Join(errWrite, err))
-		}
+		err = j.asError()
 	}
 	if err != nil {
 		f.Close()
-		if wasEmpty && errors.Is(err, errWrite) {
+		return nil, err
+	}
+	if err := l.writeInPlace(f, data); err != nil {
+		f.Close()
+		if wasEmpty {
 			// The file was empty (most likely created by this attempt):
 			// leave nothing behind. If another contender opened it
 			// meanwhile, the removal fails and the file is left to it.
@@ -1222,6 +1327,49 @@ func (l *Locker) attemptInPlace(data []byte) (File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// claimEmpty takes the kernel lock of f, an empty file at the path that
+// st describes (most likely just created by this attempt): there is
+// nothing to judge, but it must be locked and still be at the path. An
+// empty file that only shared locks hold (readers, or a squatter) while
+// this Locker holds the lock's names is taken over too: its lock is taken
+// once they leave (see lockWhenReadersLeave).
+func (l *Locker) claimEmpty(f File, st fs.FileInfo) (judgement, error) {
+	switch err := f.TryLock(); {
+	case err == nil:
+		if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
+			return judgement{verdict: changed}, nil
+		}
+		return judgement{verdict: takeOver}, nil
+	case !errors.Is(err, ErrWouldBlock):
+		return judgement{}, err
+	}
+	switch readers, ok := l.onlyReaders(st); {
+	case ok:
+		l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", readers)
+		return judgement{verdict: takeOver}, nil
+	case readers > 0:
+		return judgement{}, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+			"the file is empty and %d shared lock(s) hold it (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone: %w", readers, ErrWouldBlock)}
+	}
+	// Being created by another contender, which is about to write it.
+	return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, transient: true}, nil
+}
+
+// writeInPlace empties f, the PID file, then writes data: a crash in
+// between leaves a crash remnant (empty, or a prefix of data), which is
+// judged stale; a write over longer old content would leave its tail
+// behind.
+func (l *Locker) writeInPlace(f File, data []byte) error {
+	err := f.Truncate(0)
+	if err == nil {
+		_, err = f.WriteAt(data, 0)
+	}
+	if err != nil {
+		return l.pathError("write", err)
+	}
+	return nil
 }
 
 // onlyReaders reports whether the file fi describes is held by shared
@@ -1268,12 +1416,12 @@ func (l *Locker) lockWhenReadersLeave(t *tenure, f File, done <-chan struct{}) {
 					continue // readers still there
 				}
 			}
-			err = fmt.Errorf("another process took the PID file's lock before this holder could: %w", err)
+			err = fmt.Errorf("another process took its lock before this holder could: %w", err)
 		}
 		if err == nil {
 			l.log.Info("the readers of the PID file left; it is locked now")
 		} else {
-			err = &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrLockLost, err)}
+			err = &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrLockLost, l.cause(err))}
 			t.err.Store(&err)
 			l.log.Error("lock lost: another instance may start", "err", err)
 			close(t.lost)
@@ -1282,9 +1430,6 @@ func (l *Locker) lockWhenReadersLeave(t *tenure, f File, done <-chan struct{}) {
 		return
 	}
 }
-
-// errWrite marks a failed write of the PID file in place.
-var errWrite = errors.New("writing the PID file")
 
 // armAfter is when a holding arms its inotify watch and registers its
 // socket with the watcher: a tenure shorter than that (a quick job) costs
@@ -1344,7 +1489,7 @@ func (t *tenure) poke(l *Locker) func() {
 
 // watchFile runs every interval, and at once on a file event (Linux),
 // while the lock is held: it checks that the held file is still at the
-// path, re-publishes it when it is not (WithRepublish), and re-arms the
+// path, re-publishes it when it is not (unless DisableRepublish), and re-arms the
 // timer.
 func (l *Locker) watchFile(t *tenure) {
 	t.wmu.Lock()
@@ -1371,7 +1516,7 @@ func (l *Locker) watchFile(t *tenure) {
 				l.log.Warn("the PID file was removed or replaced while this process holds the lock; re-published it", "why", err)
 				continue
 			}
-			err = fmt.Errorf("%w; re-publishing failed: %w", err, perr)
+			err = fmt.Errorf("%w; re-publishing failed: %w", err, l.cause(perr))
 		}
 		t.err.Store(&err)
 		l.log.Error("lock lost: another instance may start", "err", err)
@@ -1506,6 +1651,7 @@ func (l *Locker) checkAt(t *tenure, path string, strict bool) error {
 // deferred and also called on shutdown. A file that something else put at
 // the path is left alone.
 func (l *Locker) Unlock() error {
+	l.setup() // an invalid field only means it was never held
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t := l.t
@@ -1581,6 +1727,9 @@ func (l *Locker) Unlock() error {
 // (a crash remnant matches ErrInvalidLock only). Holder does not say
 // whether the holder is alive; Running does.
 func (l *Locker) Holder() (ProcessLock, error) {
+	if err := l.setup(); err != nil {
+		return ProcessLock{}, err
+	}
 	f, err := l.openForRead()
 	if err != nil {
 		return ProcessLock{}, err
@@ -1588,7 +1737,7 @@ func (l *Locker) Holder() (ProcessLock, error) {
 	defer f.Close()
 	data, err := readLimited(f)
 	if err != nil {
-		return ProcessLock{}, &fs.PathError{Op: "read", Path: l.path, Err: err}
+		return ProcessLock{}, l.pathError("read", err)
 	}
 	pl, kind := classify(data)
 	switch kind {
@@ -1636,20 +1785,32 @@ func (l *Locker) openForRead() (File, error) {
 // that process lives. Running takes no lock on Linux; elsewhere it takes a
 // shared lock for an instant.
 func (l *Locker) Running() (ProcessLock, bool, error) {
+	if err := l.setup(); err != nil {
+		return ProcessLock{}, false, err
+	}
 	if info, ok := l.Info(); ok {
 		return info, true, nil
 	}
 	if l.kernel {
-		s, err := l.look()
-		if err != nil || s.held || !s.file || s.kind != contentLock {
-			return s.holder, s.held, err
-		}
-		// A PID file that nothing holds: judged as a start judges it.
-		if stale, why := l.judgeHolder(s.holder, s.mod); !stale {
-			return s.holder, false, &AlreadyRunningError{Path: l.path, Holder: s.holder, Reason: why, Unlocked: true}
-		}
-		return s.holder, false, nil
+		return l.runningByKernel()
 	}
+	return l.runningByLock()
+}
+
+// runningByKernel is Running where the kernel names the lock's owners.
+func (l *Locker) runningByKernel() (ProcessLock, bool, error) {
+	s, err := l.look()
+	if err != nil || s.held || !s.file || s.kind != contentLock {
+		return s.holder, s.held, err
+	}
+	isStale, why := l.judgeHolder(s.holder, s.mod)
+	return l.unheld(s.holder, isStale, why)
+}
+
+// runningByLock is Running elsewhere: a shared lock taken for an instant
+// tells whether a holder exists, and does not look like a holder to
+// another reader.
+func (l *Locker) runningByLock() (ProcessLock, bool, error) {
 	f, err := l.openForRead()
 	if errors.Is(err, ErrNotRunning) {
 		return ProcessLock{}, false, nil
@@ -1658,8 +1819,6 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 		return ProcessLock{}, false, err
 	}
 	defer f.Close()
-	// A shared lock is enough to learn whether a holder exists, and it
-	// does not look like a holder to another reader.
 	st, err := f.Stat()
 	if err != nil {
 		return ProcessLock{}, false, err
@@ -1673,11 +1832,19 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	holder, stale, why, err := l.judge(data, st.ModTime())
+	holder, isStale, why, err := l.judge(data, st.ModTime())
 	if err != nil {
 		return ProcessLock{}, false, err
 	}
-	if !stale {
+	return l.unheld(holder, isStale, why)
+}
+
+// unheld is Running's answer for a PID file that no process holds, judged
+// as TryLock judges it: not running, and, when it is not stale (a bare PID
+// naming a live process of this host that takes no lock), an
+// *AlreadyRunningError with Unlocked set, since starts refuse it.
+func (l *Locker) unheld(holder ProcessLock, isStale bool, why string) (ProcessLock, bool, error) {
+	if !isStale {
 		return holder, false, &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}
 	}
 	return holder, false, nil
@@ -1701,76 +1868,77 @@ func (l *Locker) lockedNow() bool {
 // error matching ErrForeignFile. An empty file is kept: it is what a
 // release in place leaves, and the next start takes it over anyway.
 func (l *Locker) CleanStale() (bool, error) {
+	if err := l.setup(); err != nil {
+		return false, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t != nil {
 		return false, nil
 	}
 	for range maxAttempts {
-		f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
-		if errors.Is(err, fs.ErrNotExist) {
-			return false, nil
+		removed, again, err := l.cleanOnce()
+		if !again {
+			return removed, err
 		}
-		if err != nil {
-			if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
-				if merr := l.checkMode(fi); merr != nil {
-					return false, merr
-				}
-			}
-			return false, fmt.Errorf("instancelock: opening %s: %w", l.path, err)
-		}
-		_, err = l.judgeLocked(f)
-		var r retryable
-		switch {
-		case errors.Is(err, errRetry):
-			f.Close()
-			continue
-		case errors.As(err, &r):
-			f.Close()
-			if r.retry {
-				time.Sleep(time.Millisecond)
-				continue
-			}
-			return false, nil
-		case errors.Is(err, ErrAlreadyRunning):
-			f.Close()
-			return false, nil
-		case err != nil:
-			f.Close()
-			return false, err
-		}
-		// We hold the kernel lock of the stale file, and it is at the path.
-		if st, err := f.Stat(); err == nil && st.Size() == 0 {
-			// An empty file is what a release in place leaves (a PID file
-			// prepared for the service in a directory it cannot write):
-			// nothing in it is stale, and removing it would lock the
-			// service out of its next start.
-			f.Close()
-			return false, nil
-		}
-		if !l.byRename {
-			// Windows: a file open without FILE_SHARE_DELETE (Go opens
-			// every file so) cannot be deleted, not even through our own
-			// handle, so close first. A contender (or a reader) that opens
-			// the file in between keeps it: its open handle makes the
-			// removal fail with a sharing violation, and the next round
-			// judges the file again.
-			f.Close()
-			err = l.fsys.Remove(l.path)
-			if isSharingViolation(err) {
-				time.Sleep(time.Millisecond)
-				continue
-			}
-		} else {
-			err = l.fsys.Remove(l.path)
-			f.Close()
-		}
-		if err != nil {
-			return false, fmt.Errorf("instancelock: removing the stale %s: %w", l.path, err)
-		}
-		return true, nil
 	}
 	return false, &fs.PathError{Op: "clean", Path: l.path, Err: errContended}
+}
+
+// cleanOnce is one try of CleanStale: it judges the file at the path as
+// TryLock does and removes it when stale. again asks for another try: the
+// file changed meanwhile, or is in use for a moment.
+func (l *Locker) cleanOnce() (removed, again bool, err error) {
+	f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, false, nil
+	case err != nil:
+		return false, false, l.openError(err)
+	}
+	j, err := l.judgeLocked(f)
+	if err != nil || j.verdict != takeOver {
+		f.Close()
+		if j.transient {
+			time.Sleep(time.Millisecond)
+		}
+		return false, j.verdict == changed || j.transient, err
+	}
+	// We hold the kernel lock of the stale file, and it is at the path.
+	if st, err := f.Stat(); err == nil && st.Size() == 0 {
+		// An empty file is what a release in place leaves (a PID file
+		// prepared for the service in a directory it cannot write):
+		// nothing in it is stale, and removing it would lock the service
+		// out of its next start.
+		f.Close()
+		return false, false, nil
+	}
+	return l.removeStale(f)
+}
+
+// removeStale removes the stale PID file f, whose kernel lock this Locker
+// holds and which is at the path, and closes f.
+func (l *Locker) removeStale(f File) (removed, again bool, err error) {
+	if l.byRename {
+		err = l.fsys.Remove(l.path)
+		f.Close()
+	} else {
+		// Windows: a file open without FILE_SHARE_DELETE (Go opens every
+		// file so) cannot be deleted, not even through our own handle, so
+		// close first. A contender (or a reader) that opens the file in
+		// between keeps it: its open handle makes the removal fail with a
+		// sharing violation, and the next round judges the file again.
+		f.Close()
+		err = l.fsys.Remove(l.path)
+		if isSharingViolation(err) {
+			time.Sleep(time.Millisecond)
+			return false, true, nil
+		}
+	}
+	if err != nil {
+		return false, false, l.pathError("remove", err)
+	}
+	return true, false, nil
 }
 
 // Terminate sends sig (nil means SIGTERM; os.Kill on Windows) to the process
@@ -1782,14 +1950,20 @@ func (l *Locker) CleanStale() (bool, error) {
 // process holds the lock — which includes a PID file naming a live process
 // that does not hold it ("pid N is alive but does not hold the lock") and
 // a pid that now belongs to another process — so it never signals a
-// stranger. It does not wait for the process to exit.
+// stranger; with an *AlreadyRunningError (ErrAlreadyRunning) when the lock
+// is held by a process it cannot prove to be the holder, or by one on
+// another host or in another PID namespace; with ErrAlreadyHeld when this
+// process holds the lock. It does not wait for the process to exit.
 func (l *Locker) Terminate(sig os.Signal) error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	if sig == nil {
 		sig = defaultSignal
 	}
 	if l.kernel {
 		if _, held := l.Info(); held {
-			return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+			return l.refusal("", ErrAlreadyHeld)
 		}
 		return l.terminateProven(sig)
 	}
@@ -1798,33 +1972,31 @@ func (l *Locker) Terminate(sig os.Signal) error {
 	// start token, where the platform has one, the live process's.
 	holder, running, err := l.Running()
 	if are := (*AlreadyRunningError)(nil); errors.As(err, &are) && are.Unlocked {
-		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, are.Holder.PID, ErrNotRunning)
+		return l.refusal(fmt.Sprintf("pid %d is alive but does not hold the lock", are.Holder.PID), ErrNotRunning)
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if running && holder.PID > 0 && !l.lockedNow() {
-		return fmt.Errorf("instancelock: terminate: %s: pid %d is alive but does not hold the lock; not signalled: %w", l.path, holder.PID, ErrNotRunning)
-	}
-	if !running || holder.PID <= 0 {
-		return fmt.Errorf("instancelock: terminate: %s: %w", l.path, ErrNotRunning)
-	}
-	if !l.sameHost(holder) {
-		return fmt.Errorf("instancelock: terminate: %s is held by %s on another host or in another PID namespace", l.path, holder)
-	}
-	if holder.PID == os.Getpid() {
-		return fmt.Errorf("instancelock: terminate: %s is held by this process", l.path)
+	case !running:
+		return l.refusal("", ErrNotRunning)
+	case holder.PID > 0 && !l.lockedNow():
+		return l.refusal(fmt.Sprintf("pid %d is alive but does not hold the lock", holder.PID), ErrNotRunning)
+	case holder.PID <= 0:
+		return l.refusal("it is locked, but the file does not say by which process",
+			&AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"})
+	case !l.sameHost(holder):
+		return l.refusal("its holder runs on another host or in another PID namespace",
+			&AlreadyRunningError{Path: l.path, Holder: holder, Reason: "the holder keeps the kernel lock"})
+	case holder.PID == os.Getpid():
+		return l.refusal("", ErrAlreadyHeld)
 	}
 	if holder.StartToken != "" {
 		if token, _, err := l.procs.Start(holder.PID); err == nil && token != holder.StartToken {
-			return fmt.Errorf("instancelock: terminate: pid %d no longer belongs to the holder: %w", holder.PID, ErrNotRunning)
+			return l.refusal(fmt.Sprintf("pid %d no longer belongs to the holder", holder.PID), ErrNotRunning)
 		}
 	}
 	if err := l.procs.Signal(holder.PID, sig); err != nil {
-		if errors.Is(err, ErrNoProcess) {
-			return fmt.Errorf("instancelock: terminate: %w: %w", ErrNotRunning, err)
-		}
-		return fmt.Errorf("instancelock: terminate: %w", err)
+		return l.signalError(err)
 	}
 	l.log.Info("signalled the holder", "pid", holder.PID, "signal", sig.String())
 	return nil

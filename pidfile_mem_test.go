@@ -1,6 +1,6 @@
 //go:build !plan9
 
-package instancelock
+package instancelock_test
 
 import (
 	"context"
@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/instancelocktest"
+
 	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,6 +27,12 @@ import (
 // These tests drive the Locker through MemFS and MemProcesses, to reach
 // the branches a real disk and process table rarely show: injected I/O
 // errors, files changing between two calls, PID reuse on demand.
+
+func init() {
+	// The internal tests cannot import instancelocktest (it imports this
+	// package): they get their MemFS from here.
+	instancelock.SetUnixMemFS(func() instancelock.FS { return instancelocktest.NewUnixMemFS() })
+}
 
 // memPIDPath is not a directory on disk, so Lock polls instead of watching
 // it with inotify.
@@ -38,8 +47,8 @@ var memPIDDir = filepath.Dir(memPIDPath)
 // pidfile_memwin_test.go drives the Windows way.
 type memRig struct {
 	t     *testing.T
-	fs    *MemFS
-	procs *MemProcesses
+	fs    *instancelocktest.MemFS
+	procs *instancelocktest.MemProcesses
 	host  string
 	log   *proctest.SyncBuffer
 }
@@ -47,19 +56,22 @@ type memRig struct {
 func newMemRig(t *testing.T) *memRig {
 	host, err := os.Hostname()
 	require.NoError(t, err)
-	r := &memRig{t: t, fs: NewUnixMemFS(), procs: NewMemProcesses(), host: host, log: &proctest.SyncBuffer{}}
+	r := &memRig{t: t, fs: instancelocktest.NewUnixMemFS(), procs: instancelocktest.NewMemProcesses(), host: host, log: &proctest.SyncBuffer{}}
 	r.procs.Add(os.Getpid(), "self-token", time.Now().Add(-time.Hour))
 	return r
 }
 
 // locker returns a Locker on memPIDPath in the rig, without watcher unless
-// opts ask for one.
-func (r *memRig) locker(opts ...Option) *Locker {
+// set asks for one (set changes the fields after the rig's).
+func (r *memRig) locker(set ...func(*instancelock.Locker)) *instancelock.Locker {
 	r.t.Helper()
-	logger := slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l, err := New(memPIDPath, append([]Option{WithFS(r.fs), WithProcessTable(r.procs),
-		WithWatchInterval(-1), WithLogger(logger)}, opts...)...)
+	l, err := instancelock.New(memPIDPath)
 	require.NoError(r.t, err)
+	l.FS, l.Processes, l.WatchInterval = r.fs, r.procs, -1
+	l.Logger = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for _, f := range set {
+		f(l)
+	}
 	return l
 }
 
@@ -73,7 +85,7 @@ func (r *memRig) write(content string) {
 
 // hold writes content and keeps the file's lock through an open file, as
 // a live holder process does. Closing the file is the holder's death.
-func (r *memRig) hold(content string) File {
+func (r *memRig) hold(content string) instancelock.File {
 	r.t.Helper()
 	r.write(content)
 	f, err := r.fs.OpenFile(memPIDPath, os.O_RDONLY, 0)
@@ -92,7 +104,7 @@ func (r *memRig) content() string {
 
 // json encodes pl as a PID file, with the start time now and this host
 // unless given.
-func (r *memRig) json(pl ProcessLock) string {
+func (r *memRig) json(pl instancelock.ProcessLock) string {
 	r.t.Helper()
 	if pl.StartedAt.IsZero() {
 		pl.StartedAt = time.Now().UTC().Truncate(time.Millisecond)
@@ -117,18 +129,18 @@ func (r *memRig) untouched(names []string, open ...string) {
 
 // heldBy returns the ProcessLock in the PID file and checks that it is
 // the one l published.
-func (r *memRig) heldBy(l *Locker) {
+func (r *memRig) heldBy(l *instancelock.Locker) {
 	r.t.Helper()
 	info, ok := l.Info()
 	require.True(r.t, ok, "the Locker does not hold the lock")
-	got, err := ParseProcessLock([]byte(r.content()))
+	got, err := instancelock.ParseProcessLock([]byte(r.content()))
 	require.NoError(r.t, err)
 	assert.True(r.t, got.Equal(info), "the PID file holds %v, not %v", got, info)
 }
 
 func TestMemLockerAcquireAndRelease(t *testing.T) {
 	r := newMemRig(t)
-	l := r.locker(WithPort(8080))
+	l := r.locker(func(l *instancelock.Locker) { l.Port = 8080 })
 	require.NoError(t, l.TryLock())
 	r.heldBy(l)
 	info, _ := l.Info()
@@ -144,12 +156,12 @@ func TestMemLockerAcquireAndRelease(t *testing.T) {
 	require.Len(t, open, 1)
 	assert.True(t, strings.HasPrefix(open[0], memPIDPath+".tmp-"), open[0])
 	r.untouched([]string{"app.pid"}, open...)
-	assert.ErrorIs(t, l.TryLock(), ErrAlreadyHeld)
+	assert.ErrorIs(t, l.TryLock(), instancelock.ErrAlreadyHeld)
 
 	// A second Locker sees this process as the holder.
 	l2 := r.locker()
 	err = l2.TryLock()
-	var are *AlreadyRunningError
+	var are *instancelock.AlreadyRunningError
 	require.ErrorAs(t, err, &are)
 	assert.Equal(t, "the holder keeps the kernel lock", are.Reason)
 	assert.True(t, are.Holder.Equal(info))
@@ -170,10 +182,11 @@ func TestMemLockerAcquireAndRelease(t *testing.T) {
 	require.NoError(t, l.Unlock())
 	r.untouched(nil)
 	require.NoError(t, l.Unlock(), "a second Unlock")
-	assert.ErrorIs(t, l.Err(), ErrNotHeld)
-	assert.ErrorIs(t, r.locker().Err(), ErrNotHeld, "a Locker that never held")
-	_, err = Acquire(memPIDPath, WithFS(r.fs), WithPort(0))
-	assert.ErrorContains(t, err, "WithPort(0)")
+	assert.ErrorIs(t, l.Err(), instancelock.ErrNotHeld)
+	assert.ErrorIs(t, r.locker().Err(), instancelock.ErrNotHeld, "a Locker that never held")
+	bad := r.locker(func(l *instancelock.Locker) { l.Port = 65536 })
+	assert.ErrorContains(t, bad.TryLock(), "Locker.Port is 65536, outside 0..65535")
+	r.untouched(nil)
 	require.NoError(t, l2.TryLock())
 	r.heldBy(l2)
 	require.NoError(t, l2.Unlock())
@@ -210,25 +223,25 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 	}{
 		{"EIO creating the temp file", true,
 			func(r *memRig) { r.fs.Fail("open", memPIDPath+".tmp-*", syscall.EIO) },
-			syscall.EIO, "creating " + memPIDPath},
+			syscall.EIO, "open app.pid.tmp-"},
 		{"read-only directory, no PID file", false,
 			func(r *memRig) { require.NoError(r.t, r.fs.Chmod(memPIDDir, 0o555)) },
 			fs.ErrPermission, "create the PID file for it"},
 		{"ENOSPC writing the temp file", true,
 			func(r *memRig) { r.fs.Fail("write", "", syscall.ENOSPC) },
-			syscall.ENOSPC, "writing " + memPIDPath},
+			syscall.ENOSPC, "write app.pid.tmp-"},
 		{"no locks on this file system", false,
 			func(r *memRig) { r.fs.Fail("lock", "", syscall.ENOLCK) },
-			syscall.ENOLCK, "writing " + memPIDPath},
+			syscall.ENOLCK, "flock app.pid.tmp-"},
 		{"link EPERM", false,
 			func(r *memRig) { r.fs.Fail("link", "", syscall.EPERM) },
 			fs.ErrPermission, "publishing " + memPIDPath},
 		{"rename fails", true,
 			func(r *memRig) { r.fs.Fail("rename", "", syscall.EIO) },
-			syscall.EIO, "replacing the stale " + memPIDPath},
+			syscall.EIO, "rename app.pid.tmp-"},
 		{"EACCES opening the existing file", true,
 			func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) },
-			fs.ErrPermission, "opening " + memPIDPath},
+			fs.ErrPermission, "open " + memPIDPath},
 		{"fstat of the existing file fails", true,
 			func(r *memRig) { r.fs.Fail("stat", memPIDPath, syscall.EIO) },
 			syscall.EIO, memPIDPath},
@@ -277,7 +290,7 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 		r.fs.Fail("mkdir", "", syscall.EACCES)
 		err := r.locker().TryLock()
 		require.ErrorIs(t, err, fs.ErrPermission)
-		assert.ErrorContains(t, err, "creating the directory of "+memPIDPath)
+		assert.ErrorContains(t, err, "mkdir "+memPIDDir+": permission denied")
 		_, err = r.fs.Lstat(memPIDDir)
 		assert.ErrorIs(t, err, fs.ErrNotExist)
 	})
@@ -329,29 +342,28 @@ func TestMemCleanStaleOpenFailsOnce(t *testing.T) {
 // then written in place; a failed write leaves a stale file stale.
 func TestMemInPlaceThroughTryLock(t *testing.T) {
 	r := newMemRig(t)
-	r.write(r.json(ProcessLock{PID: 4242}) + strings.Repeat(" ", 300)) // longer than ours
+	r.write(r.json(instancelock.ProcessLock{PID: 4242}) + strings.Repeat(" ", 300)) // longer than ours
 	a := r.locker()
-	a.byRename = false
+	instancelock.WriteInPlace(a)
 	require.NoError(t, a.TryLock())
 	info, _ := a.Info()
-	got, err := ParseProcessLock([]byte(r.content()))
+	got, err := instancelock.ParseProcessLock([]byte(r.content()))
 	require.NoError(t, err, "the old, longer content was cut")
 	assert.True(t, got.Equal(info))
 	b := r.locker()
-	b.byRename = false
-	assert.ErrorIs(t, b.TryLock(), ErrAlreadyRunning)
+	instancelock.WriteInPlace(b)
+	assert.ErrorIs(t, b.TryLock(), instancelock.ErrAlreadyRunning)
 	require.NoError(t, a.Unlock())
 	_, err = r.fs.Lstat(memPIDPath)
 	assert.ErrorIs(t, err, fs.ErrNotExist, "released: closed, then removed")
 
-	r.write(r.json(ProcessLock{PID: 4242}))
+	r.write(r.json(instancelock.ProcessLock{PID: 4242}))
 	r.fs.Fail("write", memPIDPath, syscall.ENOSPC)
 	err = b.TryLock()
 	assert.ErrorIs(t, err, syscall.ENOSPC)
 	r.fs.Clear()
 	assert.Empty(t, r.content(), "a failed write leaves an emptied file, judged stale")
-	_, kind := classify([]byte(r.content()))
-	assert.Equal(t, contentRemnant, kind)
+	assert.True(t, instancelock.IsRemnant([]byte(r.content())))
 	assert.Empty(t, r.fs.OpenFiles())
 	require.NoError(t, b.TryLock())
 	require.NoError(t, b.Unlock())
@@ -362,12 +374,12 @@ func TestMemInPlaceThroughTryLock(t *testing.T) {
 func TestMemLockerEIOReadingTheExistingFile(t *testing.T) {
 	t.Run("held", func(t *testing.T) {
 		r := newMemRig(t)
-		h := r.hold(r.json(ProcessLock{PID: 4242}))
+		h := r.hold(r.json(instancelock.ProcessLock{PID: 4242}))
 		r.procs.Add(4242, "", time.Now())
 		r.fs.Fail("read", memPIDPath, syscall.EIO)
 		l := r.locker()
 		err := l.TryLock()
-		var are *AlreadyRunningError
+		var are *instancelock.AlreadyRunningError
 		require.ErrorAs(t, err, &are)
 		assert.Zero(t, are.Holder.PID)
 		assert.Contains(t, err.Error(), "could not be read")
@@ -379,19 +391,20 @@ func TestMemLockerEIOReadingTheExistingFile(t *testing.T) {
 		require.ErrorAs(t, err, &pe)
 		assert.Equal(t, "read", pe.Op)
 		assert.ErrorIs(t, err, syscall.EIO)
-		// Running sees the lock held; Terminate has no pid to signal.
+		// Running sees the lock held; Terminate has no pid to signal: a
+		// holder runs, unknown.
 		holder, running, err := l.Running()
 		require.NoError(t, err)
 		assert.True(t, running)
 		assert.Zero(t, holder.PID)
-		assert.ErrorIs(t, l.Terminate(nil), ErrNotRunning)
+		assert.ErrorIs(t, l.Terminate(nil), instancelock.ErrAlreadyRunning)
 		assert.Empty(t, r.procs.Signals())
 		require.NoError(t, h.Close())
 	})
 	for _, op := range []string{"read"} {
 		t.Run("unlocked, "+op+" fails", func(t *testing.T) {
 			r := newMemRig(t)
-			r.write(r.json(ProcessLock{PID: 4242}))
+			r.write(r.json(instancelock.ProcessLock{PID: 4242}))
 			r.procs.Add(4242, "", time.Now())
 			r.fs.Fail(op, memPIDPath, syscall.EIO)
 			before := r.content()
@@ -453,7 +466,7 @@ func TestMemLockerFileChangesUnderfoot(t *testing.T) {
 		var pe *fs.PathError
 		require.ErrorAs(t, err, &pe)
 		assert.Equal(t, "lock", pe.Op)
-		assert.ErrorIs(t, err, errContended)
+		assert.ErrorIs(t, err, instancelock.ErrContended)
 		r.untouched([]string{"app.pid"})
 		assert.Equal(t, `{"pid":9`, r.content())
 	})
@@ -462,7 +475,7 @@ func TestMemLockerFileChangesUnderfoot(t *testing.T) {
 		require.NoError(t, r.fs.MkdirAll(memPIDDir, 0o755))
 		r.fs.Before("link", "", once(func() { require.NoError(t, r.fs.Symlink("/etc/passwd", memPIDPath)) }))
 		err := r.locker().TryLock()
-		assert.ErrorIs(t, err, errSymlink)
+		assert.ErrorIs(t, err, instancelock.ErrSymlink)
 		assert.ErrorContains(t, err, memPIDPath)
 		r.untouched([]string{"app.pid"})
 	})
@@ -475,10 +488,10 @@ func TestMemLockerRefusesBadPaths(t *testing.T) {
 		make func(r *memRig) error
 		why  error
 	}{
-		"symlink":          {func(r *memRig) error { return r.fs.Symlink("target", memPIDPath) }, errSymlink},
-		"symlink to a pid": {func(r *memRig) error { return r.fs.Symlink("/etc/passwd", memPIDPath) }, errSymlink},
-		"fifo":             {func(r *memRig) error { return r.fs.Mkfifo(memPIDPath) }, errNotRegular},
-		"directory":        {func(r *memRig) error { return r.fs.MkdirAll(memPIDPath, 0o755) }, errNotRegular},
+		"symlink":          {func(r *memRig) error { return r.fs.Symlink("target", memPIDPath) }, instancelock.ErrSymlink},
+		"symlink to a pid": {func(r *memRig) error { return r.fs.Symlink("/etc/passwd", memPIDPath) }, instancelock.ErrSymlink},
+		"fifo":             {func(r *memRig) error { return r.fs.Mkfifo(memPIDPath) }, instancelock.ErrNotRegular},
+		"directory":        {func(r *memRig) error { return r.fs.MkdirAll(memPIDPath, 0o755) }, instancelock.ErrNotRegular},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -515,67 +528,72 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 	cases := []struct {
 		name    string
 		content func(r *memRig) string
-		procs   func(p *MemProcesses)
+		procs   func(p *instancelocktest.MemProcesses)
 		stale   bool
 		why     string
 	}{
 		{"pid reused: another start token",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
-			func(p *MemProcesses) { p.Add(4242, "tok-b", time.Now()) },
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "tok-b", time.Now()) },
 			true, "now belongs to another process"},
 		{"same start token: the writer is alive",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
-			func(p *MemProcesses) { p.Add(4242, "tok-a", time.Now()) },
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "tok-a", time.Now()) },
 			true, "that wrote the file is alive"},
 		{"dead pid",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
-			func(p *MemProcesses) {},
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *instancelocktest.MemProcesses) {},
 			true, "process 4242 is not running"},
 		{"start token unknown",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}) },
-			func(p *MemProcesses) { p.Add(4242, "tok-b", time.Now()); p.Fail("start", 4242, errors.ErrUnsupported) },
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242, StartToken: "tok-a"}) },
+			func(p *instancelocktest.MemProcesses) {
+				p.Add(4242, "tok-b", time.Now())
+				p.Fail("start", 4242, errors.ErrUnsupported)
+			},
 			true, "process 4242 is alive"},
 		{"probe fails",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242}) },
-			func(p *MemProcesses) { p.Fail("alive", 4242, syscall.EINVAL) },
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242}) },
+			func(p *instancelocktest.MemProcesses) { p.Fail("alive", 4242, syscall.EINVAL) },
 			true, "could not probe"},
 		{"legacy pid started after the file was written",
 			func(r *memRig) string { return "4242\n" },
-			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(time.Minute)) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "", mtime.Add(time.Minute)) },
 			true, "after the file was written"},
 		{"legacy pid started before the file was written",
 			func(r *memRig) string { return "4242\n" },
-			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(-time.Minute)) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "", mtime.Add(-time.Minute)) },
 			false, "process 4242 is alive"},
 		{"legacy pid started within the clock slack",
 			func(r *memRig) string { return "4242\n" },
-			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(time.Second)) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "", mtime.Add(time.Second)) },
 			false, "process 4242 is alive"},
 		{"JSON without token, pid started after",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartedAt: mtime}) },
-			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(time.Hour)) },
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242, StartedAt: mtime}) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "", mtime.Add(time.Hour)) },
 			true, "after the file was written"},
 		{"JSON without token, pid started before",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, StartedAt: mtime}) },
-			func(p *MemProcesses) { p.Add(4242, "", mtime.Add(-time.Hour)) },
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242, StartedAt: mtime}) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "", mtime.Add(-time.Hour)) },
 			true, "process 4242 is alive"},
 		{"our own pid",
-			func(r *memRig) string { return r.json(ProcessLock{PID: os.Getpid(), StartToken: "self-token"}) },
-			func(p *MemProcesses) {},
+			func(r *memRig) string {
+				return r.json(instancelock.ProcessLock{PID: os.Getpid(), StartToken: "self-token"})
+			},
+			func(p *instancelocktest.MemProcesses) {},
 			true, "this process's own pid"},
 		{"our own pid, legacy",
 			func(r *memRig) string { return strconv.Itoa(os.Getpid()) },
-			func(p *MemProcesses) {},
+			func(p *instancelocktest.MemProcesses) {},
 			true, "this process's own pid"},
 		{"another host",
-			func(r *memRig) string { return r.json(ProcessLock{PID: 4242, Hostname: "web-2"}) },
-			func(p *MemProcesses) { p.Add(4242, "", time.Now().Add(-48*time.Hour)) },
+			func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242, Hostname: "web-2"}) },
+			func(p *instancelocktest.MemProcesses) { p.Add(4242, "", time.Now().Add(-48*time.Hour)) },
 			true, "written on host web-2"},
-		{"cut off", func(r *memRig) string { return `{"pid":42,"startedAt":"20` + "\x00\x00" }, func(p *MemProcesses) {},
+		{"cut off", func(r *memRig) string { return `{"pid":42,"startedAt":"20` + "\x00\x00" }, func(p *instancelocktest.MemProcesses) {},
 			true, "what a crash left of a PID file"},
-		{"NUL bytes", func(r *memRig) string { return strings.Repeat("\x00", 97) }, func(p *MemProcesses) {},
+		{"NUL bytes", func(r *memRig) string { return strings.Repeat("\x00", 97) }, func(p *instancelocktest.MemProcesses) {},
 			true, "what a crash left of a PID file"},
-		{"empty", func(r *memRig) string { return "" }, func(p *MemProcesses) {},
+		{"empty", func(r *memRig) string { return "" }, func(p *instancelocktest.MemProcesses) {},
 			true, "what a crash left of a PID file"},
 	}
 	for _, c := range cases {
@@ -598,7 +616,7 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 				assert.Contains(t, r.log.String(), c.why)
 				require.NoError(t, l.Unlock())
 			} else {
-				var are *AlreadyRunningError
+				var are *instancelock.AlreadyRunningError
 				require.ErrorAs(t, err, &are)
 				assert.Contains(t, are.Reason, c.why)
 				assert.True(t, are.Unlocked, "the kernel lock is free")
@@ -616,14 +634,14 @@ func TestMemLockerJudgesUnlockedFiles(t *testing.T) {
 			} else {
 				// A bare PID of a live process that takes no lock: starts
 				// refuse, and Running says so (the same judgement).
-				var are *AlreadyRunningError
+				var are *instancelock.AlreadyRunningError
 				require.ErrorAs(t, err, &are)
 				assert.True(t, are.Unlocked)
 				assert.Contains(t, are.Reason, c.why)
 				// Terminate (the path without a kernel table of lock
 				// owners) signals nothing and says why.
 				terr := r.locker().Terminate(nil)
-				assert.ErrorIs(t, terr, ErrNotRunning)
+				assert.ErrorIs(t, terr, instancelock.ErrNotRunning)
 				assert.ErrorContains(t, terr, "pid 4242 is alive but does not hold the lock")
 				assert.Empty(t, r.procs.Signals())
 			}
@@ -657,12 +675,12 @@ func (r *memRig) mustList() []string {
 func TestMemLockerHeldFiles(t *testing.T) {
 	t.Run("live holder", func(t *testing.T) {
 		r := newMemRig(t)
-		content := r.json(ProcessLock{PID: 4242, StartToken: "tok-a", Port: 3000})
+		content := r.json(instancelock.ProcessLock{PID: 4242, StartToken: "tok-a", Port: 3000})
 		h := r.hold(content)
 		r.procs.Add(4242, "tok-a", time.Now())
 		l := r.locker()
 		err := l.TryLock()
-		var are *AlreadyRunningError
+		var are *instancelock.AlreadyRunningError
 		require.ErrorAs(t, err, &are)
 		assert.Equal(t, 4242, are.Holder.PID)
 		assert.Equal(t, 3000, are.Holder.Port)
@@ -680,16 +698,16 @@ func TestMemLockerHeldFiles(t *testing.T) {
 	})
 	t.Run("holder seen dead keeps the lock", func(t *testing.T) {
 		r := newMemRig(t)
-		content := r.json(ProcessLock{PID: 4242})
+		content := r.json(instancelock.ProcessLock{PID: 4242})
 		r.hold(content)
 		attempts := 0
 		r.fs.Before("open", memPIDPath, func() { attempts++ })
 		l := r.locker()
 		err := l.TryLock()
-		var are *AlreadyRunningError
+		var are *instancelock.AlreadyRunningError
 		require.ErrorAs(t, err, &are)
 		assert.Equal(t, 4242, are.Holder.PID)
-		assert.Equal(t, maxAttempts, attempts, "TryLock tries again while a reader may hold the lock")
+		assert.Equal(t, instancelock.MaxAttempts, attempts, "TryLock tries again while a reader may hold the lock")
 		r.untouched([]string{"app.pid"}, memPIDPath)
 		assert.Equal(t, content, r.content())
 
@@ -697,16 +715,16 @@ func TestMemLockerHeldFiles(t *testing.T) {
 		var pe *fs.PathError
 		require.ErrorAs(t, err, &pe)
 		assert.Equal(t, "clean", pe.Op)
-		assert.ErrorIs(t, err, errContended)
+		assert.ErrorIs(t, err, instancelock.ErrContended)
 		r.untouched([]string{"app.pid"}, memPIDPath)
 	})
 	t.Run("holder on another host", func(t *testing.T) {
 		r := newMemRig(t)
-		r.hold(r.json(ProcessLock{PID: 4242, Hostname: "web-2"}))
+		r.hold(r.json(instancelock.ProcessLock{PID: 4242, Hostname: "web-2"}))
 		attempts := 0
 		r.fs.Before("open", memPIDPath, func() { attempts++ })
 		l := r.locker()
-		var are *AlreadyRunningError
+		var are *instancelock.AlreadyRunningError
 		require.ErrorAs(t, l.TryLock(), &are)
 		assert.Equal(t, "web-2", are.Holder.Hostname)
 		assert.Equal(t, 1, attempts, "a pid of another host is not probed here")
@@ -719,9 +737,9 @@ func TestMemLockerHeldFiles(t *testing.T) {
 }
 
 func TestMemTerminate(t *testing.T) {
-	held := func(t *testing.T, token string) (*memRig, *Locker) {
+	held := func(t *testing.T, token string) (*memRig, *instancelock.Locker) {
 		r := newMemRig(t)
-		r.hold(r.json(ProcessLock{PID: 4242, StartToken: "tok-a"}))
+		r.hold(r.json(instancelock.ProcessLock{PID: 4242, StartToken: "tok-a"}))
 		r.procs.Add(4242, token, time.Now())
 		return r, r.locker()
 	}
@@ -729,23 +747,23 @@ func TestMemTerminate(t *testing.T) {
 		r, l := held(t, "tok-a")
 		require.NoError(t, l.Terminate(nil))
 		require.NoError(t, l.Terminate(os.Interrupt))
-		assert.Equal(t, []SentSignal{{4242, defaultSignal}, {4242, os.Interrupt}}, r.procs.Signals())
+		assert.Equal(t, []instancelocktest.SentSignal{{PID: 4242, Signal: instancelock.DefaultSignal}, {PID: 4242, Signal: os.Interrupt}}, r.procs.Signals())
 		assert.Contains(t, r.log.String(), "signalled the holder")
 	})
 	t.Run("no PID file", func(t *testing.T) {
 		r := newMemRig(t)
-		assert.ErrorIs(t, r.locker().Terminate(nil), ErrNotRunning)
+		assert.ErrorIs(t, r.locker().Terminate(nil), instancelock.ErrNotRunning)
 	})
 	t.Run("stale PID file", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write(r.json(ProcessLock{PID: 4242}))
-		assert.ErrorIs(t, r.locker().Terminate(nil), ErrNotRunning)
+		r.write(r.json(instancelock.ProcessLock{PID: 4242}))
+		assert.ErrorIs(t, r.locker().Terminate(nil), instancelock.ErrNotRunning)
 		assert.Empty(t, r.procs.Signals())
 	})
 	t.Run("pid now belongs to another process", func(t *testing.T) {
 		r, l := held(t, "tok-b")
 		err := l.Terminate(nil)
-		assert.ErrorIs(t, err, ErrNotRunning)
+		assert.ErrorIs(t, err, instancelock.ErrNotRunning)
 		assert.ErrorContains(t, err, "no longer belongs")
 		assert.Empty(t, r.procs.Signals())
 	})
@@ -753,15 +771,15 @@ func TestMemTerminate(t *testing.T) {
 		r, l := held(t, "tok-a")
 		r.procs.Remove(4242)
 		err := l.Terminate(nil)
-		assert.ErrorIs(t, err, ErrNotRunning)
-		assert.ErrorIs(t, err, ErrNoProcess)
+		assert.ErrorIs(t, err, instancelock.ErrNotRunning)
+		assert.ErrorIs(t, err, instancelock.ErrNoProcess)
 	})
 	t.Run("signal refused", func(t *testing.T) {
 		r, l := held(t, "tok-a")
 		r.procs.Fail("signal", 4242, syscall.EPERM)
 		err := l.Terminate(nil)
 		assert.ErrorIs(t, err, syscall.EPERM)
-		assert.NotErrorIs(t, err, ErrNotRunning)
+		assert.NotErrorIs(t, err, instancelock.ErrNotRunning)
 		assert.Empty(t, r.procs.Signals())
 	})
 	t.Run("the file cannot be read", func(t *testing.T) {
@@ -773,7 +791,7 @@ func TestMemTerminate(t *testing.T) {
 }
 
 func TestMemRunningAndHolderErrors(t *testing.T) {
-	content := func(r *memRig) string { return r.json(ProcessLock{PID: 4242}) }
+	content := func(r *memRig) string { return r.json(instancelock.ProcessLock{PID: 4242}) }
 	t.Run("no file", func(t *testing.T) {
 		r := newMemRig(t)
 		l := r.locker()
@@ -781,7 +799,7 @@ func TestMemRunningAndHolderErrors(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, running)
 		_, err = l.Holder()
-		assert.ErrorIs(t, err, ErrNotRunning)
+		assert.ErrorIs(t, err, instancelock.ErrNotRunning)
 		assert.ErrorIs(t, err, fs.ErrNotExist)
 	})
 	t.Run("file vanishes between lstat and open", func(t *testing.T) {
@@ -793,7 +811,7 @@ func TestMemRunningAndHolderErrors(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, running)
 		_, err = l.Holder()
-		assert.ErrorIs(t, err, ErrNotRunning)
+		assert.ErrorIs(t, err, instancelock.ErrNotRunning)
 	})
 	t.Run("not a PID file", func(t *testing.T) {
 		r := newMemRig(t)
@@ -802,7 +820,7 @@ func TestMemRunningAndHolderErrors(t *testing.T) {
 		var pe *fs.PathError
 		require.ErrorAs(t, err, &pe)
 		assert.Equal(t, "parse", pe.Op)
-		assert.ErrorIs(t, err, ErrInvalidLock)
+		assert.ErrorIs(t, err, instancelock.ErrInvalidLock)
 	})
 	faults := []struct{ op, name string }{
 		{"lstat", memPIDPath}, {"open", memPIDPath}, {"stat", memPIDPath}, {"lock", memPIDPath},
@@ -829,7 +847,7 @@ func TestMemRunningAndHolderErrors(t *testing.T) {
 func TestMemCleanStale(t *testing.T) {
 	t.Run("stale file removed", func(t *testing.T) {
 		r := newMemRig(t)
-		r.write(r.json(ProcessLock{PID: 4242}))
+		r.write(r.json(instancelock.ProcessLock{PID: 4242}))
 		cleaned, err := r.locker().CleanStale()
 		require.NoError(t, err)
 		assert.True(t, cleaned)
@@ -843,7 +861,7 @@ func TestMemCleanStale(t *testing.T) {
 	})
 	t.Run("live holder kept", func(t *testing.T) {
 		r := newMemRig(t)
-		r.hold(r.json(ProcessLock{PID: 4242}))
+		r.hold(r.json(instancelock.ProcessLock{PID: 4242}))
 		r.procs.Add(4242, "", time.Now())
 		cleaned, err := r.locker().CleanStale()
 		require.NoError(t, err)
@@ -857,7 +875,7 @@ func TestMemCleanStale(t *testing.T) {
 		cleaned, err := r.locker().CleanStale()
 		assert.False(t, cleaned)
 		assert.ErrorIs(t, err, fs.ErrPermission)
-		assert.ErrorContains(t, err, "removing the stale "+memPIDPath)
+		assert.ErrorContains(t, err, "remove "+memPIDPath)
 		r.untouched([]string{"app.pid"})
 	})
 	t.Run("open fails", func(t *testing.T) {
@@ -877,7 +895,7 @@ func TestMemCleanStale(t *testing.T) {
 		cleaned, err := r.locker().CleanStale()
 		assert.False(t, cleaned)
 		assert.ErrorIs(t, err, syscall.EIO)
-		assert.ErrorContains(t, err, "opening "+memPIDPath)
+		assert.ErrorContains(t, err, "open "+memPIDPath)
 		r.untouched(nil)
 	})
 	t.Run("fstat fails", func(t *testing.T) {
@@ -943,9 +961,9 @@ func TestMemUnlock(t *testing.T) {
 // The watcher reports a removed file, and keeps the lock when it cannot
 // tell (fstat or lstat failing).
 func TestMemWatcher(t *testing.T) {
-	checkNoGoroutineLeak(t)
+	instancelock.CheckNoGoroutineLeak(t)
 	r := newMemRig(t)
-	l := r.locker(WithWatchInterval(time.Millisecond), WithRepublish(false))
+	l := r.locker(func(l *instancelock.Locker) { l.WatchInterval, l.DisableRepublish = time.Millisecond, true })
 	require.NoError(t, l.TryLock())
 	ticks := make(chan struct{}, 1)
 	tick := func() {
@@ -985,7 +1003,7 @@ func TestMemWatcher(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the removal was not noticed")
 	}
-	assert.ErrorIs(t, l.Err(), ErrLockLost)
+	assert.ErrorIs(t, l.Err(), instancelock.ErrLockLost)
 	assert.ErrorContains(t, l.Err(), "removed")
 	// A new instance starts; Unlock of the lost lock leaves its file.
 	l2 := r.locker()
@@ -998,10 +1016,10 @@ func TestMemWatcher(t *testing.T) {
 // Lock waits while the holder lives and takes over when it dies; it gives
 // up when the context ends; other errors end the wait at once.
 func TestMemLock(t *testing.T) {
-	checkNoGoroutineLeak(t)
+	instancelock.CheckNoGoroutineLeak(t)
 	t.Run("holder dies", func(t *testing.T) {
 		r := newMemRig(t)
-		h := r.hold(r.json(ProcessLock{PID: 4242}))
+		h := r.hold(r.json(instancelock.ProcessLock{PID: 4242}))
 		r.procs.Add(4242, "", time.Now())
 		attempts := make(chan struct{}, 100)
 		r.fs.Before("open", memPIDPath, func() {
@@ -1038,25 +1056,27 @@ func TestMemLock(t *testing.T) {
 	})
 	t.Run("context ends", func(t *testing.T) {
 		r := newMemRig(t)
-		r.hold(r.json(ProcessLock{PID: 4242, Hostname: "web-2"}))
+		r.hold(r.json(instancelock.ProcessLock{PID: 4242, Hostname: "web-2"}))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
 		err := r.locker().Lock(ctx)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.ErrorIs(t, err, ErrAlreadyRunning)
+		assert.ErrorIs(t, err, instancelock.ErrAlreadyRunning)
 	})
 }
 
 // attemptInPlace is the Windows way (lock the file at the path, then
-// write it in place). publishByRename is a constant, so TryLock on Unix
-// never takes this path; these tests call it directly.
+// write it in place). These tests call one attempt directly (see
+// export_test.go), to reach each of its outcomes.
 func TestMemAttemptInPlace(t *testing.T) {
-	data := func(l *Locker) []byte {
-		b, err := ProcessLock{PID: os.Getpid(), StartedAt: time.Now(), InstanceID: l.id, Hostname: l.hostname}.MarshalJSON()
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	data := func(l *instancelock.Locker) []byte {
+		b, err := instancelock.ProcessLock{PID: os.Getpid(), StartedAt: time.Now(), InstanceID: l.InstanceID(), Hostname: host}.MarshalJSON()
 		require.NoError(t, err)
 		return append(b, '\n')
 	}
-	setup := func(t *testing.T) (*memRig, *Locker) {
+	setup := func(t *testing.T) (*memRig, *instancelock.Locker) {
 		r := newMemRig(t)
 		require.NoError(t, r.fs.MkdirAll(memPIDDir, 0o755))
 		return r, r.locker()
@@ -1064,33 +1084,33 @@ func TestMemAttemptInPlace(t *testing.T) {
 	t.Run("fresh, then contended", func(t *testing.T) {
 		r, l := setup(t)
 		want := data(l)
-		f, err := l.attemptInPlace(want)
+		f, err := instancelock.AttemptInPlace(l, want)
 		require.NoError(t, err)
 		defer f.Close()
 		assert.Equal(t, string(want), r.content())
 		l2 := r.locker()
-		_, err = l2.attemptInPlace(data(l2))
-		var rt retryable
-		require.ErrorAs(t, err, &rt)
-		assert.False(t, rt.retry, "the holder (this process) is alive")
-		assert.Equal(t, os.Getpid(), rt.Holder.PID)
+		_, err = instancelock.AttemptInPlace(l2, data(l2))
+		holder, retry, ok := instancelock.RetryableRefusal(err)
+		require.True(t, ok, "%v", err)
+		assert.False(t, retry, "the holder (this process) is alive")
+		assert.Equal(t, os.Getpid(), holder.PID)
 		assert.Equal(t, string(want), r.content())
 		assert.Equal(t, []string{memPIDPath}, r.fs.OpenFiles())
 	})
 	t.Run("empty file being created by another", func(t *testing.T) {
 		r, l := setup(t)
 		r.hold("")
-		_, err := l.attemptInPlace(data(l))
-		var rt retryable
-		require.ErrorAs(t, err, &rt)
-		assert.True(t, rt.retry)
+		_, err := instancelock.AttemptInPlace(l, data(l))
+		_, retry, ok := instancelock.RetryableRefusal(err)
+		require.True(t, ok, "%v", err)
+		assert.True(t, retry)
 		assert.Len(t, r.fs.OpenFiles(), 1)
 	})
 	t.Run("stale file rewritten", func(t *testing.T) {
 		r, l := setup(t)
 		r.write(strings.Repeat(" ", 100) + "\x00")
 		want := data(l)
-		f, err := l.attemptInPlace(want)
+		f, err := instancelock.AttemptInPlace(l, want)
 		require.NoError(t, err)
 		defer f.Close()
 		assert.Equal(t, string(want), r.content())
@@ -1100,8 +1120,8 @@ func TestMemAttemptInPlace(t *testing.T) {
 		r.write("4242\n")
 		require.NoError(t, r.fs.SetModTime(memPIDPath, time.Now()))
 		r.procs.Add(4242, "", time.Now().Add(-time.Hour))
-		_, err := l.attemptInPlace(data(l))
-		var are *AlreadyRunningError
+		_, err := instancelock.AttemptInPlace(l, data(l))
+		var are *instancelock.AlreadyRunningError
 		require.ErrorAs(t, err, &are)
 		assert.Equal(t, "4242\n", r.content())
 		assert.Empty(t, r.fs.OpenFiles())
@@ -1116,8 +1136,8 @@ func TestMemAttemptInPlace(t *testing.T) {
 					require.NoError(t, r.fs.WriteFile(memPIDPath, nil, 0o644))
 				}
 			})
-			_, err := l.attemptInPlace(data(l))
-			assert.ErrorIs(t, err, errRetry)
+			_, err := instancelock.AttemptInPlace(l, data(l))
+			assert.ErrorIs(t, err, instancelock.ErrRetry)
 			assert.Empty(t, r.fs.OpenFiles())
 		})
 	}
@@ -1126,26 +1146,28 @@ func TestMemAttemptInPlace(t *testing.T) {
 		is    error
 		says  string
 	}{
-		"symlink":      {func(r *memRig) { require.NoError(r.t, r.fs.Symlink("x", memPIDPath)) }, errSymlink, memPIDPath},
-		"directory":    {func(r *memRig) { require.NoError(r.t, r.fs.MkdirAll(memPIDPath, 0o755)) }, errNotRegular, memPIDPath},
-		"open EACCES":  {func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) }, fs.ErrPermission, "opening " + memPIDPath},
+		"symlink":      {func(r *memRig) { require.NoError(r.t, r.fs.Symlink("x", memPIDPath)) }, instancelock.ErrSymlink, memPIDPath},
+		"directory":    {func(r *memRig) { require.NoError(r.t, r.fs.MkdirAll(memPIDPath, 0o755)) }, instancelock.ErrNotRegular, memPIDPath},
+		"open EACCES":  {func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) }, fs.ErrPermission, "open " + memPIDPath},
 		"fstat fails":  {func(r *memRig) { r.fs.Fail("stat", memPIDPath, syscall.EIO) }, syscall.EIO, memPIDPath},
 		"lock fails":   {func(r *memRig) { r.fs.Fail("lock", memPIDPath, syscall.ENOLCK) }, syscall.ENOLCK, memPIDPath},
-		"lstat fails":  {func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EIO) }, errRetry, ""},
-		"truncate":     {func(r *memRig) { r.fs.Fail("truncate", memPIDPath, syscall.EIO) }, syscall.EIO, "writing " + memPIDPath},
-		"write ENOSPC": {func(r *memRig) { r.fs.Fail("write", memPIDPath, syscall.ENOSPC) }, syscall.ENOSPC, "writing " + memPIDPath},
+		"lstat fails":  {func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EIO) }, instancelock.ErrRetry, ""},
+		"truncate":     {func(r *memRig) { r.fs.Fail("truncate", memPIDPath, syscall.EIO) }, syscall.EIO, "truncate " + memPIDPath},
+		"write ENOSPC": {func(r *memRig) { r.fs.Fail("write", memPIDPath, syscall.ENOSPC) }, syscall.ENOSPC, "write " + memPIDPath},
 	}
 	for name, c := range bad {
 		t.Run(name, func(t *testing.T) {
 			r, l := setup(t)
 			c.setup(r)
-			_, err := l.attemptInPlace(data(l))
+			_, err := instancelock.AttemptInPlace(l, data(l))
 			assert.ErrorIs(t, err, c.is)
 			assert.ErrorContains(t, err, c.says)
 			assert.Empty(t, r.fs.OpenFiles())
 		})
 	}
 }
+
+func memErr2[T any](_ T, err error) error { return err }
 
 func memErr3[A, B any](_ A, _ B, err error) error { return err }
 
@@ -1157,7 +1179,7 @@ func TestMemInPlaceRefusesBadPaths(t *testing.T) {
 	require.NoError(t, r.fs.WriteFile(memPIDDir+"/target", []byte("keep"), 0o644))
 	require.NoError(t, r.fs.Symlink(memPIDDir+"/target", memPIDPath))
 	l := r.locker()
-	l.byRename = false
+	instancelock.WriteInPlace(l)
 	err := l.TryLock()
 	assert.ErrorContains(t, err, "symbolic link")
 	assert.ErrorContains(t, err, memPIDPath)
@@ -1193,7 +1215,7 @@ func TestMemInPlaceWhenTheDirectoryIsNotWritable(t *testing.T) {
 			assert.True(t, r.fs.SameFile(before, now), "written in place")
 			r.heldBy(a)
 			b := r.locker()
-			assert.ErrorIs(t, b.TryLock(), ErrAlreadyRunning)
+			assert.ErrorIs(t, b.TryLock(), instancelock.ErrAlreadyRunning)
 			require.NoError(t, a.Unlock())
 			if name == "read-only directory" {
 				assert.Empty(t, r.content(), "emptied, since it cannot be removed")

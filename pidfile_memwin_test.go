@@ -1,12 +1,16 @@
 //go:build !plan9
 
-package instancelock
+package instancelock_test
 
 import (
 	"errors"
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/instancelocktest"
+	"github.com/ad5dec64/instancelock/internal/inuse"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,29 +22,29 @@ import (
 
 func newWinRig(t *testing.T) *memRig {
 	r := newMemRig(t)
-	r.fs = NewWindowsMemFS()
+	r.fs = instancelocktest.NewWindowsMemFS()
 	return r
 }
 
 func TestMemWindowsLockerHoldsItsFile(t *testing.T) {
 	r := newWinRig(t)
 	l := r.locker()
-	require.False(t, l.byRename, "a Locker on a MemFS with Windows' rules writes in place")
+	require.False(t, instancelock.PublishesByRename(l), "a Locker on a MemFS with Windows' rules writes in place")
 	require.NoError(t, l.TryLock())
 	r.heldBy(l)
 	r.untouched([]string{"app.pid"}, memPIDPath)
 
 	// The held file can be neither removed nor replaced.
 	err := r.fs.Remove(memPIDPath)
-	assert.ErrorIs(t, err, errInUse)
+	assert.ErrorIs(t, err, inuse.Err)
 	require.NoError(t, r.fs.WriteFile(memPIDDir+"/other", []byte("x"), 0o644))
 	assert.Error(t, r.fs.Rename(memPIDDir+"/other", memPIDPath))
 	require.NoError(t, r.fs.Remove(memPIDDir+"/other"))
-	require.NoError(t, l.check(l.t, true), "the file is still the Locker's")
+	require.NoError(t, instancelock.CheckHeld(l), "the file is still the Locker's")
 
 	second := r.locker()
 	err = second.TryLock()
-	var are *AlreadyRunningError
+	var are *instancelock.AlreadyRunningError
 	require.ErrorAs(t, err, &are)
 	assert.Equal(t, os.Getpid(), are.Holder.PID)
 	r.heldBy(l)
@@ -67,7 +71,7 @@ func TestMemWindowsTakeoverAfterCrash(t *testing.T) {
 // judges the file again.
 func TestMemWindowsCleanStale(t *testing.T) {
 	r := newWinRig(t)
-	r.write(r.json(ProcessLock{PID: 4242}))
+	r.write(r.json(instancelock.ProcessLock{PID: 4242}))
 	reader, err := r.fs.OpenFile(memPIDPath, os.O_RDONLY, 0)
 	require.NoError(t, err)
 	removes := 0
@@ -90,7 +94,7 @@ func TestMemWindowsUnlockLeavesTheFileToAContender(t *testing.T) {
 	r := newWinRig(t)
 	l := r.locker()
 	require.NoError(t, l.TryLock())
-	var contender File
+	var contender instancelock.File
 	r.fs.Before("remove", memPIDPath, func() {
 		var err error
 		contender, err = r.fs.OpenFile(memPIDPath, os.O_RDWR, 0)
@@ -111,6 +115,6 @@ func TestMemWindowsFailedWriteLeavesNothing(t *testing.T) {
 	r.fs.Fail("write", memPIDPath, syscall.ENOSPC)
 	err := r.locker().TryLock()
 	require.ErrorIs(t, err, syscall.ENOSPC)
-	assert.False(t, errors.Is(err, ErrAlreadyRunning))
+	assert.False(t, errors.Is(err, instancelock.ErrAlreadyRunning))
 	r.untouched(nil)
 }

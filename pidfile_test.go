@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +31,7 @@ func init() {
 // child process (which inherits nothing) and prints "child <pid>".
 // With $WAIT=1 it waits for the lock with Lock instead of TryLock.
 func helperHold() {
-	l, err := New(os.Getenv("PIDFILE"), WithPort(4321), WithWatchInterval(-1))
+	l, err := newWith(os.Getenv("PIDFILE"), func(l *Locker) { l.Port = 4321 }, noWatch)
 	if err != nil {
 		fmt.Println("error", err)
 		return
@@ -108,7 +109,7 @@ func deadPID(t *testing.T) int {
 func TestTryLockPublishesTheProcessLock(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	path := filepath.Join(t.TempDir(), "data", "backend.pid")
-	l, err := Acquire(path, WithPort(3000))
+	l, err := acquireWith(path, func(l *Locker) { l.Port = 3000 })
 	require.NoError(t, err)
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -296,7 +297,7 @@ func TestChildDoesNotInheritTheLock(t *testing.T) {
 		}
 	})
 	h.kill(t)
-	alive, err := OSProcesses{}.Alive(child)
+	alive, err := osProcesses{}.Alive(child)
 	require.NoError(t, err)
 	require.True(t, alive, "the child outlives the holder")
 
@@ -327,7 +328,7 @@ func TestStaleFilesAreTakenOver(t *testing.T) {
 	require.NoError(t, sleeper.Start())
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	live := sleeper.Process.Pid
-	liveToken, liveStart, err := OSProcesses{}.Start(live)
+	liveToken, liveStart, err := osProcesses{}.Start(live)
 	require.NoError(t, err)
 
 	cases := map[string]string{
@@ -441,12 +442,14 @@ func TestOtherHostHolderIsNotJudgedByPID(t *testing.T) {
 		assert.NotContains(t, are.Help("x"), "kill ")
 		err = l.Terminate(nil)
 		assert.ErrorContains(t, err, "not proven")
-		alive, _ := OSProcesses{}.Alive(h.pid)
+		assert.ErrorIs(t, err, ErrAlreadyRunning)
+		alive, _ := osProcesses{}.Alive(h.pid)
 		assert.True(t, alive, "the holder was not signalled")
 	} else {
 		assert.Equal(t, "web-2", are.Holder.Hostname)
 		err = l.Terminate(nil)
 		assert.ErrorContains(t, err, "another host")
+		assert.ErrorIs(t, err, ErrAlreadyRunning)
 	}
 	h.kill(t)
 }
@@ -469,9 +472,11 @@ func TestTerminate(t *testing.T) {
 	other, err := New(path)
 	require.NoError(t, err)
 	assert.ErrorContains(t, other.Terminate(nil), "held by this process")
+	assert.ErrorIs(t, other.Terminate(nil), ErrAlreadyHeld)
+	assert.ErrorIs(t, own.Terminate(nil), ErrAlreadyHeld)
 }
 
-// A vanished lock file is noticed: with WithRepublish(false) Lost is
+// A vanished lock file is noticed: with DisableRepublish Lost is
 // closed and Err reports it, and Unlock leaves alone the file that a
 // second instance created meanwhile. On Linux no second instance of this
 // host can start while the first lives (the lock's socket).
@@ -480,7 +485,7 @@ func TestVanishedFileIsReported(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			checkNoGoroutineLeak(t)
 			path := filepath.Join(t.TempDir(), "x.pid")
-			l, err := Acquire(path, WithWatchInterval(5*time.Millisecond), WithRepublish(false))
+			l, err := acquireWith(path, watchEvery(5*time.Millisecond), noRepublish)
 			require.NoError(t, err)
 			lost := l.Lost()
 			require.NotNil(t, lost)
@@ -523,14 +528,14 @@ func TestVanishedFileIsReported(t *testing.T) {
 			assert.ErrorIs(t, l.Err(), ErrLockLost)
 			assert.ErrorContains(t, l.Err(), how)
 
-			second, err := Acquire(path, WithWatchInterval(-1))
+			second, err := acquireWith(path, noWatch)
 			if hasLockName {
 				require.ErrorIs(t, err, ErrAlreadyRunning, "the first still holds the lock's socket")
 				var are *AlreadyRunningError
 				require.ErrorAs(t, err, &are)
 				assert.Equal(t, os.Getpid(), are.Holder.PID)
 				require.NoError(t, l.Unlock())
-				second, err = Acquire(path, WithWatchInterval(-1))
+				second, err = acquireWith(path, noWatch)
 				require.NoError(t, err, "the first released: the next start acquires at once")
 				require.NoError(t, second.Unlock())
 				return
@@ -647,35 +652,118 @@ func assertDirHas(t *testing.T, dir string, names ...string) {
 	assert.ElementsMatch(t, names, got, "files in %s", dir)
 }
 
-func TestNewOptions(t *testing.T) {
-	_, err := New("x", WithPort(0))
-	assert.ErrorContains(t, err, "port outside 1..65535")
-	_, err = New("x", WithPort(65536))
-	assert.ErrorContains(t, err, "WithPort(65536)")
-
-	l, err := New("")
+// The Locker's fields and constructors: New resolves the path once, the
+// zero Locker locks DefaultPath resolved at its first use, an invalid Port
+// is refused by TryLock with nothing written, FromEnv reads the
+// environment, nil Logger is silent.
+func TestLockerConfiguration(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	for _, port := range []int{-1, 65536} {
+		path := filepath.Join(t.TempDir(), "x.pid")
+		l, err := New(path)
+		require.NoError(t, err)
+		l.Port = port
+		err = l.TryLock()
+		assert.ErrorContains(t, err, fmt.Sprintf("Locker.Port is %d, outside 0..65535", port))
+		assert.Equal(t, err, l.Err(), "Err reports the invalid field")
+		assert.NoFileExists(t, path, "nothing is written for an invalid Port")
+		assert.NoError(t, l.Unlock(), "Unlock of a Locker that never held")
+	}
+	l, err := Acquire(filepath.Join(t.TempDir(), "x.pid"))
 	require.NoError(t, err)
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	assert.Equal(t, filepath.Join(wd, DefaultPath), l.Path(), "resolved once, in New")
+	info, _ := l.Info()
+	assert.Zero(t, info.Port, "Port 0 records none")
+	assert.False(t, l.log.Enabled(context.Background(), slog.LevelError), "a nil Logger is silent")
+	assert.Equal(t, defaultWatchInterval, l.watch, "WatchInterval 0 is 1 s")
+	require.NoError(t, l.Unlock())
 
+	dir := t.TempDir()
+	t.Chdir(dir)
+	l, err = New("")
+	require.NoError(t, err)
+	t.Chdir(t.TempDir()) // after New: changes nothing
+	assert.Equal(t, filepath.Join(dir, DefaultPath), l.Path(), "resolved once, in New")
+
+	// The zero Locker: DefaultPath, resolved at its first use.
+	t.Chdir(dir)
+	zero := &Locker{WatchInterval: -1}
+	require.NoError(t, zero.TryLock())
+	t.Chdir(t.TempDir())
+	assert.Equal(t, filepath.Join(dir, DefaultPath), zero.Path())
+	assert.FileExists(t, filepath.Join(dir, DefaultPath))
+	require.NoError(t, zero.Unlock())
+	assert.NoFileExists(t, filepath.Join(dir, DefaultPath), "Unlock removes the file it published, whatever the working directory")
+
+	// The first calls of a Locker may come from several goroutines at
+	// once: one takes the lock, the others are told this Locker holds it.
+	racy, err := New(filepath.Join(dir, "racy.pid"))
+	require.NoError(t, err)
+	racy.WatchInterval = -1
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { errs <- racy.TryLock() }()
+	}
+	var won int
+	for range 8 {
+		if err := <-errs; err == nil {
+			won++
+		} else {
+			assert.ErrorIs(t, err, ErrAlreadyHeld)
+		}
+	}
+	assert.Equal(t, 1, won)
+	require.NoError(t, racy.Unlock())
+
+	t.Setenv(EnvPath, "")
+	l, err = FromEnv(filepath.Join(dir, "given.pid"))
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dir, "given.pid"), l.Path(), "no PID_FILE_PATH: the given path")
+	assert.Nil(t, l.Logger)
 	t.Setenv(EnvPath, "/tmp/from-env.pid")
-	l, err = New("given.pid")
+	l, err = New(filepath.Join(dir, "given.pid"))
 	require.NoError(t, err)
-	assert.Equal(t, filepath.Join(wd, "given.pid"), l.Path(), "the environment is read only with FromEnv")
-	l, err = New("given.pid", FromEnv())
+	assert.Equal(t, filepath.Join(dir, "given.pid"), l.Path(), "the environment is read only by FromEnv")
+	l, err = FromEnv("given.pid")
 	require.NoError(t, err)
 	fromEnv, err := filepath.Abs("/tmp/from-env.pid") // on Windows, on the working directory's drive
 	require.NoError(t, err)
 	assert.Equal(t, fromEnv, l.Path())
-
 	t.Setenv(EnvDebug, "true")
-	l, err = New("given.pid", FromEnv())
+	l, err = FromEnv("")
 	require.NoError(t, err)
-	assert.True(t, l.log.Enabled(context.Background(), -4), "PROCESS_MANAGER_DEBUG=true enables debug logs")
-	l, err = New("given.pid")
+	require.NoError(t, l.setup())
+	assert.True(t, l.log.Enabled(context.Background(), slog.LevelDebug), "PROCESS_MANAGER_DEBUG=true enables debug logs")
+}
+
+// WatchInterval: 0 is on (1 s, and inotify on Linux), so a removed PID
+// file is written again; negative is off, so it is not.
+func TestWatchIntervalZeroAndNegative(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	lfs := newLosableFS()
+	exists := func(path string) bool {
+		_, err := lfs.readFile(path)
+		return err == nil
+	}
+	path := filepath.Join(t.TempDir(), "on.pid")
+	on, err := acquireWith(path, lfs.use)
 	require.NoError(t, err)
-	assert.False(t, l.log.Enabled(context.Background(), 8), "silent by default")
+	require.NoError(t, lfs.remove(path))
+	deadline := time.Now().Add(10 * time.Second)
+	for !exists(path) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	assert.True(t, exists(path), "with WatchInterval 0 the removed PID file was not written again")
+	require.NoError(t, on.Err())
+	require.NoError(t, on.Unlock())
+
+	path = filepath.Join(t.TempDir(), "off.pid")
+	off, err := acquireWith(path, lfs.use, noWatch)
+	require.NoError(t, err)
+	require.NoError(t, lfs.remove(path))
+	time.Sleep(100 * time.Millisecond)
+	assert.False(t, exists(path), "with a negative WatchInterval the PID file was written again")
+	assert.NoError(t, off.Err(), "with a negative WatchInterval no loss is reported")
+	require.NoError(t, off.Unlock())
 }
 
 // A reader never sees a half-written file of a live holder: while many
@@ -689,7 +777,7 @@ func TestReadersNeverSeePartialFiles(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, _ := New(path, WithWatchInterval(-1))
+			l, _ := newWith(path, noWatch)
 			for {
 				select {
 				case <-stop:
@@ -726,7 +814,7 @@ func TestReadersNeverSeePartialFiles(t *testing.T) {
 }
 
 func TestOSProcesses(t *testing.T) {
-	p := OSProcesses{}
+	p := osProcesses{}
 	alive, err := p.Alive(os.Getpid())
 	require.NoError(t, err)
 	assert.True(t, alive)

@@ -8,7 +8,8 @@ import (
 )
 
 // ProcessTable answers the Locker's questions about other processes: the
-// operating system's by default (OSProcesses), a MemProcesses in tests.
+// operating system's by default, a fake in tests
+// (instancelocktest.MemProcesses, set as Locker.Processes).
 type ProcessTable interface {
 	// Alive reports whether a process with this pid exists. On Unix it is
 	// kill(pid, 0): ESRCH means dead and EPERM means alive (the process
@@ -29,14 +30,14 @@ type ProcessTable interface {
 // process.
 var ErrNoProcess = errors.New("no such process")
 
-// OSProcesses is the operating system's process table, the default
+// osProcesses is the operating system's process table, the default
 // ProcessTable.
-type OSProcesses struct{}
+type osProcesses struct{}
 
-var _ ProcessTable = OSProcesses{}
+var _ ProcessTable = osProcesses{}
 
 // Alive implements ProcessTable.
-func (OSProcesses) Alive(pid int) (bool, error) {
+func (osProcesses) Alive(pid int) (bool, error) {
 	if pid <= 0 {
 		return false, fmt.Errorf("pid %d: %w", pid, ErrInvalidLock)
 	}
@@ -44,7 +45,7 @@ func (OSProcesses) Alive(pid int) (bool, error) {
 }
 
 // Start implements ProcessTable.
-func (OSProcesses) Start(pid int) (string, time.Time, error) {
+func (osProcesses) Start(pid int) (string, time.Time, error) {
 	if pid <= 0 {
 		return "", time.Time{}, fmt.Errorf("pid %d: %w", pid, ErrInvalidLock)
 	}
@@ -52,7 +53,7 @@ func (OSProcesses) Start(pid int) (string, time.Time, error) {
 }
 
 // Signal implements ProcessTable. A nil sig is rejected.
-func (OSProcesses) Signal(pid int, sig os.Signal) error {
+func (osProcesses) Signal(pid int, sig os.Signal) error {
 	if pid <= 0 {
 		return fmt.Errorf("pid %d: %w", pid, ErrInvalidLock)
 	}

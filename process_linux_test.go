@@ -27,7 +27,7 @@ func TestZombieIsDead(t *testing.T) {
 	require.NoError(t, cmd.Process.Kill())
 	pid := cmd.Process.Pid
 	require.Eventually(t, func() bool { return zombie(pid) }, 10*time.Second, time.Millisecond)
-	alive, err := OSProcesses{}.Alive(pid)
+	alive, err := osProcesses{}.Alive(pid)
 	require.NoError(t, err)
 	assert.False(t, alive, "a zombie is not alive")
 	require.Error(t, cmd.Wait())

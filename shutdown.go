@@ -1,7 +1,6 @@
 package instancelock
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,9 +15,9 @@ import (
 	"github.com/ad5dec64/instancelock/internal/sdnotify"
 )
 
-// DefaultShutdownTimeout is the overall deadline of the shutdown hooks when
+// defaultShutdownTimeout is the overall deadline of the shutdown hooks when
 // GracefulShutdown.Timeout is 0.
-const DefaultShutdownTimeout = 5 * time.Second
+const defaultShutdownTimeout = 5 * time.Second
 
 // How long the helper waits for a hook after the hook's context is done,
 // before it abandons the hook: hookGrace for each hook, and never more than
@@ -84,9 +83,9 @@ func (e *HookError) Unwrap() error { return e.Err }
 //     load balancers drain; Context is cancelled with the cause.
 //  2. If DrainDelay is set, it waits that long.
 //  3. The hooks run one at a time in reverse order of Add, like deferred
-//     calls, under one overall deadline (Timeout) that starts now. Each hook
-//     gets a context whose deadline is the overall deadline, or HookTimeout
-//     from the hook's start if that is sooner. A hook that has not returned
+//     calls, under one overall deadline (Timeout, 5 s by default) that
+//     starts now. Each hook gets a context whose deadline is the overall
+//     deadline, or HookTimeout from the hook's start if that is sooner. A hook that has not returned
 //     shortly (5 ms) after its context is done is abandoned, logged and
 //     reported; the next hook runs. Hooks left when the overall deadline has
 //     passed are still called, with a context that is already done, so they
@@ -128,19 +127,27 @@ func (e *HookError) Unwrap() error { return e.Err }
 // hook must honour its context. The process usually exits soon after Done,
 // which ends such goroutines.
 //
-// Set the exported fields before calling Start or Shutdown, and do not
-// change them afterwards. Creating the helper installs nothing: signal
-// handlers exist from Start until the shutdown finishes.
+// Set the exported fields before calling any method, and do not change
+// them afterwards; the zero value of each field is its default. Creating
+// the helper installs nothing: signal handlers exist from Start until the
+// shutdown finishes. The zero GracefulShutdown is ready to use: it is
+// NewGracefulShutdown(nil), a helper with no lock to release.
 type GracefulShutdown struct {
-	// Timeout is the overall deadline for the hooks; 0 means
-	// DefaultShutdownTimeout.
+	// Timeout is the overall deadline of the hooks, counted from the end of
+	// the drain delay. 0 means 5 seconds. Negative means no overall
+	// deadline: the hooks run until they return (each is still bounded by
+	// HookTimeout if that is set), and a forced exit by a second signal is
+	// then the only way to cut a hook that does not return.
 	Timeout time.Duration
-	// HookTimeout limits each hook; 0 means the whole remaining overall
-	// deadline.
+	// HookTimeout limits each hook, counted from the hook's call: its
+	// context ends HookTimeout after the call, or at the overall deadline
+	// if that is sooner. 0 (the default) or negative means no limit of its
+	// own: a hook may use all that is left of the overall deadline.
 	HookTimeout time.Duration
 	// DrainDelay is how long to wait after moving to StatusStopping, before
 	// the hooks run (and before the overall deadline starts), so that load
 	// balancers see the instance is not ready and stop sending it traffic.
+	// 0 (the default) or negative means no wait.
 	DrainDelay time.Duration
 	// Signals are the signals that start the shutdown; nil means
 	// os.Interrupt and syscall.SIGTERM (on Windows, SIGTERM stands for the
@@ -155,6 +162,8 @@ type GracefulShutdown struct {
 	Hangup func()
 	// Logger receives one record per step; nil means silent.
 	Logger *slog.Logger
+
+	initOnce sync.Once // sets up what follows, for the zero value too
 
 	lk     Mutex
 	state  *State
@@ -182,23 +191,36 @@ type namedHook struct {
 }
 
 // NewGracefulShutdown returns a helper that releases lk (a *Locker or any
-// other Mutex; it may be nil) as the last step of the shutdown. The helper owns a State created with
-// NewState(lk.InstanceID()) (a random id when lk is nil), in
-// StatusStarting: the host moves it to StatusRunning when it is ready to
-// serve. Nothing is installed until Start.
+// other Mutex; it may be nil) as the last step of the shutdown. The helper
+// owns a State created with NewState(lk.InstanceID()) (a random id when lk
+// is nil), in StatusStarting: the host moves it to StatusRunning when it is
+// ready to serve. Nothing is installed until Start.
 func NewGracefulShutdown(lk Mutex) *GracefulShutdown {
-	lk = nilMutex(lk)
-	id := ""
-	if lk != nil {
-		id = lk.InstanceID()
-	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	return &GracefulShutdown{lk: lk, state: NewState(id), ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	g := &GracefulShutdown{lk: nilMutex(lk)}
+	g.init()
+	return g
+}
+
+// init sets up the State, the context and the done channel, once; every
+// exported method calls it first, so that the zero value works.
+func (g *GracefulShutdown) init() {
+	g.initOnce.Do(func() {
+		id := ""
+		if g.lk != nil {
+			id = g.lk.InstanceID()
+		}
+		g.state = NewState(id)
+		g.ctx, g.cancel = context.WithCancelCause(context.Background())
+		g.done = make(chan struct{})
+	})
 }
 
 // State returns the lifecycle State the helper moves to StatusStopping and
 // StatusStopped. The host sets StatusRunning itself.
-func (g *GracefulShutdown) State() *State { return g.state }
+func (g *GracefulShutdown) State() *State {
+	g.init()
+	return g.state
+}
 
 // Add registers a hook named name (the name appears in logs and errors).
 // Hooks run in reverse order of Add. A hook added after the shutdown began
@@ -207,6 +229,7 @@ func (g *GracefulShutdown) Add(name string, hook func(context.Context) error) {
 	if hook == nil {
 		panic("instancelock: GracefulShutdown.Add: nil hook " + name)
 	}
+	g.init()
 	g.mu.Lock()
 	begun := g.begun
 	if !begun {
@@ -229,6 +252,7 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	g.init()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
@@ -356,7 +380,10 @@ func (g *GracefulShutdown) force(sig os.Signal) {
 // Shutdown (ErrShutdownRequested for nil), the cause of Start's context, or
 // an error wrapping ErrLockLost. Pass it to the work the host runs so that
 // it stops when the shutdown begins.
-func (g *GracefulShutdown) Context() context.Context { return g.ctx }
+func (g *GracefulShutdown) Context() context.Context {
+	g.init()
+	return g.ctx
+}
 
 // Shutdown begins the shutdown with the given cause (nil means
 // ErrShutdownRequested), waits until it has finished and returns what Wait
@@ -368,6 +395,7 @@ func (g *GracefulShutdown) Shutdown(cause error) error {
 	if cause == nil {
 		cause = ErrShutdownRequested
 	}
+	g.init()
 	g.begin(cause)
 	return g.Wait()
 }
@@ -375,13 +403,17 @@ func (g *GracefulShutdown) Shutdown(cause error) error {
 // Done returns a channel that is closed when the shutdown has finished: the
 // hooks ran or were abandoned, the lock is released and the State is
 // StatusStopped.
-func (g *GracefulShutdown) Done() <-chan struct{} { return g.done }
+func (g *GracefulShutdown) Done() <-chan struct{} {
+	g.init()
+	return g.done
+}
 
 // Wait blocks until Done is closed and returns the failures of the
 // shutdown joined with errors.Join: one *HookError per failed hook, in the
 // order the hooks ran, then the error of releasing the lock, if any. It
 // returns nil when all succeeded.
 func (g *GracefulShutdown) Wait() error {
+	g.init()
 	<-g.done
 	return g.err
 }
@@ -436,140 +468,4 @@ func (g *GracefulShutdown) begin(cause error) {
 	}
 	g.cancel(cause)
 	go g.run(cause, hooks)
-}
-
-// run is the shutdown itself.
-func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
-	log := g.logger()
-	began := time.Now()
-	var errs []error
-	defer func() {
-		// Whatever happened above, release the lock last and finish.
-		if g.lk != nil {
-			t := time.Now()
-			if err := g.lk.Unlock(); err != nil {
-				errs = append(errs, err)
-				log.Error("releasing the lock", "duration", time.Since(t), "err", err)
-			} else {
-				log.Info("lock released", "duration", time.Since(t))
-			}
-		}
-		if err := g.state.Set(StatusStopped); err != nil {
-			log.Warn("setting the state", "err", err)
-		}
-		g.mu.Lock()
-		if g.sigs != nil {
-			signal.Stop(g.sigs)
-		}
-		g.mu.Unlock()
-		g.err = errors.Join(errs...)
-		g.sdNotify(fmt.Sprintf("STATUS=stopped, %d failures", len(errs)))
-		log.Info("shutdown finished", "duration", time.Since(began), "failures", len(errs))
-		close(g.done)
-	}()
-
-	log.Info("shutdown started", "cause", cause.Error(), "hooks", len(hooks))
-	g.sdStopping(cause, max(g.DrainDelay, 0), cmp.Or(max(g.Timeout, 0), DefaultShutdownTimeout))
-	if d := g.DrainDelay; d > 0 {
-		log.Info("draining", "delay", d)
-		time.Sleep(d)
-	}
-	timeout := g.Timeout
-	if timeout <= 0 {
-		timeout = DefaultShutdownTimeout
-	}
-	deadline := time.Now().Add(timeout)
-	for i := len(hooks) - 1; i >= 0; i-- {
-		g.sdHook(hooks[i].name, len(hooks)-i, len(hooks), deadline)
-		t := time.Now()
-		err := g.runHook(log, hooks[i], deadline)
-		g.recordHook(hooks[i].name, time.Since(t), err)
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-}
-
-// runHook runs one hook in its own goroutine and waits for it until shortly
-// after its deadline. It returns nil on success or a *HookError.
-func (g *GracefulShutdown) runHook(log *slog.Logger, h namedHook, deadline time.Time) error {
-	start := time.Now()
-	hd := deadline
-	if g.HookTimeout > 0 && start.Add(g.HookTimeout).Before(hd) {
-		hd = start.Add(g.HookTimeout)
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), hd)
-	defer cancel()
-	log.Info("running shutdown hook", "hook", h.name)
-
-	called := make(chan struct{})
-	res := make(chan *HookError, 1) // buffered: an abandoned hook must not block
-	go func() {
-		returned := false
-		defer func() {
-			if r := recover(); r != nil {
-				err, ok := r.(error)
-				if !ok {
-					err = fmt.Errorf("%v", r)
-				}
-				res <- &HookError{Name: h.name, Err: err, Panicked: true, Stack: debug.Stack()}
-			} else if !returned {
-				res <- &HookError{Name: h.name, Err: errors.New("the hook called runtime.Goexit")}
-			}
-		}()
-		close(called)
-		err := h.fn(ctx)
-		returned = true
-		if err != nil {
-			res <- &HookError{Name: h.name, Err: err}
-			return
-		}
-		res <- nil
-	}()
-	<-called
-
-	herr, ok := waitHook(ctx, res, deadline)
-	if !ok {
-		herr = &HookError{Name: h.name, Err: fmt.Errorf("abandoned: still running %v after it was called: %w",
-			time.Since(start).Round(time.Millisecond), context.DeadlineExceeded)}
-		log.Error("shutdown hook abandoned; running the next", "hook", h.name, "duration", time.Since(start), "err", herr.Err)
-		return herr
-	}
-	d := time.Since(start)
-	switch {
-	case herr == nil:
-		log.Info("shutdown hook done", "hook", h.name, "duration", d)
-		return nil
-	case herr.Panicked:
-		log.Error("shutdown hook panicked", "hook", h.name, "duration", d, "err", herr.Err, "stack", string(herr.Stack))
-	default:
-		log.Error("shutdown hook failed", "hook", h.name, "duration", d, "err", herr.Err)
-	}
-	return herr
-}
-
-// waitHook waits for the hook's result until hookGrace after ctx is done,
-// and no later than maxOverrun after the overall deadline. ok is false if
-// the hook has not returned by then.
-func waitHook(ctx context.Context, res <-chan *HookError, deadline time.Time) (herr *HookError, ok bool) {
-	select {
-	case herr = <-res:
-		return herr, true
-	case <-ctx.Done():
-	}
-	if grace := min(hookGrace, time.Until(deadline.Add(maxOverrun))); grace > 0 {
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case herr = <-res:
-			return herr, true
-		case <-t.C:
-		}
-	}
-	select {
-	case herr = <-res: // it returned just now
-		return herr, true
-	default:
-		return nil, false
-	}
 }

@@ -171,7 +171,11 @@ func sdStartChildStderr(t *testing.T, stderr *os.File, env ...string) *sdChild {
 	if l := c.lr.Next(sdLiveness); l != "ready" {
 		t.Fatalf("child said %q, want ready", l)
 	}
-	holder, err := (&Locker{path: path, fsys: OSFS{}}).Holder()
+	reader, err := New(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := reader.Holder()
 	if err != nil || holder.PID != cmd.Process.Pid {
 		t.Fatalf("the child does not hold the PID file: %+v, %v", holder, err)
 	}

@@ -16,9 +16,3 @@ func signalExitCode(sig os.Signal) int {
 	}
 	return 1
 }
-
-// hangupSignal is nil: there is no SIGHUP here.
-func hangupSignal() os.Signal { return nil }
-
-// notifySIGPIPE does nothing: there is no SIGPIPE here.
-func notifySIGPIPE() {}

@@ -4,7 +4,8 @@ package instancelock
 // program that the service control manager starts: call it after Start,
 // in place of Wait. It reports the service running; on the manager's stop
 // request, or its shutdown notice when Windows shuts down, it reports
-// StopPending (with Timeout and a second as the wait hint) and runs
+// StopPending (with DrainDelay, Timeout and a second as the wait hint; 5 s
+// stands for Timeout when it is negative) and runs
 // Shutdown(nil): the hooks in reverse order, then the release of the lock.
 // A shutdown that begins otherwise (the lock is lost, Shutdown is called
 // from code) ends the service too. It returns once the shutdown has

@@ -16,6 +16,17 @@ func (g *GracefulShutdown) runWindowsService(name string) error {
 	return g.Wait()
 }
 
+// stopWaitHint is the time a stop is expected to take, for the service
+// control manager: the drain delay, the overall deadline (the default one
+// when there is none: only an estimate then) and a second for the release.
+func (g *GracefulShutdown) stopWaitHint() time.Duration {
+	timeout := g.timeout()
+	if timeout < 0 {
+		timeout = defaultShutdownTimeout
+	}
+	return max(g.DrainDelay, 0) + timeout + time.Second
+}
+
 // serviceHandler answers the service control manager for a
 // GracefulShutdown.
 type serviceHandler struct{ g *GracefulShutdown }
@@ -25,11 +36,7 @@ type serviceHandler struct{ g *GracefulShutdown }
 // still answered while the hooks run), and returns the exit code once the
 // shutdown has finished.
 func (h serviceHandler) Execute(_ []string, reqs <-chan svc.ChangeRequest, status chan<- svc.Status) (bool, uint32) {
-	timeout := h.g.Timeout
-	if timeout <= 0 {
-		timeout = DefaultShutdownTimeout
-	}
-	stopPending := svc.Status{State: svc.StopPending, WaitHint: uint32((timeout + time.Second) / time.Millisecond)}
+	stopPending := svc.Status{State: svc.StopPending, WaitHint: uint32(h.g.stopWaitHint() / time.Millisecond)}
 	status <- svc.Status{State: svc.Running, Accepts: svc.AcceptStop | svc.AcceptShutdown}
 	begun := h.g.Context().Done()
 	for {

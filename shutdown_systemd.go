@@ -59,27 +59,33 @@ func (g *GracefulShutdown) sdSend(lines ...string) {
 }
 
 // sdStopping tells systemd the shutdown began, and how long it may take:
-// the drain delay, the overall deadline, the abandon margin and the release.
+// the drain delay, the overall deadline, the abandon margin and the
+// release. With no overall deadline (timeout negative) it extends nothing:
+// the unit's TimeoutStopSec= then bounds the shutdown.
 func (g *GracefulShutdown) sdStopping(cause error, drain, timeout time.Duration) {
 	if g.sd == nil {
 		return
 	}
-	g.sdNotify("STOPPING=1", "STATUS=stopping: "+oneLine(cause.Error()),
-		"EXTEND_TIMEOUT_USEC="+sdnotify.Usec(drain+timeout+sdReleaseMargin))
+	lines := []string{"STOPPING=1", "STATUS=stopping: " + oneLine(cause.Error())}
+	if timeout >= 0 {
+		lines = append(lines, "EXTEND_TIMEOUT_USEC="+sdnotify.Usec(drain+timeout+sdReleaseMargin))
+	}
+	g.sdNotify(lines...)
 }
 
 // sdReleaseMargin is what the shutdown may still take past the overall
 // deadline: the overrun of the last hooks and releasing the lock.
 const sdReleaseMargin = maxOverrun + forceReleaseTimeout
 
-// sdHook tells systemd which hook runs and, while the overall deadline has
-// not passed, extends the stop timeout to cover what is left of it.
+// sdHook tells systemd which hook runs and, while the overall deadline (the
+// zero time for none) has not passed, extends the stop timeout to cover
+// what is left of it.
 func (g *GracefulShutdown) sdHook(name string, k, n int, deadline time.Time) {
 	if g.sd == nil {
 		return
 	}
 	lines := []string{fmt.Sprintf("STATUS=stopping: shutdown hook %q (%d of %d)", oneLine(name), k, n)}
-	if left := time.Until(deadline); left > 0 {
+	if left := time.Until(deadline); !deadline.IsZero() && left > 0 {
 		lines = append(lines, "EXTEND_TIMEOUT_USEC="+sdnotify.Usec(left+sdReleaseMargin))
 	}
 	g.sdNotify(lines...)

@@ -25,10 +25,10 @@ import (
 const sdLiveness = 10 * time.Second
 
 // sdAcquire acquires a lock on a PID file in a fresh temporary directory.
-func sdAcquire(t *testing.T, opts ...Option) (*Locker, string) {
+func sdAcquire(t *testing.T, set ...func(*Locker)) (*Locker, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "app.pid")
-	lk, err := Acquire(path, opts...)
+	lk, err := acquireWith(path, set...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +455,7 @@ func TestShutdownStartAfterShutdownInstallsNothing(t *testing.T) {
 func TestShutdownOnLockLost(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lfs := newLosableFS()
-	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
+	lk, path := sdAcquire(t, lfs.use, watchEvery(10*time.Millisecond), noRepublish)
 	g := NewGracefulShutdown(lk)
 	var rec sdRecorder
 	g.Add("hook", func(context.Context) error { rec.add("hook"); return nil })
@@ -483,7 +483,7 @@ func TestShutdownOnLockLost(t *testing.T) {
 func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lfs := newLosableFS()
-	lk, path := sdAcquire(t, append(lfs.opts(), WithWatchInterval(10*time.Millisecond), WithRepublish(false))...)
+	lk, path := sdAcquire(t, lfs.use, watchEvery(10*time.Millisecond), noRepublish)
 	g := NewGracefulShutdown(lk)
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)

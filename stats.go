@@ -21,6 +21,7 @@ type CheckResult struct {
 // A check that no probe has run yet has Ran false. It is safe to call from
 // any goroutine, for example from a metrics collector.
 func (h *Health) CheckResults() []CheckResult {
+	h.init()
 	checks := h.reg.Load().checks
 	out := make([]CheckResult, len(checks))
 	for i, c := range checks {

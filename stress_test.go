@@ -30,7 +30,7 @@ func init() { helpers["stress-contender"] = helperContender }
 // A winner appends "R enter <pid>" to the ledger as soon as it holds the
 // lock; the ledger is opened O_APPEND so lines from processes never mix.
 func helperContender() {
-	l, err := New(os.Getenv("PIDFILE"), WithWatchInterval(-1))
+	l, err := newWith(os.Getenv("PIDFILE"), noWatch)
 	if err != nil {
 		fmt.Println("err 0", err)
 		return

@@ -27,7 +27,7 @@ func init() {
 // as a holder would, but has no PID file and no flock; it prints "bound"
 // and waits for stdin to close.
 func helperNameSquatter() {
-	l, err := New(os.Getenv("PIDFILE"))
+	l, err := newWith(os.Getenv("PIDFILE"))
 	if err != nil {
 		fmt.Println("error", err)
 		return
@@ -48,7 +48,7 @@ func helperNameSquatter() {
 // "unlocked".
 func helperSymlinkHolder() {
 	watch, _ := time.ParseDuration(os.Getenv("WATCH"))
-	l, err := New(os.Getenv("PIDFILE"), WithWatchInterval(watch), WithRepublish(os.Getenv("REPUBLISH") != "0"))
+	l, err := newWith(os.Getenv("PIDFILE"), watchEvery(watch), func(l *Locker) { l.DisableRepublish = os.Getenv("REPUBLISH") == "0" })
 	if err == nil {
 		err = l.TryLock()
 	}
@@ -144,7 +144,7 @@ func TestNeverTwoWhenTheDirectoryIsCreatedUnderASymlink(t *testing.T) {
 // A symbolic link in the PID file's path is swapped to another directory
 // while the holder lives (paused, then running): a second instance started
 // by the same path is refused, and the holder, at its next check,
-// re-publishes its file where the path now leads (WithRepublish) and then
+// re-publishes its file where the path now leads (republishing is on by default) and then
 // also refuses a start by that directory's real path, or, without
 // re-publishing, reports the lock lost.
 func TestNeverTwoWhenASymlinkedDirectoryIsSwapped(t *testing.T) {
@@ -248,7 +248,9 @@ func TestTheNameAloneProvesNoHolder(t *testing.T) {
 		require.NoError(t, err)
 		err = l.Terminate(syscall.SIGTERM)
 		require.Error(t, err, "round %d: the squatter was signalled", r)
-		assert.ErrorIs(t, err, errUnproven, "round %d", r)
+		var refused *AlreadyRunningError
+		require.ErrorAs(t, err, &refused, "round %d: a holder that is not proven", r)
+		assert.False(t, refused.Proven, "round %d", r)
 		require.NoError(t, sq.Process.Signal(syscall.Signal(0)), "round %d: the squatter is alive", r)
 		var are *AlreadyRunningError
 		require.ErrorAs(t, l.TryLock(), &are, "round %d: the name is held by our user: refused", r)

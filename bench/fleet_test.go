@@ -5,18 +5,12 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,13 +22,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ad5dec64/instancelock/internal/proctest"
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/ad5dec64/instancelock/pglock"
 	"github.com/ad5dec64/instancelock/redislock"
 )
 
 // The fleet benchmarks compare, in one run against the same throwaway
-// PostgreSQL 15 and Redis 7 on loopback (started on first use, like the
-// lock modules' tests do), how fast a waiting process gets a fleet lock:
+// PostgreSQL 15 and Redis 7 on loopback (internal/testserver starts them
+// on first use, as for the lock modules' tests), how fast a waiting process gets a fleet lock:
 //
 //	pglock         pglock.Locker.Lock: blocks in pg_advisory_lock
 //	pg-poll        pg_try_advisory_lock polled on one connection 25 ms apart
@@ -80,10 +75,11 @@ func newFleetLock(impl, pgURL, redisURL, name string, ttl time.Duration) (fleetL
 	case "pg-poll":
 		return &pgPoll{url: pgURL, key: pglock.Key(name)}, nil
 	case "redislock":
-		l, err := redislock.Open(redisURL, name, redislock.WithTTL(ttl))
+		l, err := redislock.Open(redisURL, name)
 		if err != nil {
 			return nil, err
 		}
+		l.TTL = ttl
 		return redisLocker{l}, nil
 	case "bsm-redislock", "redsync":
 		o, err := redis.ParseURL(redisURL)
@@ -350,131 +346,15 @@ func fleetRound(w fleetLock, impl, pgURL, redisURL, name string, ttl time.Durati
 	return time.Duration(r.at - from), nil
 }
 
-// --- the servers ---
-
-var (
-	fleetOnce           sync.Once
-	fleetPG, fleetRedis string
-	fleetErr            error
-	fleetSkip           string
-	fleetStops          []func()
-)
-
-// fleetServers starts PostgreSQL and Redis on first use and returns their
-// URLs; they are stopped when the benchmark binary's tests end (TestMain
-// does not know them: each is a child of this process that dies with it;
-// their directories are removed by stopFleetServers).
+// fleetServers returns the URLs of the test process's throwaway
+// PostgreSQL and Redis (internal/testserver), started on first use and
+// stopped by TestMain. Without them the benchmarks skip with the reason,
+// unless CI=true, where they fail.
 func fleetServers(b *testing.B) (string, string) {
 	b.Helper()
-	fleetOnce.Do(func() {
-		dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-		redisBin, rerr := exec.LookPath("redis-server")
-		if len(dirs) == 0 || rerr != nil {
-			fleetSkip = "PostgreSQL and Redis are needed (apt-get install -y postgresql redis-server)"
-			return
-		}
-		sort.Strings(dirs)
-		if fleetPG, fleetErr = startFleetPG(filepath.Dir(dirs[len(dirs)-1])); fleetErr != nil {
-			return
-		}
-		fleetRedis, fleetErr = startFleetRedis(redisBin)
-	})
-	if fleetSkip != "" {
-		if os.Getenv("CI") == "true" {
-			b.Fatal("CI=true but " + fleetSkip)
-		}
-		b.Skip(fleetSkip)
-	}
-	if fleetErr != nil {
-		b.Fatal(fleetErr)
-	}
-	b.Cleanup(func() {}) // the servers outlive one benchmark; see stopFleetServers
-	return fleetPG, fleetRedis
-}
-
-// stopFleetServers stops what fleetServers started.
-func stopFleetServers() {
-	for _, stop := range fleetStops {
-		stop()
-	}
-}
-
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func startFleetPG(bin string) (string, error) {
-	dir, err := os.MkdirTemp("", "bench-fleet-pg-")
-	if err != nil {
-		return "", err
-	}
-	asRoot := os.Geteuid() == 0
-	run := func(tool string, args ...string) ([]byte, error) {
-		path := filepath.Join(bin, tool)
-		cmd := exec.Command(path, args...)
-		if asRoot {
-			cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-		}
-		cmd.Dir = dir
-		return cmd.CombinedOutput()
-	}
-	if asRoot {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return "", err
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return "", err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-N"); err != nil {
-		return "", fmt.Errorf("initdb: %v\n%s", err, out)
-	}
-	port, err := freeLoopbackPort()
-	if err != nil {
-		return "", err
-	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir)
-	if out, err := run("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
-		return "", fmt.Errorf("pg_ctl start: %v\n%s", err, out)
-	}
-	fleetStops = append(fleetStops, func() {
-		run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
-		os.RemoveAll(dir)
-	})
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), nil
-}
-
-func startFleetRedis(bin string) (string, error) {
-	port, err := freeLoopbackPort()
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--maxmemory-policy", "noeviction")
-	cmd.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	fleetStops = append(fleetStops, func() { cmd.Process.Kill(); cmd.Wait() })
-	url := fmt.Sprintf("redis://127.0.0.1:%d", port)
-	o, _ := redis.ParseURL(url)
-	c := redis.NewClient(o)
-	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c.Ping(context.Background()).Err() == nil {
-			return url, nil
-		}
-		if time.Now().After(deadline) {
-			return "", errors.New("redis-server does not answer")
-		}
-	}
+	pg, err := testserver.SharedPostgres()
+	testserver.Need(b, err)
+	r, err := testserver.SharedRedis()
+	testserver.Need(b, err)
+	return pg.URL, r.URL()
 }

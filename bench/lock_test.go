@@ -17,6 +17,8 @@ import (
 	"github.com/ad5dec64/instancelock/internal/proctest"
 	"github.com/gofrs/flock"
 	"github.com/nightlyone/lockfile"
+
+	"github.com/ad5dec64/instancelock/internal/testserver"
 )
 
 // Benchmarks and tests that need real processes re-run this test binary as
@@ -34,7 +36,7 @@ const (
 func TestMain(m *testing.M) {
 	proctest.RunHelper(helperEnv, helpers)
 	code := m.Run()
-	stopFleetServers()
+	testserver.StopShared() // the servers of the fleet benchmarks
 	os.Exit(code)
 }
 
@@ -71,7 +73,7 @@ func expect(lr *proctest.Lines, prefix string, d time.Duration) (string, error) 
 // file lock can do (create exclusively, write, close, unlink).
 const (
 	implInstancelock = "instancelock"
-	implNoWatch      = "instancelock-nowatch" // instancelock with WithWatchInterval(-1)
+	implNoWatch      = "instancelock-nowatch" // instancelock with WatchInterval -1
 	implFloor        = "floor"
 	implNightlyone   = "nightlyone"
 	implGofrs        = "gofrs-flock"
@@ -98,13 +100,12 @@ type handle struct {
 func newHandle(impl, path string) (*handle, error) {
 	switch impl {
 	case implInstancelock, implNoWatch:
-		var opts []instancelock.Option
-		if impl == implNoWatch {
-			opts = append(opts, instancelock.WithWatchInterval(-1))
-		}
-		l, err := instancelock.New(path, opts...)
+		l, err := instancelock.New(path)
 		if err != nil {
 			return nil, err
+		}
+		if impl == implNoWatch {
+			l.WatchInterval = -1
 		}
 		return &handle{
 			try: func() (bool, error) {

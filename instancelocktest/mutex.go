@@ -7,6 +7,16 @@
 //	lk := instancelocktest.NewMutex()
 //	code := run(ctx, lk) // the program's main, taking an instancelock.Mutex
 //	lk.Lose(nil)         // the holder loses the lock: run must stop
+//
+// A program that uses the PID-file Locker itself is tested on an in-memory
+// file system and process table, MemFS and MemProcesses, which plug into
+// the Locker as its FS and Processes fields: a second instance, a crashed
+// one, a full disk or a reused pid, without touching the disk or another
+// process.
+//
+//	lk, err := instancelock.New("/run/app.pid")
+//	lk.FS = instancelocktest.NewMemFS()
+//	code := app(ctx, lk) // the program's main, taking the Locker
 package instancelocktest
 
 import (

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/ad5dec64/instancelock"
 	"github.com/ad5dec64/instancelock/pglock"
@@ -21,11 +23,14 @@ func ExampleLocker() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	lk, err := pglock.New(os.Getenv("DATABASE_URL"), "orchestrator", pglock.WithPort(8080))
+	lk, err := pglock.New(os.Getenv("DATABASE_URL"), "orchestrator")
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := lk.Lock(ctx); err != nil { // waits while another replica holds it
+	lk.Port = 8080                        // recorded with the holder
+	lk.Logger = slog.Default()            // acquisitions, takeover waits, losses
+	lk.KeepAlive = 500 * time.Millisecond // learn of a loss within 0.5 s (0: 1 s)
+	if err := lk.Lock(ctx); err != nil {  // waits while another replica holds it
 		log.Fatal(err)
 	}
 	defer lk.Unlock()

@@ -2,8 +2,9 @@
 // advisory lock that one process of many, on any number of hosts, holds at
 // a time, so that only one replica of a backend does the singleton work.
 //
-//	lk, err := pglock.New("postgres://app@db.internal/app", "orchestrator", pglock.WithPort(3000))
+//	lk, err := pglock.New("postgres://app@db.internal/app", "orchestrator")
 //	if err != nil { log.Fatal(err) }
+//	lk.Port = 3000 // optional fields, set before the first other call
 //	if err := lk.Lock(ctx); err != nil { log.Fatal(err) } // waits for the holder to go
 //	defer lk.Unlock()
 //	// ... work until <-lk.Lost() ...
@@ -28,6 +29,16 @@
 // Never connect through a transaction-mode pooler (PgBouncer
 // pool_mode=transaction): session locks do not survive it. The Locker
 // detects it and fails with [ErrTransactionPooler].
+//
+// Configuration follows one rule, as for the types of package
+// instancelock: what the Locker cannot work without (the connection string
+// and the lock name) are the arguments of [New]; everything optional is an
+// exported field of [Locker], set after New and before the first other
+// method call, and never changed afterwards. The zero value of a field
+// means its documented default; a negative duration means no limit where
+// its comment says so. A field out of range makes the first TryLock or
+// Lock fail with an error that names it. A Locker not made by New (the
+// zero Locker) holds nothing and its TryLock, Lock and Holder fail.
 package pglock
 
 import (
@@ -58,14 +69,11 @@ import (
 // its rows: the epoch of a name would restart at 1.
 const Table = "instancelock_holders"
 
-// Defaults of the options.
+// Defaults of the fields of Locker.
 const (
-	// DefaultKeepAlive is how soon a holder learns that it lost the lock,
-	// unless WithKeepAlive says otherwise.
-	DefaultKeepAlive = time.Second
-	// DefaultTimeout bounds connecting and each statement, unless
-	// WithTimeout says otherwise.
-	DefaultTimeout = 10 * time.Second
+	defaultKeepAlive = time.Second
+	defaultTimeout   = 10 * time.Second
+	minKeepAlive     = 10 * time.Millisecond
 )
 
 // Retry delays of Lock while the server cannot be reached: the first,
@@ -105,59 +113,6 @@ var ErrTransactionPooler = errors.New("pglock: the connection has no server sess
 // FencingToken report this at the moment they are called.
 var ErrLeaseExpired = errors.New("the lease ran out before a keep-alive check confirmed the lock")
 
-// An Option configures a Locker.
-type Option func(*config)
-
-type config struct {
-	port      int
-	keepAlive time.Duration
-	timeout   time.Duration
-	logger    *slog.Logger
-	err       error
-}
-
-// WithPort records the port the instance serves on in the holder's
-// ProcessLock. It must be in 1..65535.
-func WithPort(port int) Option {
-	return func(c *config) {
-		if port < 1 || port > 65535 {
-			c.err = errors.Join(c.err, fmt.Errorf("pglock: WithPort(%d): port outside 1..65535", port))
-		}
-		c.port = port
-	}
-}
-
-// WithKeepAlive sets the keep-alive interval (default DefaultKeepAlive): a
-// holder checks twice per interval that its session still holds the lock,
-// each check bounded to 40% of the interval, so it learns of a loss at
-// most one interval after the loss. The interval is published with the
-// holder: a Locker that takes over from a holder that did not Unlock, and
-// may still be alive, waits that holder's interval before TryLock or Lock
-// returns. It must be at least 10ms.
-func WithKeepAlive(d time.Duration) Option {
-	return func(c *config) {
-		if d < 10*time.Millisecond {
-			c.err = errors.Join(c.err, fmt.Errorf("pglock: WithKeepAlive(%v): shorter than 10ms", d))
-		}
-		c.keepAlive = d
-	}
-}
-
-// WithTimeout bounds connecting and each statement the Locker runs outside
-// the keep-alive checks (default DefaultTimeout). It must be positive.
-func WithTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			c.err = errors.Join(c.err, fmt.Errorf("pglock: WithTimeout(%v): not positive", d))
-		}
-		c.timeout = d
-	}
-}
-
-// WithLogger sends the Locker's log records to l. By default it logs
-// nothing.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
-
 // Key returns the advisory lock key of a lock name: the first 8 bytes of
 // the SHA-256 of the name, read as a big-endian int64. Other code of the
 // same database must not use this key for its own advisory locks.
@@ -170,17 +125,48 @@ func Key(name string) int64 {
 // database. It is safe for concurrent use. A Locker holds the lock at most
 // once: TryLock on a held Locker is an error.
 type Locker struct {
-	name      string
-	desc      string // `postgres lock "name"`, the Path of AlreadyRunningError
-	key       int64
-	classID   int64 // the key as pg_locks shows it: high 32 bits
-	objID     int64 // low 32 bits
-	cfg       *pgx.ConnConfig
+	// Port is the port the instance serves on, recorded in the holder's
+	// ProcessLock. 0 records none; outside 0..65535 TryLock and Lock fail.
+	Port int
+
+	// KeepAlive is the keep-alive interval; 0 means 1 s. A holder checks
+	// every third of the interval that its session still holds the lock;
+	// its lease deadline is 90% of the interval after the last check that
+	// confirmed it, so it learns of a loss at most one interval after the
+	// loss. The interval
+	// is published with the holder: a Locker that takes over from a holder
+	// that did not Unlock, and may still be alive, waits that holder's
+	// interval before TryLock or Lock returns. A holder cannot go without
+	// checks: a negative value, or one under 10ms, makes TryLock and Lock
+	// fail.
+	KeepAlive time.Duration
+
+	// Timeout bounds connecting and each statement the Locker runs outside
+	// the keep-alive checks (which KeepAlive bounds); 0 means 10 s, a
+	// negative value means no limit.
+	Timeout time.Duration
+
+	// Logger receives the Locker's log records: acquisitions and releases
+	// (debug), takeover waits (info), retries (warning) and losses
+	// (error). nil means silent.
+	Logger *slog.Logger
+
+	name    string
+	desc    string // `postgres lock "name"`, the Path of AlreadyRunningError
+	key     int64
+	classID int64 // the key as pg_locks shows it: high 32 bits
+	objID   int64 // low 32 bits
+	cfg     *pgx.ConnConfig
+	id      string
+
+	// The fields as the first TryLock, Lock or Holder found them
+	// (setup), with the defaults filled in.
+	setupOnce sync.Once
+	setupErr  error
 	port      int
 	keepAlive time.Duration
-	timeout   time.Duration
+	timeout   time.Duration // 0: no limit
 	log       *slog.Logger
-	id        string
 
 	acq        sync.Mutex // serialises acquisitions
 	mu         sync.Mutex // serialises setting the tenure and Unlock
@@ -206,7 +192,9 @@ type tenure struct {
 // New returns a Locker for the lock name (not empty) in the database that
 // connString names (a URL or key=value string, as pgx.ParseConfig reads
 // it). It connects to nothing: connections are opened by TryLock, Lock and
-// Holder. It fails when an option or the connection string is invalid.
+// Holder. It fails when the name is empty or the connection string is
+// invalid. The optional fields of the Locker may be set before its first
+// other method call.
 //
 // The Locker sends application_name=instancelock-pglock as a startup
 // parameter (unless connString sets it) and, on each lock connection right
@@ -220,16 +208,9 @@ type tenure struct {
 // apply to the pooler's connection to the server, so the dead-host
 // detection then depends on the pooler's own client keepalives
 // (PgBouncer's tcp_keepalive and client_idle_timeout settings).
-func New(connString, name string, opts ...Option) (*Locker, error) {
+func New(connString, name string) (*Locker, error) {
 	if name == "" {
 		return nil, errors.New("pglock: New: empty lock name")
-	}
-	c := config{keepAlive: DefaultKeepAlive, timeout: DefaultTimeout}
-	for _, o := range opts {
-		o(&c)
-	}
-	if c.err != nil {
-		return nil, c.err
 	}
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
@@ -243,16 +224,60 @@ func New(connString, name string, opts ...Option) (*Locker, error) {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "instancelock-pglock"
 	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
-	}
 	key := Key(name)
 	return &Locker{
 		name: name, desc: fmt.Sprintf("postgres lock %q", name),
 		key: key, classID: int64(uint64(key) >> 32), objID: int64(uint64(key) & 0xffffffff),
-		cfg: cfg, port: c.port, keepAlive: c.keepAlive, timeout: c.timeout,
-		log: c.logger.With("lock", name), id: uuid.NewString(),
+		cfg: cfg, id: uuid.NewString(),
 	}, nil
+}
+
+// errNotNew is the error of a Locker that New did not make.
+var errNotNew = errors.New("pglock: the Locker was not made by New: use pglock.New(connString, name)")
+
+// setup reads the optional fields once, at the first TryLock, Lock or
+// Holder, and fills in their defaults. Its error names a field out of
+// range; it stays.
+func (l *Locker) setup() error {
+	l.setupOnce.Do(func() {
+		var bad []error
+		if l.cfg == nil {
+			bad = append(bad, errNotNew)
+		}
+		if l.Port < 0 || l.Port > 65535 {
+			bad = append(bad, fmt.Errorf("pglock: Locker.Port is %d: want 1..65535, or 0 for none", l.Port))
+		}
+		l.port = l.Port
+		switch {
+		case l.KeepAlive == 0:
+			l.keepAlive = defaultKeepAlive
+		case l.KeepAlive < minKeepAlive:
+			bad = append(bad, fmt.Errorf("pglock: Locker.KeepAlive is %v: want at least %v, or 0 for %v", l.KeepAlive, minKeepAlive, defaultKeepAlive))
+		default:
+			l.keepAlive = l.KeepAlive
+		}
+		switch {
+		case l.Timeout == 0:
+			l.timeout = defaultTimeout
+		case l.Timeout > 0:
+			l.timeout = l.Timeout
+		}
+		log := l.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		l.log = log.With("lock", l.name)
+		l.setupErr = errors.Join(bad...)
+	})
+	return l.setupErr
+}
+
+// bounded returns ctx bounded by the Timeout field (none when negative).
+func (l *Locker) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if l.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, l.timeout)
 }
 
 // Name returns the lock name given to New.
@@ -341,7 +366,8 @@ func (l *Locker) FencingToken() (uint64, bool) {
 // It fails with an error matching ErrTransactionPooler when the connection
 // goes through a transaction- or statement-mode pooler, and with the
 // connection's error when the server cannot be reached; the Locker then
-// holds nothing. TryLock on a Locker that holds the lock is an error.
+// holds nothing. TryLock on a Locker that holds the lock is an error, and
+// so is a field of the Locker out of range (see Locker).
 func (l *Locker) TryLock() error {
 	if err := l.beginAcquire(); err != nil {
 		return err
@@ -422,8 +448,12 @@ func (l *Locker) Lock(ctx context.Context) error {
 	}
 }
 
-// beginAcquire takes acq, or fails when the lock is held.
+// beginAcquire takes acq, or fails when the lock is held or a field is
+// out of range.
 func (l *Locker) beginAcquire() error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	l.acq.Lock()
 	l.mu.Lock()
 	held := l.t != nil
@@ -479,7 +509,7 @@ func (l *Locker) Unlock() error {
 	l.cur.Store(nil)
 	var err error
 	if t.err.Load() == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+		ctx, cancel := l.bounded(context.Background())
 		err = l.release(ctx, t)
 		cancel()
 		e := instancelock.ErrNotHeld
@@ -524,7 +554,10 @@ func (l *Locker) release(ctx context.Context, t *tenure) error {
 // metadata (another program using the same key) is an error that does not
 // match ErrNotRunning.
 func (l *Locker) Holder() (instancelock.ProcessLock, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	if l.setup(); l.cfg == nil { // the fields' errors are TryLock's and Lock's
+		return instancelock.ProcessLock{}, errNotNew
+	}
+	ctx, cancel := l.bounded(context.Background())
 	defer cancel()
 	c, err := l.connect(ctx)
 	if err != nil {

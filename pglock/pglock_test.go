@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/stretchr/testify/require"
 )
 
@@ -19,28 +20,86 @@ var (
 )
 
 func TestNewRejectsBadInput(t *testing.T) {
-	for _, tc := range []struct {
-		name, dsn, lock string
-		opts            []Option
-	}{
-		{"empty name", "postgres://localhost/x", "", nil},
-		{"bad connection string", "postgres://%zz", "n", nil},
-		{"port 0", "postgres://localhost/x", "n", []Option{WithPort(0)}},
-		{"port 65536", "postgres://localhost/x", "n", []Option{WithPort(65536)}},
-		{"keep-alive 0", "postgres://localhost/x", "n", []Option{WithKeepAlive(0)}},
-		{"keep-alive 1ms", "postgres://localhost/x", "n", []Option{WithKeepAlive(time.Millisecond)}},
-		{"timeout 0", "postgres://localhost/x", "n", []Option{WithTimeout(0)}},
+	for _, tc := range []struct{ name, dsn, lock string }{
+		{"empty name", "postgres://localhost/x", ""},
+		{"bad connection string", "postgres://%zz", "n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := New(tc.dsn, tc.lock, tc.opts...)
+			l, err := New(tc.dsn, tc.lock)
 			require.Error(t, err)
 			require.Nil(t, l)
 		})
 	}
-	l, err := New("postgres://localhost/x", "n", WithPort(3000), WithKeepAlive(time.Second), WithTimeout(time.Second))
+	l, err := New("postgres://localhost/x", "n")
 	require.NoError(t, err)
 	require.Equal(t, "n", l.Name())
 	require.NotEmpty(t, l.InstanceID())
+}
+
+// A field out of range is refused by the first TryLock and Lock, with an
+// error that names the field, before anything is connected (nothing
+// listens at the address); the error stays. Holder, which uses none of
+// them, goes on to connect.
+func TestFieldsOutOfRange(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*Locker)
+		want string
+	}{
+		{"port -1", func(l *Locker) { l.Port = -1 }, "Locker.Port is -1: want 1..65535, or 0 for none"},
+		{"port 65536", func(l *Locker) { l.Port = 65536 }, "Locker.Port is 65536"},
+		{"keep-alive 1ms", func(l *Locker) { l.KeepAlive = time.Millisecond }, "Locker.KeepAlive is 1ms: want at least 10ms, or 0 for 1s"},
+		{"keep-alive negative", func(l *Locker) { l.KeepAlive = -time.Second }, "Locker.KeepAlive is -1s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := New("postgres://postgres@127.0.0.1:1/x?connect_timeout=1", "n")
+			require.NoError(t, err)
+			tc.set(l)
+			err = l.TryLock()
+			require.ErrorContains(t, err, tc.want)
+			require.ErrorContains(t, l.Lock(context.Background()), tc.want, "Lock fails at once, without retrying")
+			require.ErrorContains(t, l.TryLock(), tc.want, "the error stays")
+			require.ErrorIs(t, l.Err(), instancelock.ErrNotHeld)
+			require.NoError(t, l.Unlock())
+			_, err = l.Holder()
+			require.Error(t, err, "nothing listens at 127.0.0.1:1")
+			require.NotContains(t, err.Error(), "Locker.")
+		})
+	}
+}
+
+// The zero Locker and zero fields: a Locker not made by New fails with an
+// error that says how to make one, and never panics; zero fields are the
+// defaults (1 s keep-alive, 10 s timeout, silent, no port).
+func TestZeroValues(t *testing.T) {
+	var z Locker
+	for _, err := range []error{z.TryLock(), z.Lock(context.Background())} {
+		require.ErrorContains(t, err, "use pglock.New(connString, name)")
+	}
+	_, err := z.Holder()
+	require.ErrorContains(t, err, "use pglock.New(connString, name)")
+	require.ErrorIs(t, z.Err(), instancelock.ErrNotHeld)
+	require.Nil(t, z.Lost())
+	_, ok := z.FencingToken()
+	require.False(t, ok)
+	require.NoError(t, z.Unlock())
+
+	l, err := New("postgres://localhost/x", "n")
+	require.NoError(t, err)
+	require.NoError(t, l.setup())
+	require.Equal(t, time.Second, l.keepAlive)
+	require.Equal(t, 10*time.Second, l.timeout)
+	require.Equal(t, 0, l.port)
+	require.NotNil(t, l.log)
+
+	l, err = New("postgres://localhost/x", "n")
+	require.NoError(t, err)
+	l.Timeout = -1
+	require.NoError(t, l.setup())
+	ctx, cancel := l.bounded(context.Background())
+	defer cancel()
+	_, bounded := ctx.Deadline()
+	require.False(t, bounded, "a negative Timeout is no limit")
 }
 
 // The key is part of the protocol between versions of this package in one
@@ -55,7 +114,7 @@ func TestKeyIsStable(t *testing.T) {
 // channel, no token; an unreachable server is an error that is not
 // ErrAlreadyRunning, and leaves nothing held.
 func TestNotHeld(t *testing.T) {
-	port, err := freePort() // nothing listens there
+	port, err := testserver.FreePort() // nothing listens there
 	require.NoError(t, err)
 	l, err := New(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=5", port), "n")
 	require.NoError(t, err)
@@ -89,7 +148,8 @@ func TestLifecycle(t *testing.T) {
 	needPG(t)
 	checkNoGoroutineLeak(t)
 	name := lockName(t)
-	a := newLocker(t, name, WithPort(3000))
+	a := newLocker(t, name)
+	a.Port = 3000
 	b := newLocker(t, name)
 
 	_, err := a.Holder()
@@ -229,8 +289,10 @@ func TestTerminatedSessionIsReportedBeforeTakeover(t *testing.T) {
 	needPG(t)
 	const keepAlive = 500 * time.Millisecond
 	name := lockName(t)
-	a := newLocker(t, name, WithKeepAlive(keepAlive))
-	b := newLocker(t, name, WithKeepAlive(keepAlive))
+	a := newLocker(t, name)
+	a.KeepAlive = keepAlive
+	b := newLocker(t, name)
+	b.KeepAlive = keepAlive
 	c := admin(t)
 	require.NoError(t, a.TryLock())
 	tokA, _ := a.FencingToken()
@@ -362,8 +424,10 @@ func TestConcurrentTableCreation(t *testing.T) {
 func TestSettleTimeIsRespected(t *testing.T) {
 	needPG(t)
 	name := lockName(t)
-	a := newLocker(t, name, WithKeepAlive(3*time.Second))
-	b := newLocker(t, name, WithKeepAlive(100*time.Millisecond))
+	a := newLocker(t, name)
+	a.KeepAlive = 3 * time.Second
+	b := newLocker(t, name)
+	b.KeepAlive = 100 * time.Millisecond
 	c := admin(t)
 	require.NoError(t, a.TryLock())
 	terminate(t, c, backendOf(t, c, name))

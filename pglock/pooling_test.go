@@ -55,8 +55,9 @@ func helperTryLock() {
 func TestSessionPooler(t *testing.T) {
 	dsn := bouncerDSN(t, "session")
 	name := lockName(t)
-	a, err := New(dsn, name, WithPort(3000))
+	a, err := New(dsn, name)
 	require.NoError(t, err)
+	a.Port = 3000
 	t.Cleanup(func() { a.Unlock() })
 	require.NoError(t, a.TryLock(), "through PgBouncer in session mode")
 	h, err := newLocker(t, name).Holder()

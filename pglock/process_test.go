@@ -359,7 +359,8 @@ func takeover(t testing.TB, h *holder, w *Locker) (time.Duration, error) {
 func TestSettleSurvivesCrashedSuccessor(t *testing.T) {
 	needPG(t)
 	name := lockName(t)
-	a := newLocker(t, name, WithKeepAlive(2*time.Second))
+	a := newLocker(t, name)
+	a.KeepAlive = 2 * time.Second
 	c := admin(t)
 	require.NoError(t, a.TryLock())
 

@@ -99,8 +99,9 @@ func TestPartitionIsReported(t *testing.T) {
 	const keepAlive = 500 * time.Millisecond
 	p := startProxy(t)
 	name := lockName(t)
-	l, err := New(p.dsn(), name, WithKeepAlive(keepAlive))
+	l, err := New(p.dsn(), name)
 	require.NoError(t, err)
+	l.KeepAlive = keepAlive
 	t.Cleanup(func() { l.Unlock() })
 	require.NoError(t, l.TryLock())
 	c := admin(t)

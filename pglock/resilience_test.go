@@ -15,6 +15,7 @@ import (
 
 	"github.com/ad5dec64/instancelock"
 	"github.com/ad5dec64/instancelock/internal/proctest"
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -38,7 +39,10 @@ func monotonic() int64 {
 // reports the loss it prints "lost <error>" and waits to be killed.
 func helperWorker() {
 	ka, _ := time.ParseDuration(os.Getenv("KEEPALIVE"))
-	l, err := New(testDSN, os.Getenv("NAME"), WithKeepAlive(ka))
+	l, err := New(testDSN, os.Getenv("NAME"))
+	if err == nil {
+		l.KeepAlive = ka
+	}
 	if err == nil {
 		err = l.Lock(context.Background())
 	}
@@ -133,7 +137,8 @@ func TestResumedHolderIsToldAtItsFirstCheck(t *testing.T) {
 func TestLockRidesOutServerRestart(t *testing.T) {
 	needPG(t)
 	name := lockName(t)
-	a := newLocker(t, name, WithKeepAlive(300*time.Millisecond))
+	a := newLocker(t, name)
+	a.KeepAlive = 300 * time.Millisecond
 	b := newLocker(t, name)
 	require.NoError(t, a.TryLock())
 	tokA, _ := a.FencingToken()
@@ -143,7 +148,7 @@ func TestLockRidesOutServerRestart(t *testing.T) {
 	go func() { done <- b.Lock(ctx) }()
 	time.Sleep(200 * time.Millisecond) // b waits in pg_advisory_lock
 
-	require.NoError(t, testSrv.restart())
+	require.NoError(t, testSrv.Restart())
 	select {
 	case <-a.Lost():
 	case <-time.After(30 * time.Second):
@@ -163,15 +168,6 @@ func TestLockRidesOutServerRestart(t *testing.T) {
 	require.NoError(t, a.Unlock())
 }
 
-// libfaketime returns the path of Debian's libfaketime, "" if missing.
-func libfaketime() string {
-	m, _ := filepath.Glob("/usr/lib/*/faketime/libfaketime.so.1")
-	if len(m) == 0 {
-		return ""
-	}
-	return m[0]
-}
-
 // A server whose clock steps back an hour (libfaketime, read by the server
 // at every call): a clean release needs no wait, and a takeover from a
 // terminated session waits the old holder's keep-alive interval on the
@@ -180,13 +176,8 @@ func libfaketime() string {
 // liveness bounds (20 s), not speed figures.
 func TestServerClockStepsBack(t *testing.T) {
 	needPG(t)
-	lib := libfaketime()
-	if lib == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true but libfaketime is not installed (apt-get install -y libfaketime)")
-		}
-		t.Skip("libfaketime is not installed (apt-get install -y libfaketime)")
-	}
+	lib, err := testserver.Libfaketime()
+	testserver.Need(t, err)
 	f, err := os.CreateTemp("", "pglock-faketime-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.Remove(f.Name()) })
@@ -194,15 +185,13 @@ func TestServerClockStepsBack(t *testing.T) {
 	require.NoError(t, os.Chmod(f.Name(), 0o644))
 	step := func(offset string) { require.NoError(t, os.WriteFile(f.Name(), []byte(offset+"\n"), 0o644)) }
 	step("+0")
-	bin, err := postgresBin()
-	require.NoError(t, err)
-	srv, err := startPostgres(bin, "LD_PRELOAD="+lib, "FAKETIME_TIMESTAMP_FILE="+f.Name(),
+	srv, err := testserver.StartPostgres("LD_PRELOAD="+lib, "FAKETIME_TIMESTAMP_FILE="+f.Name(),
 		"FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1")
 	require.NoError(t, err)
-	t.Cleanup(srv.stop)
+	t.Cleanup(srv.Stop)
 
 	serverBehind := func() time.Duration {
-		l, err := New(srv.dsn, "clock")
+		l, err := New(srv.URL, "clock")
 		require.NoError(t, err)
 		c, err := l.connect(context.Background())
 		require.NoError(t, err)
@@ -214,13 +203,14 @@ func TestServerClockStepsBack(t *testing.T) {
 	require.Less(t, serverBehind(), time.Minute, "the server's clock starts right")
 
 	name := lockName(t)
-	lk := func(opts ...Option) *Locker {
-		l, err := New(srv.dsn, name, opts...)
+	lk := func() *Locker {
+		l, err := New(srv.URL, name)
 		require.NoError(t, err)
+		l.KeepAlive = 300 * time.Millisecond
 		t.Cleanup(func() { l.Unlock() })
 		return l
 	}
-	a, b := lk(WithKeepAlive(300*time.Millisecond)), lk(WithKeepAlive(300*time.Millisecond))
+	a, b := lk(), lk()
 	acquire := func(l *Locker, what string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -239,7 +229,7 @@ func TestServerClockStepsBack(t *testing.T) {
 	// A terminated session: the next holder waits the old holder's
 	// keep-alive, and returns after the old holder was told.
 	acquire(a, "a holds again")
-	direct, err := New(srv.dsn, "admin")
+	direct, err := New(srv.URL, "admin")
 	require.NoError(t, err)
 	ac, err := direct.connect(context.Background())
 	require.NoError(t, err)

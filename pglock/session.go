@@ -137,7 +137,7 @@ type conn struct {
 
 // connect opens a plain connection (Holder's).
 func (l *Locker) connect(ctx context.Context) (*pgx.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	ctx, cancel := l.bounded(ctx)
 	defer cancel()
 	c, err := pgx.ConnectConfig(ctx, l.cfg)
 	if err != nil {
@@ -154,7 +154,7 @@ func (l *Locker) connect(ctx context.Context) (*pgx.Conn, error) {
 // first connection reads its marker back, which must not have moved. Either
 // failure is ErrTransactionPooler, before any lock is taken.
 func (l *Locker) connectLock(ctx context.Context) (*conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	ctx, cancel := l.bounded(ctx)
 	defer cancel()
 	pc, err := pgx.ConnectConfig(ctx, l.cfg)
 	if err != nil {
@@ -220,7 +220,7 @@ func (l *Locker) closeLock(c *conn) {
 
 // row runs one statement bounded by the timeout and scans its row.
 func (l *Locker) row(ctx context.Context, c *pgx.Conn, sql string, args []any, dest ...any) error {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	ctx, cancel := l.bounded(ctx)
 	defer cancel()
 	return c.QueryRow(ctx, sql, args...).Scan(dest...)
 }
@@ -457,7 +457,7 @@ func (l *Locker) ensureTable(ctx context.Context, c *pgx.Conn) error {
 		return fmt.Errorf("pglock: %s: looking for table %s: %w", l.desc, Table, err)
 	}
 	if !exists {
-		ectx, cancel := context.WithTimeout(ctx, l.timeout)
+		ectx, cancel := l.bounded(ctx)
 		_, err := c.Exec(ectx, sqlCreateTable)
 		cancel()
 		var pgErr *pgconn.PgError

@@ -22,11 +22,17 @@ import (
 // liveness bounds waits for what should happen soon; never a speed goal.
 const liveness = 10 * time.Second
 
-func acquire(t *testing.T, opts ...instancelock.Option) (*instancelock.Locker, string) {
+// acquire takes a lock on a fresh PID file with the watch interval given
+// (0: the default) and republishing off when disableRepublish.
+func acquire(t *testing.T, watch time.Duration, disableRepublish bool) (*instancelock.Locker, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "app.pid")
-	lk, err := instancelock.Acquire(path, opts...)
+	lk, err := instancelock.New(path)
 	if err != nil {
+		t.Fatal(err)
+	}
+	lk.WatchInterval, lk.DisableRepublish = watch, disableRepublish
+	if err := lk.TryLock(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lk.Unlock() })
@@ -117,7 +123,7 @@ func lint(t *testing.T, c prometheus.Collector) {
 // everything returns a collector over a real Locker, a GracefulShutdown, a
 // Health with two checks, and the fake fleet lock of instancelocktest, with every metric present.
 func everything(t *testing.T) (*Collector, *instancelock.GracefulShutdown) {
-	lk, _ := acquire(t)
+	lk, _ := acquire(t, 0, false)
 	g := instancelock.NewGracefulShutdown(lk)
 	g.Add("close db", func(context.Context) error { return nil })
 	g.Add("stop http", func(context.Context) error { return errors.New("boom") })
@@ -163,7 +169,7 @@ func TestCollectAndLintFindsNothing(t *testing.T) {
 }
 
 func TestLockHeldAndLost(t *testing.T) {
-	lk, path := acquire(t, instancelock.WithWatchInterval(10*time.Millisecond), instancelock.WithRepublish(false))
+	lk, path := acquire(t, 10*time.Millisecond, true)
 	c := New(WithLock("pidfile", lk))
 	mfs := gather(t, c)
 	mustValue(t, mfs, 1, "instancelock_lock_held", "lock", "pidfile")
@@ -204,7 +210,7 @@ func TestLockHeldAndLost(t *testing.T) {
 }
 
 func TestLockLostAndUnlockedBetweenScrapesIsCounted(t *testing.T) {
-	lk, path := acquire(t, instancelock.WithWatchInterval(10*time.Millisecond), instancelock.WithRepublish(false))
+	lk, path := acquire(t, 10*time.Millisecond, true)
 	c := New(WithLock("pidfile", lk))
 	mustValue(t, gather(t, c), 0, "instancelock_lock_losses_total", "lock", "pidfile")
 	os.Remove(path)
@@ -214,7 +220,7 @@ func TestLockLostAndUnlockedBetweenScrapesIsCounted(t *testing.T) {
 }
 
 func TestLifecycleState(t *testing.T) {
-	lk, _ := acquire(t)
+	lk, _ := acquire(t, 0, false)
 	g := instancelock.NewGracefulShutdown(lk)
 	c := New(WithShutdown(g))
 	wantState := func(cur string) {
@@ -361,7 +367,7 @@ func TestFleetLockTokenAndTakeovers(t *testing.T) {
 }
 
 func TestOptionsPanicOnProgrammerErrors(t *testing.T) {
-	lk, _ := acquire(t)
+	lk, _ := acquire(t, 0, false)
 	for name, f := range map[string]func(){
 		"nil Mutex":      func() { WithLock("x", nil) },
 		"nil *Locker":    func() { WithLock("x", (*instancelock.Locker)(nil)) },

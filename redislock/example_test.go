@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"time"
 
@@ -18,11 +19,12 @@ import (
 // work stops when the lock is lost. (The examples need a Redis server, so
 // they are compiled but not run.)
 func Example() {
-	lk, err := redislock.Open("redis://127.0.0.1:6379", "orchestrator", redislock.WithPort(3000))
+	lk, err := redislock.Open("redis://127.0.0.1:6379", "orchestrator")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer lk.Close()
+	lk.Port = 3000 // recorded with the holder; set before the first other call
 	if err := lk.Lock(context.Background()); err != nil {
 		log.Fatal(err)
 	}
@@ -86,10 +88,12 @@ func ExampleLocker_FencingToken() {
 func ExampleNew() {
 	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{"127.0.0.1:6379"}})
 	defer client.Close()
-	lk, err := redislock.New(client, "scheduler", redislock.WithTTL(15*time.Second))
+	lk, err := redislock.New(client, "scheduler")
 	if err != nil {
 		log.Fatal(err)
 	}
+	lk.TTL = 15 * time.Second // a dead holder keeps the others out for 15 s at most (0: 10 s)
+	lk.Logger = slog.Default()
 	if err := lk.Lock(context.Background()); err != nil {
 		log.Fatal(err)
 	}

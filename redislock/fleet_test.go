@@ -36,7 +36,12 @@ func helperLocker() (*Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Open(os.Getenv("REDISLOCK_URL"), os.Getenv("LOCK_NAME"), WithTTL(ttl))
+	l, err := Open(os.Getenv("REDISLOCK_URL"), os.Getenv("LOCK_NAME"))
+	if err != nil {
+		return nil, err
+	}
+	l.TTL = ttl
+	return l, nil
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }
@@ -345,7 +350,8 @@ func TestFleetHolderKilled(t *testing.T) {
 	// running the race detector.
 	ttl := time.Second
 	holder, out, _, fa := startHolder(t, name, ttl)
-	b := open(t, name, WithTTL(ttl))
+	b := open(t, name)
+	b.TTL = ttl
 
 	res := make(chan error, 1)
 	go func() {
@@ -386,7 +392,8 @@ func TestFleetHolderPaused(t *testing.T) {
 	name := t.Name()
 	ttl := 500 * time.Millisecond
 	holder, out, in, fa := startHolder(t, name, ttl)
-	b := open(t, name, WithTTL(ttl))
+	b := open(t, name)
+	b.TTL = ttl
 
 	require.NoError(t, holder.Process.Signal(syscall.SIGSTOP))
 	paused := time.Now()
@@ -478,7 +485,8 @@ func TestFleetResumedHolderIsToldAtItsFirstCheck(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // it is checking and writing
 
 		require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
-		w := open(t, name, WithTTL(ttl))
+		w := open(t, name)
+		w.TTL = ttl
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		require.NoError(t, w.Lock(ctx), "the waiter takes over once the paused holder's key expires")
 		cancel()

@@ -3,9 +3,10 @@
 // the holder's metadata in the value and a fencing token that grows with
 // every new holder.
 //
-//	lk, err := redislock.Open("redis://127.0.0.1:6379", "orchestrator", redislock.WithPort(3000))
+//	lk, err := redislock.Open("redis://127.0.0.1:6379", "orchestrator")
 //	if err != nil { log.Fatal(err) }
 //	defer lk.Close()
+//	lk.Port = 3000 // optional fields, set before the first other call
 //	if err := lk.Lock(ctx); err != nil { log.Fatal(err) }
 //	// do the singleton work until <-lk.Lost()
 //
@@ -19,6 +20,17 @@
 //
 // *Locker satisfies instancelock.Mutex and instancelock.Fencer, so it can
 // be given to instancelock.NewGracefulShutdown and instancelock.NewHealth.
+//
+// Configuration follows one rule, as for the types of package
+// instancelock: what the Locker cannot work without (the client, or a URL,
+// and the lock name) are the arguments of [New] and [Open]; everything
+// optional is an exported field of [Locker], set after New or Open and
+// before the first other method call, and never changed afterwards. The
+// zero value of a field means its documented default. A field out of
+// range, or a server that may evict the key, makes the first TryLock or
+// Lock fail with an error that says which. A Locker not made by New or
+// Open (the zero Locker) holds nothing and its TryLock, Lock and Holder
+// fail.
 package redislock
 
 import (
@@ -47,14 +59,14 @@ var (
 	_ instancelock.Fencer = (*Locker)(nil)
 )
 
-// DefaultTTL is the lease's time to live unless WithTTL says otherwise: the
-// longest a dead holder keeps the lock from the others.
-const DefaultTTL = 10 * time.Second
+// defaultTTL is the TTL of a Locker whose TTL field is 0.
+const defaultTTL = 10 * time.Second
 
-// MinTTL is the shortest TTL that WithTTL accepts.
+// MinTTL is the shortest TTL a Locker accepts.
 const MinTTL = 50 * time.Millisecond
 
-// checkTimeout bounds the server check in New.
+// checkTimeout bounds the server check of the first acquisition, and the
+// subscription of Lock.
 const checkTimeout = 5 * time.Second
 
 // Backoff of Lock between two attempts, before jitter.
@@ -64,10 +76,11 @@ const (
 )
 
 var (
-	// ErrEvictionPolicy is returned by New when the server's
-	// maxmemory-policy is not noeviction: under memory pressure the server
-	// could evict the lock key and let a second holder in. AllowEviction
-	// turns the error into a logged warning.
+	// ErrEvictionPolicy is matched by the error of the first TryLock or
+	// Lock when the server's maxmemory-policy is not noeviction: under
+	// memory pressure the server could evict the lock key and let a second
+	// holder in. Locker.AllowEviction turns the error into a logged
+	// warning.
 	ErrEvictionPolicy = errors.New("the server may evict keys (maxmemory-policy is not noeviction)")
 	// ErrLeaseExpired is the cause of a loss (it is wrapped by an error
 	// that matches instancelock.ErrLockLost) when the local deadline of the
@@ -84,50 +97,6 @@ var (
 // had already run out locally.
 var errLate = errors.New("the server answered after the lease had run out")
 
-// An Option configures a Locker.
-type Option func(*config)
-
-type config struct {
-	ttl           time.Duration
-	port          int
-	logger        *slog.Logger
-	allowEviction bool
-	err           error
-}
-
-// WithTTL sets the lease's time to live (default DefaultTTL). The holder
-// renews it every ttl/3; a holder that dies keeps the others out for at
-// most ttl. It must be at least MinTTL; New fails otherwise.
-func WithTTL(ttl time.Duration) Option {
-	return func(c *config) {
-		if ttl < MinTTL {
-			c.err = errors.Join(c.err, fmt.Errorf("redislock: WithTTL(%v): shorter than %v", ttl, MinTTL))
-		}
-		c.ttl = ttl
-	}
-}
-
-// WithPort records the port the instance serves on in the holder's
-// metadata. It must be in 1..65535; New fails otherwise.
-func WithPort(port int) Option {
-	return func(c *config) {
-		if port < 1 || port > 65535 {
-			c.err = errors.Join(c.err, fmt.Errorf("redislock: WithPort(%d): port outside 1..65535", port))
-		}
-		c.port = port
-	}
-}
-
-// WithLogger sends the Locker's log records to l: the loss of the lock
-// (error), failed renewals and doubts about the server (warning), and
-// acquisitions and releases (debug). By default it logs nothing.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
-
-// AllowEviction makes New accept a server whose maxmemory-policy is not
-// noeviction, logging a warning instead of returning ErrEvictionPolicy.
-// Use it only when the server can never reach its memory limit.
-func AllowEviction() Option { return func(c *config) { c.allowEviction = true } }
-
 // Locker is a lease on one Redis key. It is safe for concurrent use. A
 // Locker holds the lock at most once at a time: TryLock on a held Locker is
 // an error. After Unlock (or a loss followed by Unlock) it may lock again.
@@ -140,20 +109,47 @@ func AllowEviction() Option { return func(c *config) { c.allowEviction = true } 
 // for clock drift, on the monotonic clock) passes before a renewal
 // succeeds; Err and FencingToken compare that deadline at the call.
 type Locker struct {
+	// TTL is the lease's time to live; 0 means 10 s. The holder renews it
+	// every TTL/3; a holder that dies keeps the others out for at most the
+	// TTL. A lease cannot go without one: under MinTTL (50ms), or
+	// negative, TryLock and Lock fail.
+	TTL time.Duration
+
+	// Port is the port the instance serves on, recorded in the holder's
+	// metadata. 0 records none; outside 0..65535 TryLock and Lock fail.
+	Port int
+
+	// Logger receives the Locker's log records: the loss of the lock
+	// (error), failed renewals and doubts about the server (warning), and
+	// acquisitions and releases (debug). nil means silent.
+	Logger *slog.Logger
+
+	// AllowEviction makes the first TryLock or Lock accept a server whose
+	// maxmemory-policy is not noeviction, logging a warning instead of
+	// failing with ErrEvictionPolicy. Set it only when the server can
+	// never reach its memory limit.
+	AllowEviction bool
+
 	client   redis.UniversalClient
 	owned    bool // made by Open: Close closes the client
 	name     string
 	fenceKey string
 	desc     string
-	ttl      time.Duration
-	port     int
 	id       string
-	log      *slog.Logger
 
-	mu     sync.Mutex // serialises TryLock, Unlock and Close
-	t      *tenure    // the current holding, nil when not held
-	last   atomic.Pointer[tenure]
-	closed bool
+	// The fields as the first TryLock, Lock or Holder found them (setup),
+	// with the defaults filled in.
+	setupOnce sync.Once
+	setupErr  error
+	ttl       time.Duration
+	port      int
+	log       *slog.Logger
+
+	mu      sync.Mutex // serialises TryLock, Unlock and Close
+	t       *tenure    // the current holding, nil when not held
+	last    atomic.Pointer[tenure]
+	closed  bool
+	checked bool // the server's maxmemory-policy was checked, under mu
 }
 
 // tenure is one holding of the lock.
@@ -179,22 +175,19 @@ func mono(t time.Time) int64 { return int64(t.Sub(monoBase)) }
 // New returns a Locker for the lock called name on the server behind
 // client. The key is name itself; the fencing counter is name+":fence"
 // (on Redis Cluster, name must contain a hash tag such as "{orchestrator}"
-// so that both keys live in one slot; New fails otherwise).
+// so that both keys live in one slot; New fails otherwise). New talks to
+// no server; the optional fields of the Locker may be set before its first
+// other method call.
 //
-// New checks the server once with CONFIG GET maxmemory-policy: it fails if
-// the server cannot be reached, and returns an error matching
-// ErrEvictionPolicy if the policy is not noeviction (unless AllowEviction).
-// If the server refuses CONFIG (managed services, ACLs), New logs a warning
-// and goes on. The caller keeps ownership of client: Close does not close
-// it.
-func New(client redis.UniversalClient, name string, opts ...Option) (*Locker, error) {
-	var c config
-	for _, o := range opts {
-		o(&c)
-	}
+// The first TryLock or Lock checks the server once with CONFIG GET
+// maxmemory-policy: it fails with an error matching ErrEvictionPolicy if
+// the policy is not noeviction (unless AllowEviction); when the server
+// cannot be reached, TryLock fails and Lock waits for it as for the lock.
+// If the server refuses CONFIG (managed services, ACLs), the Locker logs
+// a warning and goes on. The caller keeps ownership of client: Close does
+// not close it.
+func New(client redis.UniversalClient, name string) (*Locker, error) {
 	switch {
-	case c.err != nil:
-		return nil, c.err
 	case client == nil:
 		return nil, errors.New("redislock: New: nil client")
 	case name == "":
@@ -203,40 +196,63 @@ func New(client redis.UniversalClient, name string, opts ...Option) (*Locker, er
 	if _, cluster := client.(*redis.ClusterClient); cluster && !hasHashTag(name) {
 		return nil, fmt.Errorf("redislock: New: lock name %q has no hash tag: on Redis Cluster use a name such as %q", name, "{"+name+"}")
 	}
-	if c.ttl == 0 {
-		c.ttl = DefaultTTL
-	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
-	}
-	self, err := instancelock.Current(c.port)
+	self, err := instancelock.Current(0)
 	if err != nil {
 		return nil, err
 	}
-	desc := fmt.Sprintf("redis lock %q", name)
-	l := &Locker{
-		client: client, name: name, fenceKey: name + ":fence", desc: desc,
-		ttl: c.ttl, port: c.port, id: self.InstanceID,
-		log: c.logger.With("lock", desc),
-	}
-	if err := l.checkServer(c.allowEviction); err != nil {
-		return nil, err
-	}
-	return l, nil
+	return &Locker{
+		client: client, name: name, fenceKey: name + ":fence",
+		desc: fmt.Sprintf("redis lock %q", name), id: self.InstanceID,
+	}, nil
+}
+
+// errNotNew is the error of a Locker that neither New nor Open made.
+var errNotNew = errors.New("redislock: the Locker was not made by New or Open: use redislock.New(client, name) or redislock.Open(url, name)")
+
+// setup reads the optional fields once, at the first TryLock, Lock or
+// Holder, and fills in their defaults. Its error names a field out of
+// range; it stays.
+func (l *Locker) setup() error {
+	l.setupOnce.Do(func() {
+		var bad []error
+		if l.client == nil {
+			bad = append(bad, errNotNew)
+		}
+		switch {
+		case l.TTL == 0:
+			l.ttl = defaultTTL
+		case l.TTL < MinTTL:
+			bad = append(bad, fmt.Errorf("redislock: Locker.TTL is %v: want at least %v, or 0 for %v", l.TTL, MinTTL, defaultTTL))
+		default:
+			l.ttl = l.TTL
+		}
+		if l.Port < 0 || l.Port > 65535 {
+			bad = append(bad, fmt.Errorf("redislock: Locker.Port is %d: want 1..65535, or 0 for none", l.Port))
+		}
+		l.port = l.Port
+		log := l.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		l.log = log.With("lock", l.desc)
+		l.setupErr = errors.Join(bad...)
+	})
+	return l.setupErr
 }
 
 // Open is New with a client made from a URL, in the form redis.ParseURL
 // reads: redis://[user:password@]host:port[/db][?dial_timeout=3s&…],
 // rediss:// for TLS, unix:///path/redis.sock. The client honours context
-// deadlines. Close closes it.
-func Open(url, name string, opts ...Option) (*Locker, error) {
+// deadlines. Close closes it. Like New, Open talks to no server: it fails
+// only on a URL it cannot parse and an empty name.
+func Open(url, name string) (*Locker, error) {
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redislock: Open: %w", err)
 	}
 	o.ContextTimeoutEnabled = true
 	client := redis.NewClient(o)
-	l, err := New(client, name, opts...)
+	l, err := New(client, name)
 	if err != nil {
 		client.Close()
 		return nil, err
@@ -256,37 +272,41 @@ func hasHashTag(name string) bool {
 	return j > 0
 }
 
-// checkServer reads maxmemory-policy.
-func (l *Locker) checkServer(allowEviction bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+// checkServer reads maxmemory-policy, once a check has come through.
+// Called with mu held.
+func (l *Locker) checkServer(ctx context.Context) error {
+	if l.checked {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	m, err := l.client.ConfigGet(ctx, "maxmemory-policy").Result()
 	var reply redis.Error
 	switch {
 	case errors.As(err, &reply):
 		l.log.Warn("cannot read the server's maxmemory-policy; it must be noeviction", "err", err)
+		l.checked = true
 		return nil
 	case err != nil:
-		return fmt.Errorf("redislock: New %s: checking the server: %w", l.desc, err)
+		return fmt.Errorf("redislock: lock %s: checking the server's maxmemory-policy: %w", l.desc, err)
 	}
 	policy, ok := m["maxmemory-policy"]
 	switch {
 	case !ok:
 		l.log.Warn("the server did not report its maxmemory-policy; it must be noeviction")
 	case policy == "noeviction":
-	case allowEviction:
+	case l.AllowEviction:
 		l.log.Warn("the server may evict the lock key", "maxmemory-policy", policy)
 	default:
-		return fmt.Errorf("redislock: New %s: maxmemory-policy is %s: %w", l.desc, policy, ErrEvictionPolicy)
+		return fmt.Errorf("redislock: lock %s: the server's maxmemory-policy is %s (set it to noeviction, or Locker.AllowEviction if the server can never reach its memory limit): %w",
+			l.desc, policy, ErrEvictionPolicy)
 	}
+	l.checked = true
 	return nil
 }
 
 // Name returns the lock's name, which is its Redis key.
 func (l *Locker) Name() string { return l.name }
-
-// TTL returns the lease's time to live.
-func (l *Locker) TTL() time.Duration { return l.ttl }
 
 // InstanceID returns the instance id this Locker writes into the holder's
 // metadata. It stays the same across acquisitions by the same Locker.
@@ -357,8 +377,13 @@ func (l *Locker) FencingToken() (uint64, bool) {
 // process holds it, the error is an *instancelock.AlreadyRunningError
 // (matching instancelock.ErrAlreadyRunning) naming the holder read from the
 // key in the same atomic step. Other errors come from the server or the
-// network. TryLock on a Locker that holds the lock is an error.
+// network. TryLock on a Locker that holds the lock is an error, and so are
+// a field out of range and, at the first acquisition, a server that may
+// evict keys (see New).
 func (l *Locker) TryLock() error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	_, err := l.attempt(context.Background())
 	return err
 }
@@ -376,8 +401,12 @@ func (l *Locker) TryLock() error {
 // lost message, or a server without pub/sub still hand over. Network
 // errors and the server's transient replies (LOADING, READONLY,
 // MASTERDOWN, TRYAGAIN, CLUSTERDOWN) do not end the wait, so waiters ride
-// out a server restart; other errors do.
+// out a server restart; other errors do, among them a field out of range
+// and a server that may evict keys (see New).
 func (l *Locker) Lock(ctx context.Context) error {
+	if err := l.setup(); err != nil {
+		return err
+	}
 	released, unsubscribe := l.subscribe(ctx)
 	defer unsubscribe()
 	backoff := minBackoff
@@ -463,6 +492,9 @@ func (l *Locker) attempt(ctx context.Context) (time.Duration, error) {
 	defer l.mu.Unlock()
 	if l.t != nil {
 		return 0, fmt.Errorf("redislock: TryLock %s: %w", l.desc, instancelock.ErrAlreadyHeld)
+	}
+	if err := l.checkServer(ctx); err != nil {
+		return 0, err
 	}
 	info, err := instancelock.Current(l.port)
 	if err != nil {
@@ -706,6 +738,9 @@ func (l *Locker) Close() error {
 // instancelock.ErrInvalidLock when the key holds something this package did
 // not write; other errors come from the server or the network.
 func (l *Locker) Holder() (instancelock.ProcessLock, error) {
+	if l.setup(); l.client == nil { // the fields' errors are TryLock's and Lock's
+		return instancelock.ProcessLock{}, errNotNew
+	}
 	v, err := l.read(context.Background())
 	return v.holder, err
 }

@@ -16,15 +16,16 @@ import (
 
 	"github.com/ad5dec64/instancelock"
 	"github.com/ad5dec64/instancelock/internal/proctest"
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
 // open returns a Locker made by Open on the test server, closed at the end
 // of the test.
-func open(t *testing.T, name string, opts ...Option) *Locker {
+func open(t *testing.T, name string) *Locker {
 	t.Helper()
-	l, err := Open(srv.url(), name, opts...)
+	l, err := Open(srv.URL(), name)
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
 	return l
@@ -59,7 +60,8 @@ func TestTryLockHolderUnlock(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	raw := rawClient(t)
-	a := open(t, name, WithPort(3000), WithTTL(2*time.Second))
+	a := open(t, name)
+	a.Port, a.TTL = 3000, 2*time.Second
 	b := open(t, name)
 	host, _ := os.Hostname()
 
@@ -151,8 +153,10 @@ func TestRenewalKeepsTheLease(t *testing.T) {
 	name := t.Name()
 	ttl := 200 * time.Millisecond
 	raw := rawClient(t)
-	a := open(t, name, WithTTL(ttl))
-	b := open(t, name, WithTTL(ttl))
+	a := open(t, name)
+	a.TTL = ttl
+	b := open(t, name)
+	b.TTL = ttl
 	require.NoError(t, a.TryLock())
 	value := raw.Get(context.Background(), name).Val()
 	for i := 0; i < 10; i++ {
@@ -229,8 +233,10 @@ func TestKeyDeleted(t *testing.T) {
 	name := t.Name()
 	ttl := 3 * time.Second
 	raw := rawClient(t)
-	a := open(t, name, WithTTL(ttl))
-	b := open(t, name, WithTTL(ttl))
+	a := open(t, name)
+	a.TTL = ttl
+	b := open(t, name)
+	b.TTL = ttl
 	require.NoError(t, a.TryLock())
 	lost := a.Lost()
 	fa, _ := a.FencingToken()
@@ -271,7 +277,8 @@ func TestKeyOverwritten(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	raw := rawClient(t)
-	a := open(t, name, WithTTL(600*time.Millisecond))
+	a := open(t, name)
+	a.TTL = 600 * time.Millisecond
 	require.NoError(t, a.TryLock())
 	lost := a.Lost()
 	require.NoError(t, raw.Set(context.Background(), name, "not a lock", time.Minute).Err())
@@ -299,8 +306,10 @@ func TestServerRestartedWithoutPersistence(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	ttl := 2 * time.Second
-	a := open(t, name, WithTTL(ttl))
-	b := open(t, name, WithTTL(ttl))
+	a := open(t, name)
+	a.TTL = ttl
+	b := open(t, name)
+	b.TTL = ttl
 	require.NoError(t, a.TryLock())
 	lost := a.Lost()
 	fa, _ := a.FencingToken()
@@ -329,12 +338,14 @@ func TestServerDown(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	ttl := 500 * time.Millisecond
-	a := open(t, name, WithTTL(ttl))
-	b := open(t, name, WithTTL(ttl))
+	a := open(t, name)
+	a.TTL = ttl
+	b := open(t, name)
+	b.TTL = ttl
 	require.NoError(t, a.TryLock())
 	lost := a.Lost()
 
-	srv.stop()
+	srv.Stop()
 	down := time.Now()
 	waitLost(t, a, lost, 10*time.Second)
 	t.Logf("server down: holder told after %v (TTL %v): %v", time.Since(down), ttl, a.Err())
@@ -369,21 +380,22 @@ func TestServerHangs(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	ttl := 500 * time.Millisecond
-	c := redis.NewClient(&redis.Options{Addr: srv.addr(), ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
 	t.Cleanup(func() { c.Close() })
-	a, err := New(c, name, WithTTL(ttl))
+	a, err := New(c, name)
 	require.NoError(t, err)
+	a.TTL = ttl
 	t.Cleanup(func() { a.Close() })
 	require.NoError(t, a.TryLock())
 	lost := a.Lost()
 
-	srv.pause()
+	srv.Pause()
 	paused := time.Now()
-	t.Cleanup(srv.resume)
+	t.Cleanup(srv.Resume)
 	waitLost(t, a, lost, 5*time.Second)
 	t.Logf("server hung: holder told after %v (TTL %v, client read timeout 10s)", time.Since(paused), ttl)
 	require.ErrorIs(t, a.Err(), ErrLeaseExpired)
-	srv.resume()
+	srv.Resume()
 	require.NoError(t, a.Unlock())
 }
 
@@ -432,7 +444,7 @@ func TestAcquireReplyLost(t *testing.T) {
 	needServer(t)
 	checkNoLeak(t)
 	name := t.Name()
-	p := startProxy(t, srv.addr())
+	p := startProxy(t, srv.Addr())
 	l, err := Open("redis://"+p.addr(), name)
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
@@ -454,8 +466,9 @@ func TestAcquireReplyLost(t *testing.T) {
 	// deleted, so that it does not keep the others out for a TTL.
 	c := redis.NewClient(&redis.Options{Addr: p.addr(), MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
-	l2, err := New(c, name, WithTTL(time.Minute))
+	l2, err := New(c, name)
 	require.NoError(t, err)
+	l2.TTL = time.Minute
 	t.Cleanup(func() { l2.Close() })
 	p.dropNextReply("EVALSHA")
 	err = l2.TryLock()
@@ -473,9 +486,10 @@ func TestNetworkPartition(t *testing.T) {
 	checkNoLeak(t)
 	name := t.Name()
 	ttl := 300 * time.Millisecond
-	p := startProxy(t, srv.addr())
-	l, err := Open("redis://"+p.addr(), name, WithTTL(ttl))
+	p := startProxy(t, srv.Addr())
+	l, err := Open("redis://"+p.addr(), name)
 	require.NoError(t, err)
+	l.TTL = ttl
 	t.Cleanup(func() { l.Close() })
 	require.NoError(t, l.TryLock())
 	lost := l.Lost()
@@ -496,17 +510,14 @@ func TestNewChecks(t *testing.T) {
 		name   string
 		client redis.UniversalClient
 		lock   string
-		opts   []Option
 		want   string
 	}{
-		{"nil client", nil, "x", nil, "nil client"},
-		{"empty name", c, "", nil, "empty lock name"},
-		{"short TTL", c, "x", []Option{WithTTL(10 * time.Millisecond)}, "shorter than"},
-		{"bad port", c, "x", []Option{WithPort(70000)}, "port outside"},
-		{"cluster without hash tag", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.addr()}}), "x", nil, "hash tag"},
+		{"nil client", nil, "x", "nil client"},
+		{"empty name", c, "", "empty lock name"},
+		{"cluster without hash tag", redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}}), "x", "hash tag"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(tc.client, tc.lock, tc.opts...)
+			_, err := New(tc.client, tc.lock)
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
@@ -518,22 +529,90 @@ func TestNewChecks(t *testing.T) {
 	_, err := Open("http://nowhere", "x")
 	require.Error(t, err)
 
-	// An unreachable server.
-	port, err := freePort()
+	// An unreachable server: New and Open talk to no server; TryLock
+	// fails with the reason, Lock waits for the server until ctx ends.
+	port, err := testserver.FreePort()
 	require.NoError(t, err)
-	_, err = Open(fmt.Sprintf("redis://127.0.0.1:%d", port), "x")
-	require.ErrorContains(t, err, "checking the server")
+	l, err := Open(fmt.Sprintf("redis://127.0.0.1:%d", port), "x")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	require.ErrorContains(t, l.TryLock(), "checking the server's maxmemory-policy")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err = l.Lock(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "checking the server's maxmemory-policy")
 
-	l, err := New(c, "x", WithTTL(time.Minute))
+	l, err = New(c, "x")
 	require.NoError(t, err)
 	require.Equal(t, "x", l.Name())
-	require.Equal(t, time.Minute, l.TTL())
 	require.NoError(t, l.Close(), "Close of a New'ed Locker leaves the client open")
 	require.NoError(t, c.Ping(context.Background()).Err())
 }
 
-// New refuses a server that may evict the lock key, unless told to accept
-// it, and goes on with a warning when the server will not say.
+// A field out of range is refused by the first TryLock and Lock with an
+// error that names it, before the server is asked anything; the error
+// stays. Holder, which uses none of them, works.
+func TestFieldsOutOfRange(t *testing.T) {
+	needServer(t)
+	checkNoLeak(t)
+	for _, tc := range []struct {
+		name string
+		set  func(*Locker)
+		want string
+	}{
+		{"short TTL", func(l *Locker) { l.TTL = 10 * time.Millisecond }, "Locker.TTL is 10ms: want at least 50ms, or 0 for 10s"},
+		{"negative TTL", func(l *Locker) { l.TTL = -time.Second }, "Locker.TTL is -1s"},
+		{"port 70000", func(l *Locker) { l.Port = 70000 }, "Locker.Port is 70000: want 1..65535, or 0 for none"},
+		{"port -1", func(l *Locker) { l.Port = -1 }, "Locker.Port is -1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := open(t, t.Name())
+			tc.set(l)
+			require.ErrorContains(t, l.TryLock(), tc.want)
+			require.ErrorContains(t, l.Lock(context.Background()), tc.want, "Lock fails at once")
+			require.ErrorContains(t, l.TryLock(), tc.want, "the error stays")
+			require.ErrorIs(t, l.Err(), instancelock.ErrNotHeld)
+			_, err := l.Holder()
+			require.ErrorIs(t, err, instancelock.ErrNotRunning)
+			require.Equal(t, int64(0), rawClient(t).Exists(context.Background(), t.Name()).Val(), "nothing was written")
+		})
+	}
+}
+
+// The zero Locker fails with how to make one and never panics; zero
+// fields are the defaults: a 10 s TTL, no port, silent.
+func TestZeroValues(t *testing.T) {
+	needServer(t)
+	checkNoLeak(t)
+	var z Locker
+	for _, err := range []error{z.TryLock(), z.Lock(context.Background())} {
+		require.ErrorContains(t, err, "use redislock.New(client, name) or redislock.Open(url, name)")
+	}
+	_, err := z.Holder()
+	require.ErrorContains(t, err, "use redislock.New")
+	require.ErrorIs(t, z.Err(), instancelock.ErrNotHeld)
+	require.Nil(t, z.Lost())
+	_, ok := z.FencingToken()
+	require.False(t, ok)
+	require.NoError(t, z.Unlock())
+	require.NoError(t, z.Close())
+
+	name := t.Name()
+	l := open(t, name)
+	require.NoError(t, l.TryLock())
+	pttl := rawClient(t).PTTL(context.Background(), name).Val()
+	require.Greater(t, pttl, 9*time.Second, "TTL 0 is 10 s")
+	require.LessOrEqual(t, pttl, 10*time.Second)
+	h, err := l.Holder()
+	require.NoError(t, err)
+	require.Equal(t, 0, h.Port)
+	require.NoError(t, l.Unlock())
+}
+
+// The first acquisition refuses a server that may evict the lock key,
+// unless told to accept it, and goes on with a warning when the server
+// will not say.
 func TestEvictionPolicy(t *testing.T) {
 	needServer(t)
 	checkNoLeak(t)
@@ -542,26 +621,34 @@ func TestEvictionPolicy(t *testing.T) {
 	require.NoError(t, c.ConfigSet(ctx, "maxmemory-policy", "volatile-lru").Err())
 	t.Cleanup(func() { c.ConfigSet(ctx, "maxmemory-policy", "noeviction") })
 
-	_, err := New(c, t.Name())
+	l, err := New(c, t.Name())
+	require.NoError(t, err, "New talks to no server")
+	err = l.TryLock()
 	require.ErrorIs(t, err, ErrEvictionPolicy)
-	require.ErrorContains(t, err, "volatile-lru")
+	require.ErrorContains(t, err, "maxmemory-policy is volatile-lru (set it to noeviction, or Locker.AllowEviction")
+	require.ErrorIs(t, l.Lock(ctx), ErrEvictionPolicy, "Lock does not wait for a policy to change")
+	require.ErrorIs(t, l.Err(), instancelock.ErrNotHeld)
 
 	var logs proctest.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	_, err = New(c, t.Name(), AllowEviction(), WithLogger(log))
+	l, err = New(c, t.Name())
 	require.NoError(t, err)
+	l.AllowEviction, l.Logger = true, log
+	require.NoError(t, l.TryLock())
 	require.Contains(t, logs.String(), "may evict")
+	require.NoError(t, l.Unlock())
 	require.NoError(t, c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err())
 
 	// A user that may not run CONFIG.
 	require.NoError(t, c.Do(ctx, "ACL", "SETUSER", "lockonly", "on", ">secret", "~*", "+@all", "-config").Err())
 	t.Cleanup(func() { c.Do(ctx, "ACL", "DELUSER", "lockonly") })
 	logs.Reset()
-	l, err := Open("redis://lockonly:secret@"+srv.addr(), t.Name(), WithLogger(log))
+	l, err = Open("redis://lockonly:secret@"+srv.Addr(), t.Name())
 	require.NoError(t, err)
+	l.Logger = log
 	t.Cleanup(func() { l.Close() })
-	require.Contains(t, logs.String(), "cannot read the server's maxmemory-policy")
 	require.NoError(t, l.TryLock())
+	require.Contains(t, logs.String(), "cannot read the server's maxmemory-policy")
 	require.NoError(t, l.Unlock())
 }
 
@@ -570,7 +657,8 @@ func TestGracefulShutdownOnLoss(t *testing.T) {
 	needServer(t)
 	checkNoLeak(t)
 	name := t.Name()
-	l := open(t, name, WithTTL(300*time.Millisecond))
+	l := open(t, name)
+	l.TTL = 300 * time.Millisecond
 	require.NoError(t, l.TryLock())
 	g := instancelock.NewGracefulShutdown(l)
 	require.Equal(t, l.InstanceID(), g.State().InstanceID())

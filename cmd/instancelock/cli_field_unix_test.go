@@ -18,6 +18,21 @@ import (
 	"github.com/ad5dec64/instancelock"
 )
 
+func init() {
+	// A stranger to the lock that says its start token (its own view of
+	// itself, through instancelock.Current), then waits to be killed.
+	helpers["say-start-token"] = func() int {
+		pl, err := instancelock.Current(0)
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		fmt.Println("token", pl.StartToken)
+		time.Sleep(time.Hour)
+		return 0
+	}
+}
+
 // What a crash or a power loss leaves of a PID file is stale: status says
 // 1, run takes it over, stop removes it.
 func TestRemnantsAreStale(t *testing.T) {
@@ -299,11 +314,11 @@ func TestRunInARootOwnedDirectory(t *testing.T) {
 // one and an old startedAt, is stale: status 1, stop removes it, run and
 // TryLock take it over.
 func TestFrontEndsAgree(t *testing.T) {
-	stranger := strangerProcess(t)
+	stranger := start(t, helperCmd("say-start-token"), true)
 	spid := stranger.pid()
-	token, _, err := instancelock.OSProcesses{}.Start(spid)
-	if err != nil {
-		t.Fatal(err)
+	token := strings.TrimPrefix(stranger.out.expect(t, "token "), "token ")
+	if token == "" {
+		t.Fatal("the stranger has no start token")
 	}
 	dir := t.TempDir()
 	own, err := instancelock.Acquire(filepath.Join(dir, "own.pid"))

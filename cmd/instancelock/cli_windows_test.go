@@ -95,6 +95,15 @@ func TestWindowsRunConflictStatusStop(t *testing.T) {
 		t.Errorf("status while held: %+v", r)
 	}
 
+	// A handle on the program, taken while it runs, tells when it exits.
+	pp, err := os.FindProcess(program)
+	if err != nil {
+		t.Fatal(err)
+	}
+	programExited := make(chan struct{})
+	go func() { pp.Wait(); close(programExited) }()
+	t.Cleanup(func() { pp.Kill(); <-programExited })
+
 	// Windows can only terminate: stop sends KILL (TerminateProcess),
 	// and removes the file the killed wrapper left.
 	r = runCLI(t, "stop", "-signal", "TERM", pidfile)
@@ -114,8 +123,12 @@ func TestWindowsRunConflictStatusStop(t *testing.T) {
 	// The program dies with its wrapper (the job object the wrapper put it
 	// in closes with the wrapper).
 	eventually(t, "the program died with the wrapper", func() bool {
-		alive, err := instancelock.OSProcesses{}.Alive(program)
-		return err == nil && !alive
+		select {
+		case <-programExited:
+			return true
+		default:
+			return false
+		}
 	})
 	eventually(t, "the PID file is gone", func() bool { return !exists(pidfile) })
 	if r := runCLI(t, "status", pidfile); r.code != 3 {

@@ -175,9 +175,12 @@ func parse(fs *flag.FlagSet, args []string, interleave bool, stdout, stderr io.W
 	}
 }
 
-// oneLine flattens a multi-line error (errors.Join) onto one line.
+// oneLine flattens a multi-line error (errors.Join) onto one line, without
+// the library's "instancelock: " prefix, which the command's own prefix
+// ("instancelock stop: ") says already.
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	return strings.Join(strings.Fields(strings.ReplaceAll(msg, "instancelock: ", "")), " ")
 }
 
 // versionString is "instancelock v1.2.3 go1.26.8 linux/amd64", with the VCS

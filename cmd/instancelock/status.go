@@ -126,7 +126,7 @@ func status(path string, now time.Time) *statusReport {
 		r.code, r.Status = statusAbsent, "not running"
 		return r
 	case errors.Is(err, instancelock.ErrForeignFile):
-		return r.unknown(fmt.Sprintf("%s is not a PID file: %s", path, pathErr(path, err)))
+		return r.unknown(fmt.Sprintf("%s: %s", path, pathErr(path, err))) // says "not a PID file"
 	case errors.Is(err, instancelock.ErrInvalidLock):
 		return r.remnant(l)
 	case err != nil:

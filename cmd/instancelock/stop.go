@@ -112,7 +112,7 @@ func (s *stopper) stop() int {
 		fmt.Fprintf(s.out, "%s: not running (no PID file)\n", s.path)
 		return exitOK
 	case errors.Is(err, instancelock.ErrForeignFile):
-		return s.fail("%s is not a PID file: %s; nothing done", s.path, pathErr(s.path, err))
+		return s.fail("%s: %s; nothing done", s.path, pathErr(s.path, err)) // says "not a PID file"
 	case errors.Is(err, instancelock.ErrInvalidLock):
 		// What a crash left of a PID file: remove it unless it is held.
 		return s.cleanRemnant()

@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/testserver"
 )
 
 var (
@@ -47,7 +49,7 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	code := m.Run()
-	stopServers() // the PostgreSQL and Redis of the fleet tests
+	testserver.StopShared() // the PostgreSQL and Redis of the fleet tests
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -303,12 +305,11 @@ func (b *backend) must(method, path string, wantCode int, out any) {
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testserver.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // eventually polls cond every 10 ms until it returns true, failing the test

@@ -68,22 +68,20 @@ func redactURL(rawURL string) string {
 }
 
 // newLockSpec checks cfg.Lock (its scheme was checked by parseConfig) and
-// returns how to open it. Nothing is connected: pglock.New connects to
-// nothing, and a Redis Locker is opened (redislock.Open checks the server)
-// by the Fleet, which retries while the server cannot be reached. It fails
+// returns how to open it. Nothing is connected: pglock.New and
+// redislock.Open connect to nothing (a Redis Locker, which owns its
+// client, is opened by the Fleet, which closes it); the Fleet's first
+// round trip is Holder, and the first Lock checks the server. It fails
 // when the URL cannot be parsed.
 func newLockSpec(cfg config, log *slog.Logger) (lockSpec, error) {
 	redacted := redactURL(cfg.Lock)
 	switch lockScheme(cfg.Lock) {
 	case "postgres":
-		opts := []pglock.Option{pglock.WithLogger(log)}
-		if cfg.Port != 0 {
-			opts = append(opts, pglock.WithPort(cfg.Port))
-		}
-		lk, err := pglock.New(cfg.Lock, lockName, opts...)
+		lk, err := pglock.New(cfg.Lock, lockName)
 		if err != nil {
 			return lockSpec{}, fmt.Errorf("invalid -lock %s: %v", redacted, err)
 		}
+		lk.Port, lk.Logger = cfg.Port, log
 		return lockSpec{
 			desc: fmt.Sprintf("postgres lock %q at %s", lockName, redacted),
 			open: func() (fleetLock, error) { return lk, nil },
@@ -93,16 +91,16 @@ func newLockSpec(cfg config, log *slog.Logger) (lockSpec, error) {
 			return lockSpec{}, fmt.Errorf("invalid -lock %s: %v", redacted, err)
 		}
 		redis.SetLogger(redisLogger{log})
-		opts := []redislock.Option{redislock.WithLogger(log)}
-		if cfg.Port != 0 {
-			opts = append(opts, redislock.WithPort(cfg.Port))
-		}
-		if cfg.LockTTL != 0 {
-			opts = append(opts, redislock.WithTTL(cfg.LockTTL))
-		}
 		return lockSpec{
 			desc: fmt.Sprintf("redis lock %q at %s", lockName, redacted),
-			open: func() (fleetLock, error) { return redislock.Open(cfg.Lock, lockName, opts...) },
+			open: func() (fleetLock, error) {
+				lk, err := redislock.Open(cfg.Lock, lockName)
+				if err != nil {
+					return nil, err
+				}
+				lk.Port, lk.TTL, lk.Logger = cfg.Port, cfg.LockTTL, log // -lock-ttl 0: redislock's 10 s
+				return lk, nil
+			},
 		}, nil
 	}
 	return lockSpec{}, fmt.Errorf("invalid -lock: want a postgres:// or redis:// URL")
@@ -189,10 +187,10 @@ func (f *Fleet) run(ctx context.Context) {
 	for {
 		lk, err := f.connect(ctx)
 		if err == nil && !f.reached {
-			// Opening a Locker need not talk to the server (pglock.New
-			// connects to nothing): the first attempt ends with a real
-			// round trip, so that readiness and the health check tell
-			// the truth from the start.
+			// Opening a Locker does not talk to the server (pglock.New
+			// and redislock.Open connect to nothing): the first attempt
+			// ends with a real round trip, so that readiness and the
+			// health check tell the truth from the start.
 			if _, err = lk.Holder(); errors.Is(err, instancelock.ErrNotRunning) {
 				err = nil
 			}

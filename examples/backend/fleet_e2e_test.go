@@ -5,30 +5,24 @@ package main
 // End-to-end tests of a fleet: three backends on one machine, each with its
 // own PID file, database and port, and the same -lock URL, against a real
 // PostgreSQL or Redis that the test starts on a free port of 127.0.0.1 (in
-// a temporary directory, stopped by TestMain). Without the server's
-// binaries the tests skip with the reason, unless CI=true, where they fail.
+// a temporary directory, by internal/testserver; stopped by TestMain).
+// Without the server's binaries the tests skip with the reason, unless
+// CI=true, where they fail.
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ad5dec64/instancelock/internal/testserver"
 	"github.com/ad5dec64/instancelock/pglock"
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 )
 
 // Liveness bound of a takeover: generous for -race binaries on a loaded
@@ -38,248 +32,23 @@ const takeoverTimeout = 15 * time.Second
 // healthTimeout bounds the wait for a member's healthy answer.
 const healthTimeout = 10 * time.Second
 
-// servers started by the fleet tests, stopped by TestMain.
-var (
-	serversMu sync.Mutex
-	stops     []func()
-)
-
-func stopServers() {
-	serversMu.Lock()
-	defer serversMu.Unlock()
-	for _, stop := range stops {
-		stop()
-	}
-	stops = nil
-}
-
-// needServer skips the test (fails it with CI=true) for a missing server
-// binary.
-func needServer(t *testing.T, reason string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but %s", reason)
-	}
-	fmt.Fprintf(os.Stderr, "%s: SKIP: %s\n", t.Name(), reason)
-	t.Skip(reason)
-}
-
-// --- PostgreSQL ---
-
-var (
-	pgOnce sync.Once
-	pgURL  string
-	pgErr  error
-	pgSkip string
-)
-
-// postgresURL starts a throwaway PostgreSQL on first use and returns its
-// URL. As root, initdb and the server run as the postgres user.
+// postgresURL returns the URL of the test process's throwaway PostgreSQL
+// (internal/testserver), started on first use and stopped by TestMain.
+// Without PostgreSQL the test skips, unless CI=true, where it fails.
 func postgresURL(t *testing.T) string {
 	t.Helper()
-	pgOnce.Do(func() {
-		bin := pgBinDir()
-		if bin == "" {
-			pgSkip = "PostgreSQL is not installed (apt-get install -y postgresql): no initdb in /usr/lib/postgresql/*/bin or on PATH"
-			return
-		}
-		pgURL, pgErr = startPostgres(bin)
-	})
-	if pgSkip != "" {
-		needServer(t, pgSkip)
-	}
-	if pgErr != nil {
-		t.Fatal(pgErr)
-	}
-	return pgURL
+	pg, err := testserver.SharedPostgres()
+	testserver.Need(t, err)
+	return pg.URL
 }
 
-// pgBinDir returns the directory of initdb and pg_ctl (the newest Debian
-// version first), or "".
-func pgBinDir() string {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool {
-		a, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
-		b, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
-		return a > b
-	})
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "pg_ctl")); err == nil {
-			return d
-		}
-	}
-	if p, err := exec.LookPath("pg_ctl"); err == nil {
-		return filepath.Dir(p)
-	}
-	return ""
-}
-
-func startPostgres(bin string) (string, error) {
-	dir, err := os.MkdirTemp("", "backend-fleet-pg-")
-	if err != nil {
-		return "", err
-	}
-	asRoot := os.Geteuid() == 0
-	pg := func(tool string, args ...string) ([]byte, error) {
-		path := filepath.Join(bin, tool)
-		cmd := exec.Command(path, args...)
-		if asRoot {
-			cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-		}
-		cmd.Dir = dir
-		return cmd.CombinedOutput()
-	}
-	if asRoot {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			os.RemoveAll(dir)
-			return "", fmt.Errorf("as root, PostgreSQL must run as the postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := pg("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-N"); err != nil {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("initdb: %v\n%s", err, out)
-	}
-	for attempt := 1; ; attempt++ {
-		port, err := loopbackPort()
-		if err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-		opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", port, dir)
-		out, err := pg("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start")
-		if err == nil {
-			serversMu.Lock()
-			stops = append(stops, func() {
-				pg("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
-				os.RemoveAll(dir)
-			})
-			serversMu.Unlock()
-			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), nil
-		}
-		if attempt == 3 { // the port may have been taken meanwhile
-			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			os.RemoveAll(dir)
-			return "", fmt.Errorf("pg_ctl start: %v\n%s\n%s", err, out, log)
-		}
-	}
-}
-
-// --- Redis ---
-
-var (
-	redisOnce sync.Once
-	redisAddr string
-	redisErr  error
-	redisSkip string
-)
-
-// redisURL starts a throwaway redis-server (no persistence, noeviction) as
-// a child process on first use and returns its URL.
+// redisURL is postgresURL for a throwaway redis-server (no persistence,
+// noeviction).
 func redisURL(t *testing.T) string {
 	t.Helper()
-	redisOnce.Do(func() {
-		bin, err := exec.LookPath("redis-server")
-		if err != nil {
-			redisSkip = "redis-server is not installed (apt-get install -y redis-server): " + err.Error()
-			return
-		}
-		redisAddr, redisErr = startRedis(bin)
-	})
-	if redisSkip != "" {
-		needServer(t, redisSkip)
-	}
-	if redisErr != nil {
-		t.Fatal(redisErr)
-	}
-	return "redis://" + redisAddr
-}
-
-func startRedis(bin string) (string, error) {
-	dir, err := os.MkdirTemp("", "backend-fleet-redis-")
-	if err != nil {
-		return "", err
-	}
-	for attempt := 1; ; attempt++ {
-		port, err := loopbackPort()
-		if err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		logf, err := os.Create(filepath.Join(dir, "redis.log"))
-		if err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
-			"--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", dir, "--daemonize", "no")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		err = cmd.Start()
-		logf.Close()
-		if err != nil {
-			os.RemoveAll(dir)
-			return "", err
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		stop := func() {
-			cmd.Process.Kill()
-			<-exited
-			os.RemoveAll(dir)
-		}
-		if err = waitRedis(addr, exited); err == nil {
-			serversMu.Lock()
-			stops = append(stops, stop)
-			serversMu.Unlock()
-			return addr, nil
-		}
-		log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-		cmd.Process.Kill()
-		<-exited
-		if attempt == 3 {
-			os.RemoveAll(dir)
-			return "", fmt.Errorf("redis-server: %v\n%s", err, log)
-		}
-	}
-}
-
-// waitRedis waits until the server at addr answers PING.
-func waitRedis(addr string, exited <-chan struct{}) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-exited:
-			return errors.New("redis-server exited at start")
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer to PING: %w", err)
-		}
-	}
-}
-
-func loopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	r, err := testserver.SharedRedis()
+	testserver.Need(t, err)
+	return r.URL()
 }
 
 // --- The fleet ---

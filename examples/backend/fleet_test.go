@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/redislock"
 )
 
 // fakeLock is a hand-written fleet lock: Lock returns when the test grants
@@ -366,10 +367,19 @@ func TestLockSpec(t *testing.T) {
 	if strings.Contains(rd.desc, "s3cret") || !strings.Contains(rd.desc, `redis lock "orchestrator"`) {
 		t.Errorf("desc = %q", rd.desc)
 	}
-	// Port 1 of loopback: nobody answers, and Open says so.
-	if lk, err := rd.open(); err == nil {
-		lk.Unlock()
-		t.Fatal("redis open of a closed port succeeded")
+	// Port 1 of loopback: nobody answers. Open connects to nothing; the
+	// Locker carries the flags, and its first TryLock says the server
+	// cannot be reached.
+	rlk, err := rd.open()
+	if err != nil {
+		t.Fatalf("redis open = %v", err)
+	}
+	defer closeLock(rlk)
+	if r := rlk.(*redislock.Locker); r.TTL != time.Second || r.Logger != discardLog {
+		t.Errorf("redis Locker fields TTL=%v Logger=%v; want -lock-ttl 1s and the backend's logger", r.TTL, r.Logger)
+	}
+	if err := rlk.TryLock(); err == nil || !strings.Contains(err.Error(), "checking the server") {
+		t.Errorf("TryLock on a closed port = %v; want an error checking the server", err)
 	}
 
 	for _, bad := range []string{"postgres://h:notaport/db", "redis://h:6379/notadb"} {

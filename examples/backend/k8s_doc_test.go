@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ad5dec64/instancelock"
 )
 
 // kubernetesSnippet returns the first ```yaml block of the Kubernetes
@@ -101,8 +99,8 @@ func TestKubernetesSnippet(t *testing.T) {
 		}
 		timeout, _ := strconv.Atoi(field(t, block, p.probe+" timeoutSeconds", `timeoutSeconds:\s*(\d+)`))
 		// databaseStatus and fleetLock have checkTimeout, databaseFile
-		// (Critical, run by /livez too) the default.
-		if longest := max(checkTimeout, instancelock.DefaultCheckTimeout); time.Duration(timeout)*time.Second <= longest {
+		// (Critical, run by /livez too) the default of Check.Timeout, 2s.
+		if longest := max(checkTimeout, 2*time.Second); time.Duration(timeout)*time.Second <= longest {
 			t.Errorf("%s timeoutSeconds %d is not above the checks' timeout %v", p.probe, timeout, longest)
 		}
 	}

@@ -97,7 +97,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.Addr, "addr", net.JoinHostPort(defaultHost, strconv.Itoa(port)), "`host:port` to serve on (env PORT sets the port)")
 	fs.StringVar(&c.DB, "db", "", "`path` of the SQLite database (default backend.db next to the PID file)")
 	fs.IntVar(&c.Agents, "agents", 2, "number of agents started at boot")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", instancelock.DefaultShutdownTimeout, "overall deadline of the shutdown steps")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "overall deadline of the shutdown steps")
 	fs.DurationVar(&c.Drain, "drain", 0, "after a shutdown signal, answer 503 on readiness this long before stopping, so load balancers stop sending requests")
 	fs.DurationVar(&c.Warmup, "warmup", 0, "development: wait this long after binding the port before starting agents and becoming ready")
 	fs.DurationVar(&c.AgentInterval, "agent-interval", time.Second, "development: how often each agent writes a message")
@@ -194,11 +194,11 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 
 	// 1. The lock, before the database is opened or the port bound: a
 	// second instance must not touch either.
-	opts := []instancelock.Option{instancelock.WithLogger(log)}
-	if cfg.Port != 0 {
-		opts = append(opts, instancelock.WithPort(cfg.Port))
+	lk, err := instancelock.New(cfg.PIDFile)
+	if err == nil {
+		lk.Port, lk.Logger = cfg.Port, log // Port 0 records none
+		err = lk.TryLock()
 	}
-	lk, err := instancelock.Acquire(cfg.PIDFile, opts...)
 	if are := (*instancelock.AlreadyRunningError)(nil); errors.As(err, &are) {
 		fmt.Fprint(stderr, are.Help("")) // "go run ." when started that way
 		return exitError

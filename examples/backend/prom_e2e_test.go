@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ad5dec64/instancelock/internal/testserver"
 )
 
 // promTimeout bounds each wait for Prometheus: its start, and a series to
@@ -54,7 +56,7 @@ func startPrometheus(t *testing.T, targets ...string) *promServer {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
-		needServer(t, "no prometheus binary on PATH (apt-get install prometheus): "+err.Error())
+		testserver.Need(t, testserver.NotInstalled("prometheus", "prometheus", err))
 	}
 	dir := t.TempDir() // removed after the process is stopped (cleanups run last-in first-out)
 	config := fmt.Sprintf(`global:

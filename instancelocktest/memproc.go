@@ -1,4 +1,4 @@
-package instancelock
+package instancelocktest
 
 import (
 	"errors"
@@ -7,17 +7,21 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/ad5dec64/instancelock"
 )
 
-// MemProcesses is a ProcessTable for tests: a table of made-up processes,
+// MemProcesses is an instancelock.ProcessTable for tests (set it as a
+// Locker's Processes): a table of made-up processes,
 // each with a pid, a start token and a start time. It is safe for
 // concurrent use; the zero value is an empty table ready to use.
 //
-// It answers as OSProcesses does: a pid of 0 or less is an error matching
-// ErrInvalidLock; a pid that is not in the table is dead (Alive reports
-// false, Start and Signal fail with an error matching ErrNoProcess). Signal
-// records the signals it delivers (see Signals) and changes nothing else: a
-// test that wants the process to exit calls Remove. Fail injects errors.
+// It answers as the operating system's table (the Locker's default) does: a
+// pid of 0 or less is an error matching instancelock.ErrInvalidLock; a pid
+// that is not in the table is dead (Alive reports false, Start and Signal
+// fail with an error matching instancelock.ErrNoProcess). Signal records
+// the signals it delivers (see Signals) and changes nothing else: a test
+// that wants the process to exit calls Remove. Fail injects errors.
 type MemProcesses struct {
 	mu      sync.Mutex
 	procs   map[int]memProc
@@ -42,7 +46,7 @@ type SentSignal struct {
 	Signal os.Signal
 }
 
-var _ ProcessTable = (*MemProcesses)(nil)
+var _ instancelock.ProcessTable = (*MemProcesses)(nil)
 
 // NewMemProcesses returns an empty process table.
 func NewMemProcesses() *MemProcesses { return &MemProcesses{} }
@@ -73,7 +77,7 @@ func (p *MemProcesses) Remove(pid int) {
 // with the same op and pid. Fail panics on an unknown op.
 func (p *MemProcesses) Fail(op string, pid int, err error) {
 	if op != "alive" && op != "start" && op != "signal" {
-		panic(fmt.Sprintf("instancelock: MemProcesses.Fail: unknown op %q (want alive, start or signal)", op))
+		panic(fmt.Sprintf("instancelocktest: MemProcesses.Fail: unknown op %q (want alive, start or signal)", op))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -101,7 +105,7 @@ func (p *MemProcesses) Signals() []SentSignal {
 // held.
 func (p *MemProcesses) check(op string, pid int) error {
 	if pid <= 0 {
-		return fmt.Errorf("pid %d: %w", pid, ErrInvalidLock)
+		return fmt.Errorf("pid %d: %w", pid, instancelock.ErrInvalidLock)
 	}
 	for _, f := range p.faults {
 		if f.op == op && (f.pid == 0 || f.pid == pid) {
@@ -132,7 +136,7 @@ func (p *MemProcesses) Start(pid int) (string, time.Time, error) {
 	}
 	pr, ok := p.procs[pid]
 	if !ok {
-		return "", time.Time{}, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		return "", time.Time{}, fmt.Errorf("pid %d: %w", pid, instancelock.ErrNoProcess)
 	}
 	return pr.token, pr.at, nil
 }
@@ -146,10 +150,10 @@ func (p *MemProcesses) Signal(pid int, sig os.Signal) error {
 		return err
 	}
 	if sig == nil {
-		return errors.New("instancelock: nil signal")
+		return errors.New("instancelocktest: nil signal")
 	}
 	if _, ok := p.procs[pid]; !ok {
-		return fmt.Errorf("signal %v to pid %d: %w", sig, pid, ErrNoProcess)
+		return fmt.Errorf("signal %v to pid %d: %w", sig, pid, instancelock.ErrNoProcess)
 	}
 	p.signals = append(p.signals, SentSignal{pid, sig})
 	return nil

@@ -1,6 +1,6 @@
 //go:build !plan9
 
-package instancelock
+package instancelocktest
 
 import (
 	"errors"
@@ -16,12 +16,15 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ad5dec64/instancelock"
+	"github.com/ad5dec64/instancelock/internal/inuse"
 )
 
-// MemFS is an in-memory FS for tests: a Locker given WithFS(m) never touches
-// the disk, and a test can reach the failures a real disk rarely shows. It is
-// safe for concurrent use; the zero value is an empty file system ready to
-// use.
+// MemFS is an in-memory instancelock.FS for tests: a Locker whose FS is m
+// never touches the disk, and a test can reach the
+// failures a real disk rarely shows. It is safe for concurrent use; the zero
+// value is an empty file system ready to use.
 //
 // It follows the rules of the system the program runs on, so that a test
 // means there what it says: Windows' on Windows, Unix's elsewhere
@@ -34,9 +37,9 @@ import (
 // ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION). Names may use either
 // separator and a volume name, which is ignored: every name is on the same
 // drive, and names are case-sensitive. A Locker on a MemFS publishes its
-// PID file the way of the MemFS's system.
+// PID file the way of the MemFS's system (see WindowsRules).
 //
-// It behaves as a Unix file system does for the operations of FS, with
+// It behaves as a Unix file system does for the operations of the FS, with
 // these simplifications: there is one root, and a relative name is taken
 // from it (as if the working directory were /); a file's permission bits are
 // checked as for its owner (read 0400, write 0200; a directory without 0200
@@ -49,9 +52,9 @@ import (
 //
 // An open file has an offset, an access mode and its own lock: TryLock is
 // exclusive, TryRLock shared, and a lock held through another open file
-// makes them return ErrWouldBlock, as flock(2) does. Closing the file drops
-// its lock. Hard links share a file's content and locks, and a removed file
-// lives on while it is open.
+// makes them return instancelock.ErrWouldBlock, as flock(2) does. Closing
+// the file drops its lock. Hard links share a file's content and locks, and
+// a removed file lives on while it is open.
 //
 // A test simulates another process by opening the file itself: a handle
 // that holds TryLock is a live holder, and closing it is the holder's death.
@@ -100,6 +103,11 @@ const (
 	memWindows                 // Windows'
 )
 
+// WindowsRules reports whether m follows Windows' rules (see MemFS): a
+// Locker on m then writes its PID file in place, as on Windows, rather than
+// renaming a temporary file into place (see instancelock.FS).
+func (m *MemFS) WindowsRules() bool { return m.windows() }
+
 // windows reports whether m follows Windows' rules.
 func (m *MemFS) windows() bool {
 	return m.style == memWindows || m.style == memNative && runtime.GOOS == "windows"
@@ -124,11 +132,11 @@ func (m *MemFS) oserr(name string, err error) error {
 }
 
 var (
-	_ FS          = (*MemFS)(nil)
-	_ File        = (*memFile)(nil)
-	_ io.Seeker   = (*memFile)(nil)
-	_ io.ReaderAt = (*memFile)(nil)
-	_ io.WriterAt = (*memFile)(nil)
+	_ instancelock.FS   = (*MemFS)(nil)
+	_ instancelock.File = (*memFile)(nil)
+	_ io.Seeker         = (*memFile)(nil)
+	_ io.ReaderAt       = (*memFile)(nil)
+	_ io.WriterAt       = (*memFile)(nil)
 )
 
 // MemStat is what the Sys method of a FileInfo from a MemFS returns, as a
@@ -205,7 +213,7 @@ func (m *MemFS) Fail(op, name string, err error) { m.addRule(op, name, 0, err, n
 // FailNth panics if n < 1.
 func (m *MemFS) FailNth(op, name string, n int, err error) {
 	if n < 1 {
-		panic(fmt.Sprintf("instancelock: MemFS.FailNth: n = %d, want 1 or more", n))
+		panic(fmt.Sprintf("instancelocktest: MemFS.FailNth: n = %d, want 1 or more", n))
 	}
 	m.addRule(op, name, n, err, nil)
 }
@@ -218,7 +226,7 @@ func (m *MemFS) FailNth(op, name string, n int, err error) {
 // Hooks run before the fault rules' errors are returned.
 func (m *MemFS) Before(op, name string, fn func()) {
 	if fn == nil {
-		panic("instancelock: MemFS.Before: nil fn")
+		panic("instancelocktest: MemFS.Before: nil fn")
 	}
 	m.addRule(op, name, 0, nil, fn)
 }
@@ -232,13 +240,13 @@ func (m *MemFS) Clear() {
 
 func (m *MemFS) addRule(op, name string, nth int, err error, fn func()) {
 	if !slices.Contains(memOps, op) {
-		panic(fmt.Sprintf("instancelock: MemFS: unknown op %q (want one of %s)", op, strings.Join(memOps, ", ")))
+		panic(fmt.Sprintf("instancelocktest: MemFS: unknown op %q (want one of %s)", op, strings.Join(memOps, ", ")))
 	}
 	pattern := ""
 	if name != "" {
 		pattern = memKey(name)
 		if _, perr := path.Match(pattern, ""); perr != nil {
-			panic(fmt.Sprintf("instancelock: MemFS: pattern %q: %v", name, perr))
+			panic(fmt.Sprintf("instancelocktest: MemFS: pattern %q: %v", name, perr))
 		}
 	}
 	m.mu.Lock()
@@ -474,7 +482,7 @@ func (i *memInfo) Sys() any           { s := i.stat; return &s }
 // (syscall.ELOOP); a directory opens read-only (syscall.EISDIR otherwise); a
 // FIFO opens at once, but not write-only (syscall.ENXIO, as if no reader
 // had it open), and reads what was written to it.
-func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+func (m *MemFS) OpenFile(name string, flag int, perm fs.FileMode) (instancelock.File, error) {
 	if err := m.hook("open", name); err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
@@ -645,7 +653,7 @@ func (m *MemFS) rename(oldname, newname string) error {
 	case old == n:
 		return nil
 	case m.windows() && len(n.open) > 0:
-		return errInUse // opened without FILE_SHARE_DELETE
+		return inuse.Err // opened without FILE_SHARE_DELETE
 	case m.windows() && old != nil && (old.mode.IsDir() || len(old.open) > 0):
 		return syscall.EACCES // MoveFileEx does not replace these
 	case !m.dirWritable(odir) || !m.dirWritable(ndir):
@@ -697,7 +705,7 @@ func (m *MemFS) Remove(name string) error {
 	case !m.dirWritable(dir):
 		err = syscall.EACCES
 	case m.windows() && len(n.open) > 0:
-		err = errInUse // opened without FILE_SHARE_DELETE
+		err = inuse.Err // opened without FILE_SHARE_DELETE
 	case len(n.entries) > 0:
 		err = syscall.ENOTEMPTY
 	}
@@ -722,7 +730,7 @@ func (m *MemFS) SameFile(a, b fs.FileInfo) bool {
 // A symbolic link in the last component is not followed; a name that does
 // not exist closes nothing. Later calls on the closed files fail as on a
 // closed *os.File. A Locker whose file was closed this way must not be
-// unlocked (its process is "dead"); give it WithWatchInterval(0) or less so
+// unlocked (its process is "dead"); give it a negative WatchInterval so
 // that no watcher keeps running.
 func (m *MemFS) CloseHandles(name string) int {
 	m.mu.Lock()
@@ -1097,12 +1105,13 @@ func (f *memFile) Truncate(size int64) error {
 }
 
 // TryLock takes the exclusive lock of the file for this open file, or
-// returns ErrWouldBlock if another open file of it holds a lock. A shared
+// returns instancelock.ErrWouldBlock if another open file of it holds a lock. A shared
 // lock this open file holds is converted; as on Linux, a conversion that
 // fails drops it.
 func (f *memFile) TryLock() error { return f.lock(true) }
 
-// TryRLock takes a shared lock, or returns ErrWouldBlock if another open
+// TryRLock takes a shared lock, or returns instancelock.ErrWouldBlock if
+// another open
 // file holds the exclusive lock. An exclusive lock this open file holds is
 // converted.
 func (f *memFile) TryRLock() error { return f.lock(false) }
@@ -1119,7 +1128,7 @@ func (f *memFile) lock(exclusive bool) error {
 	for o := range f.node.open {
 		if o != f && (o.excl || exclusive && o.sh) {
 			f.excl, f.sh = false, false // a failed conversion drops the lock, as on Linux
-			return ErrWouldBlock
+			return instancelock.ErrWouldBlock
 		}
 	}
 	f.excl, f.sh = exclusive, !exclusive
@@ -1162,7 +1171,3 @@ func (f *memFile) closeLocked() {
 	delete(f.node.open, f)
 	delete(f.fs.files, f)
 }
-
-// chmod and readDirNames are what a Locker uses of an OSFS beyond FS.
-func (m *MemFS) chmod(name string, mode fs.FileMode) error { return m.Chmod(name, mode) }
-func (m *MemFS) readDirNames(dir string) ([]string, error) { return m.ListDir(dir) }

@@ -1,6 +1,6 @@
 //go:build !windows && !plan9
 
-package instancelock
+package instancelocktest
 
 import "syscall"
 
@@ -8,6 +8,3 @@ import "syscall"
 // errno values of this system (Windows' error numbers mean other things
 // here), and applies only Windows' rules.
 func memWinErrno(e syscall.Errno, noPath bool) syscall.Errno { return e }
-
-// memWinErrnoName is "": these errno values are the system's own.
-func memWinErrnoName(syscall.Errno) string { return "" }
