@@ -290,9 +290,12 @@ func (l *Locker) holdsFlock(pid int) bool {
 	}
 	real := filepath.Join(resolveDir(l.dir()), filepath.Base(l.path))
 	// A file published by link(2) keeps, in /proc/<pid>/fd, the temporary
-	// name it was created under once that name is unlinked.
+	// name it was created under once that name is unlinked; one created
+	// unnamed (O_TMPFILE, see createHeld) keeps "#<inode>" in its
+	// directory.
 	named := func(p string) bool {
-		return p == l.path || p == real || strings.HasPrefix(p, l.tmpPrefix) || strings.HasPrefix(p, tempPrefix(real))
+		return p == l.path || p == real || strings.HasPrefix(p, l.tmpPrefix) || strings.HasPrefix(p, tempPrefix(real)) ||
+			unnamedIn(p, l.dir()) || unnamedIn(p, filepath.Dir(real))
 	}
 	fds := "/proc/" + strconv.Itoa(pid) + "/fd/"
 	ents, err := os.ReadDir(fds)
@@ -317,4 +320,15 @@ func (l *Locker) holdsFlock(pid int) bool {
 		}
 	}
 	return false
+}
+
+// unnamedIn reports whether p is how /proc/<pid>/fd shows a file created
+// unnamed (O_TMPFILE) in dir: dir/#<inode>.
+func unnamedIn(p, dir string) bool {
+	rest, ok := strings.CutPrefix(p, dir+"/#")
+	if !ok || rest == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(rest, 10, 64)
+	return err == nil
 }
