@@ -619,8 +619,7 @@ func (l *Locker) tryLock() error {
 		names.close()
 		return err
 	}
-	l.hold(f, info, inPlace && l.byRename, data, names)
-	l.t.fi = fi
+	l.hold(f, fi, info, inPlace && l.byRename, data, names)
 	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
 		t := l.t
 		t.wmu.Lock()
@@ -1443,8 +1442,9 @@ const armAfter = 10 * time.Millisecond
 // concern the file (see holdwatch_linux.go), armed armAfter after the
 // acquisition. names are the lock's names held (Linux); the watcher also
 // drains their sockets' connections.
-func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, names heldNames) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
+// fi is f's FileInfo when the caller has it (nil otherwise).
+func (l *Locker) hold(f File, fi fs.FileInfo, info ProcessLock, inPlace bool, data []byte, names heldNames) {
+	t := &tenure{f: f, fi: fi, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
