@@ -1,7 +1,10 @@
 package instancelock
 
 import (
+	"fmt"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -108,4 +111,81 @@ func wrapHelpLine(l string, width int) []string {
 		r = append([]rune(pad), []rune(strings.TrimLeft(string(r[cut:]), " "))...)
 	}
 	return append(rows, string(r))
+}
+
+// Help returns the multi-line text a program prints when it refuses to
+// start: who holds the lock and how to stop it, force it, or check its
+// health. restart is the command that starts the program again: "" uses
+// the current command line, quoted for a shell, or "go run ." and the
+// arguments when the program was started by `go run` (its binary is then a
+// throw-away build, in a go-build temporary directory or in GOCACHE). The
+// box is at most 100 columns wide: longer lines are wrapped.
+func (e *AlreadyRunningError) Help(restart string) string {
+	if restart == "" {
+		restart = restartCommand(os.Args)
+	}
+	lines := append(e.facts(), "")
+	lines = append(lines, e.advice(restart)...)
+	if e.Holder.Port != 0 {
+		lines = append(lines, fmt.Sprintf("To check health:   curl http://localhost:%d/api/health", e.Holder.Port))
+	}
+	return helpBox(lines)
+}
+
+// facts are the lines of Help that say what is known of the holder.
+func (e *AlreadyRunningError) facts() []string {
+	h := e.Holder
+	lines := []string{
+		"Another instance is already running.",
+		"",
+		"  PID:      " + e.pid(),
+	}
+	if !h.StartedAt.IsZero() {
+		lines = append(lines, "  Started:  "+h.StartedAt.UTC().Format(timeLayout))
+	}
+	if h.Port != 0 {
+		lines = append(lines, fmt.Sprintf("  Port:     %d", h.Port))
+	}
+	if h.Hostname != "" {
+		lines = append(lines, "  Host:     "+h.Hostname)
+	}
+	return append(lines, "  Lock:     "+e.Path)
+}
+
+// pid is the holder's pid for Help, "unknown" when it is not known.
+func (e *AlreadyRunningError) pid() string {
+	if e.Holder.PID <= 0 {
+		return "unknown"
+	}
+	return strconv.Itoa(e.Holder.PID)
+}
+
+// advice are the lines of Help that say what to do. They advise killing
+// a pid only when the kernel named it as the holder (Proven): the file may
+// be forged, or name a pid of another PID namespace.
+func (e *AlreadyRunningError) advice(restart string) []string {
+	pid := e.pid()
+	switch {
+	case e.Unlocked:
+		// The kernel lock is free: never say it is held, never advise a
+		// kill (the pid may belong to any program).
+		return []string{
+			"Pid " + pid + " named in the file is alive, but it does not hold the lock (the lock is free):",
+			"the file is a bare PID, written by a tool that takes no lock. Starts refuse while it lives.",
+			"If pid " + pid + " is that program: stop it by its own means, then run: " + restart,
+			"If it is not (its pid was reused): rm " + e.Path + " && " + restart,
+		}
+	case !e.Holder.Local():
+		return []string{"It runs on another host or in another container: stop it there, then run: " + restart}
+	case e.Proven && e.Holder.PID > 0:
+		return []string{
+			"To stop it:        kill " + pid,
+			"To force it:       kill -9 " + pid + " && " + restart,
+		}
+	}
+	return []string{
+		"The lock is held, but pid " + pid + " is not proven to hold it: signal nothing by hand.",
+		"To see who holds it: instancelock status " + e.Path,
+		"Once it is gone:   " + restart,
+	}
 }
