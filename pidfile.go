@@ -109,15 +109,17 @@ type Locker struct {
 	hostname  string
 	pidSpace  string // thisPIDSpace(); see sameHost
 	id        string
-	byRename  bool   // publishByRename; a field so tests can run the other mode
-	name      string // the lock's abstract socket name (Linux, OS file system), "" for none
-	kernel    bool   // the OS file system and process table: readers ask the kernel (look)
-	keep      bool   // !DisableRepublish
+	byRename  bool                    // publishByRename; a field so tests can run the other mode
+	name      string                  // the lock's abstract socket name (Linux, OS file system), "" for none
+	real      atomic.Pointer[realDir] // realName's cache (Linux)
+	kernel    bool                    // the OS file system and process table: readers ask the kernel (look)
+	keep      bool                    // !DisableRepublish
 	nameHeld  atomic.Bool
 	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
 	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
 	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
+	stamp     string  // the placeholder
 	pid       int     // os.Getpid(), read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
 	swept     bool    // temporary files left by crashes were looked for; guarded by mu
@@ -143,11 +145,12 @@ type tenure struct {
 	tmp     string // a temporary name that could not be removed, retried at Unlock
 	inPlace bool   // written in place on Unix: the directory may not let us remove it
 
-	heldNames          // the lock's names (Linux)
-	watched   bool     // registered with the inotify watcher (watchHeld)
-	armed     bool     // arm ran
-	wds       [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
-	data      []byte   // the published content, for re-publishing
+	heldNames             // the lock's names (Linux)
+	watched   bool        // registered with the inotify watcher (watchHeld)
+	armed     bool        // arm ran
+	wds       [2]int32    // the inotify watches of the file and its directory (Linux), -1 for none
+	data      []byte      // the published content, for re-publishing
+	fi        fs.FileInfo // f's FileInfo when known (its identity only is used), nil when not
 
 	readersGone chan struct{} // closed at Unlock: ends lockWhenReadersLeave (nil when it never ran)
 }
@@ -459,12 +462,20 @@ func (l *Locker) tryLock() error {
 		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
 	}
-	f, inPlace, err := l.publish(data)
+	var f File
+	var fi fs.FileInfo
+	inPlace := false
+	if l.name != "" && names.all(l.name) && l.byRename {
+		f, fi, err = l.createHeld(data)
+	}
+	if f == nil && err == nil {
+		f, inPlace, err = l.publish(data)
+	}
 	if err != nil {
 		names.close()
 		return err
 	}
-	l.hold(f, info, inPlace && l.byRename, data, names)
+	l.hold(f, fi, info, inPlace && l.byRename, data, names)
 	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
 		t := l.t
 		t.wmu.Lock()
@@ -543,7 +554,6 @@ var stampSentinel = time.Date(2000, 1, 2, 3, 4, 5, 6e6, time.UTC)
 // written over the placeholder (RFC 3339 in UTC with milliseconds has a
 // fixed width): the same bytes MarshalJSON gives, without its cost.
 func (l *Locker) content(info ProcessLock) ([]byte, error) {
-	stamp := info.StartedAt.UTC().Format(timeLayout)
 	if l.tmpl == nil {
 		t := info
 		t.StartedAt = stampSentinel
@@ -552,17 +562,21 @@ func (l *Locker) content(info ProcessLock) ([]byte, error) {
 			return nil, err
 		}
 		l.tmpl, l.tmplAt = append(b, '\n'), -1
-		if s := []byte(stampSentinel.Format(timeLayout)); bytes.Count(b, s) == 1 {
+		l.stamp = stampSentinel.Format(timeLayout)
+		if s := []byte(l.stamp); bytes.Count(b, s) == 1 {
 			l.tmplAt = bytes.Index(b, s)
 		}
 	}
-	if l.tmplAt < 0 || len(stamp) != len(stampSentinel.Format(timeLayout)) {
-		b, err := info.MarshalJSON()
-		return append(b, '\n'), err
+	if l.tmplAt >= 0 {
+		var buf [64]byte // AppendFormat uses room past its result: not data's
+		if stamp := info.StartedAt.UTC().AppendFormat(buf[:0], timeLayout); len(stamp) == len(l.stamp) {
+			data := slices.Clone(l.tmpl)
+			copy(data[l.tmplAt:], stamp)
+			return data, nil
+		}
 	}
-	data := slices.Clone(l.tmpl)
-	copy(data[l.tmplAt:], stamp)
-	return data, nil
+	b, err := info.MarshalJSON()
+	return append(b, '\n'), err
 }
 
 // errRetry: the file changed under us; try again.
@@ -1040,8 +1054,9 @@ const armAfter = 10 * time.Millisecond
 // concern the file (see holdwatch_linux.go), armed armAfter after the
 // acquisition. names are the lock's names held (Linux); the watcher also
 // drains their sockets' connections.
-func (l *Locker) hold(f File, info ProcessLock, inPlace bool, data []byte, names heldNames) {
-	t := &tenure{f: f, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
+// fi is f's FileInfo when the caller has it (nil otherwise).
+func (l *Locker) hold(f File, fi fs.FileInfo, info ProcessLock, inPlace bool, data []byte, names heldNames) {
+	t := &tenure{f: f, fi: fi, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
 	l.leftover = ""
 	l.t = t
 	l.last.Store(t)
@@ -1167,7 +1182,7 @@ func (l *Locker) republish(t *tenure) error {
 		closeName(t.rsock)
 		t.rsock, t.rname, t.rdir = rsock, rname, rdir
 	}
-	t.f, t.inPlace = f, inPlace && l.byRename
+	t.f, t.inPlace, t.fi = f, inPlace && l.byRename, nil
 	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
 	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
 		l.lockLater(t)
@@ -1217,7 +1232,10 @@ func (l *Locker) check(t *tenure, strict bool) error {
 
 // checkAt is check of the file at path only.
 func (l *Locker) checkAt(t *tenure, path string, strict bool) error {
-	mine, err := t.f.Stat()
+	mine, err := t.fi, error(nil)
+	if mine == nil {
+		mine, err = t.f.Stat()
+	}
 	if err != nil {
 		if strict {
 			return err
