@@ -24,6 +24,13 @@ type heldNames struct {
 	rdir  string // the real directory rname was computed from
 }
 
+// realDir is a cached result of realName (Linux): the real directory of
+// the PID file, its lock name, and the identity of that directory.
+type realDir struct {
+	dev, ino  uint64
+	name, dir string
+}
+
 // claimNames takes the lock's names: the name of the path as given, then
 // that of the path's real file (see realName). A contender must
 // get both, so the same path string is refused after a symbolic link on

@@ -59,12 +59,33 @@ func lockName(path string) string {
 // symbolic link it is l.name. Two spellings of one file (aliases through
 // symbolic links) meet at this name. It is computed at each acquisition
 // and each check.
+//
+// Resolving costs one lstat per component of the path, so the result is
+// kept with the identity (device and inode) of the directory it resolved
+// to, and reused while a stat of the directory as given (one system call
+// that follows its symbolic links) still reaches that same directory: a
+// swapped symbolic link on the way reaches another one and is resolved
+// again. The identity is checked on both sides of the resolution, so a
+// swap during it is never cached. What a cached entry cannot see is the
+// real directory itself renamed (same inode, new real path); the name it
+// gives is then the one of its old real path, while the path as given
+// keeps its own name and the PID file's kernel lock stays with the file.
 func (l *Locker) realName() (name, dir string) {
-	dir = resolveDir(l.dir())
-	if dir == l.dir() {
-		return l.name, dir
+	var before unix.Stat_t
+	statErr := unix.Stat(l.dir(), &before)
+	if c := l.real.Load(); statErr == nil && c != nil && c.dev == uint64(before.Dev) && c.ino == uint64(before.Ino) {
+		return c.name, c.dir
 	}
-	return nameOf(filepath.Join(dir, filepath.Base(l.path))), dir
+	dir = resolveDir(l.dir())
+	name = l.name
+	if dir != l.dir() {
+		name = nameOf(filepath.Join(dir, filepath.Base(l.path)))
+	}
+	var after unix.Stat_t
+	if statErr == nil && unix.Stat(dir, &after) == nil && after.Dev == before.Dev && after.Ino == before.Ino {
+		l.real.Store(&realDir{dev: uint64(after.Dev), ino: uint64(after.Ino), name: name, dir: dir})
+	}
+	return name, dir
 }
 
 // resolveDir resolves the symbolic links of dir, or of its deepest
@@ -269,9 +290,12 @@ func (l *Locker) holdsFlock(pid int) bool {
 	}
 	real := filepath.Join(resolveDir(l.dir()), filepath.Base(l.path))
 	// A file published by link(2) keeps, in /proc/<pid>/fd, the temporary
-	// name it was created under once that name is unlinked.
+	// name it was created under once that name is unlinked; one created
+	// unnamed (O_TMPFILE, see createHeld) keeps "#<inode>" in its
+	// directory.
 	named := func(p string) bool {
-		return p == l.path || p == real || strings.HasPrefix(p, l.tmpPrefix) || strings.HasPrefix(p, tempPrefix(real))
+		return p == l.path || p == real || strings.HasPrefix(p, l.tmpPrefix) || strings.HasPrefix(p, tempPrefix(real)) ||
+			unnamedIn(p, l.dir()) || unnamedIn(p, filepath.Dir(real))
 	}
 	fds := "/proc/" + strconv.Itoa(pid) + "/fd/"
 	ents, err := os.ReadDir(fds)
@@ -296,4 +320,15 @@ func (l *Locker) holdsFlock(pid int) bool {
 		}
 	}
 	return false
+}
+
+// unnamedIn reports whether p is how /proc/<pid>/fd shows a file created
+// unnamed (O_TMPFILE) in dir: dir/#<inode>.
+func unnamedIn(p, dir string) bool {
+	rest, ok := strings.CutPrefix(p, dir+"/#")
+	if !ok || rest == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(rest, 10, 64)
+	return err == nil
 }

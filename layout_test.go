@@ -271,6 +271,10 @@ func TestTempLeftoversOfCrashesAreRemoved(t *testing.T) {
 		return m
 	}
 	stuck := func() (*exec.Cmd, string) {
+		// A crash remnant at the path: the start replaces it by way of a
+		// temporary file (on Linux a start with no file at the path
+		// creates none: see createHeld).
+		require.NoError(t, os.WriteFile(path, nil, 0o644))
 		cmd := helperCmd(t, "layout-stuck", "PIDFILE="+path)
 		_, out := proctest.Start(t, cmd)
 		line := out.Next(20 * time.Second)

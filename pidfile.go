@@ -52,9 +52,9 @@ const defaultWatchInterval = time.Second
 // host acquires the lock, whatever happened to the file or its directory
 // (see docs/design.md).
 //
-// Create it with New (or Acquire, or FromEnv), set the exported fields
-// before the first method call and do not change them afterwards; the zero
-// value of each field is its default. The zero Locker is ready to use: it
+// Create it with New or FromEnv, set the exported fields before the first
+// method call and do not change them afterwards; the zero value of each
+// field is its default (Acquire is New and TryLock with every default). The zero Locker is ready to use: it
 // locks DefaultPath, made absolute at its first use.
 type Locker struct {
 	// Port is the port the instance serves on, recorded in the PID file
@@ -109,14 +109,16 @@ type Locker struct {
 	hostname  string
 	pidSpace  string // thisPIDSpace(); see sameHost
 	id        string
-	byRename  bool   // publishByRename; a field so tests can run the other mode
-	name      string // the lock's abstract socket name (Linux, OS file system), "" for none
-	kernel    bool   // the OS file system and process table: readers ask the kernel (look)
-	keep      bool   // !DisableRepublish
+	byRename  bool                    // publishByRename; a field so tests can run the other mode
+	name      string                  // the lock's abstract socket name (Linux, OS file system), "" for none
+	real      atomic.Pointer[realDir] // realName's cache (Linux)
+	kernel    bool                    // the OS file system and process table: readers ask the kernel (look)
+	keep      bool                    // !DisableRepublish
 	nameHeld  atomic.Bool
 	selfToken *string // this process's start token, read once; guarded by mu
 	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
 	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
+	stamp     string  // the placeholder
 	pid       int     // os.Getpid(), read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
 	swept     bool    // temporary files left by crashes were looked for; guarded by mu
@@ -141,11 +143,12 @@ type tenure struct {
 	tmp     string // a temporary name that could not be removed, retried at Unlock
 	inPlace bool   // written in place on Unix: the directory may not let us remove it
 
-	heldNames          // the lock's names (Linux)
-	watched   bool     // registered with the inotify watcher (watchHeld)
-	armed     bool     // arm ran
-	wds       [2]int32 // the inotify watches of the file and its directory (Linux), -1 for none
-	data      []byte   // the published content, for re-publishing
+	heldNames             // the lock's names (Linux)
+	watched   bool        // registered with the inotify watcher (watchHeld)
+	armed     bool        // arm ran
+	wds       [2]int32    // the inotify watches of the file and its directory (Linux), -1 for none
+	data      []byte      // the published content, for re-publishing
+	fi        fs.FileInfo // f's FileInfo when known (its identity only is used), nil when not
 
 	readersGone chan struct{} // closed at Unlock: ends lockWhenReadersLeave (nil when it never ran)
 }
@@ -457,7 +460,13 @@ func (l *Locker) tryLock() error {
 		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
 	}
-	p, err := l.publish(data)
+	var p published
+	if l.name != "" && names.all(l.name) && l.byRename {
+		p.f, p.fi, err = l.createHeld(data)
+	}
+	if p.f == nil && err == nil {
+		p, err = l.publish(data)
+	}
 	if err != nil {
 		names.close()
 		return err
@@ -530,12 +539,13 @@ func (l *Locker) publishError(err error, inPlace bool) error {
 	return err
 }
 
-// published is a PID file that publish put at the path.
+// published is a PID file put at the path (publish, createHeld).
 type published struct {
-	f        File   // open, and locked (see lockWhenReadersLeave)
-	inPlace  bool   // written in place, not renamed into place
-	leftover string // a temporary name that could not be removed (Unlock retries)
-	tookOver bool   // it replaced a stale file
+	f        File        // open, and locked (see lockWhenReadersLeave)
+	fi       fs.FileInfo // f's FileInfo when known (createHeld), nil otherwise
+	inPlace  bool        // written in place, not renamed into place
+	leftover string      // a temporary name that could not be removed (Unlock retries)
+	tookOver bool        // it replaced a stale file
 }
 
 // try is what one attempt of the file protocol came to.
@@ -573,7 +583,6 @@ var stampSentinel = time.Date(2000, 1, 2, 3, 4, 5, 6e6, time.UTC)
 // written over the placeholder (RFC 3339 in UTC with milliseconds has a
 // fixed width): the same bytes MarshalJSON gives, without its cost.
 func (l *Locker) content(info ProcessLock) ([]byte, error) {
-	stamp := info.StartedAt.UTC().Format(timeLayout)
 	if l.tmpl == nil {
 		t := info
 		t.StartedAt = stampSentinel
@@ -582,17 +591,21 @@ func (l *Locker) content(info ProcessLock) ([]byte, error) {
 			return nil, err
 		}
 		l.tmpl, l.tmplAt = append(b, '\n'), -1
-		if s := []byte(stampSentinel.Format(timeLayout)); bytes.Count(b, s) == 1 {
+		l.stamp = stampSentinel.Format(timeLayout)
+		if s := []byte(l.stamp); bytes.Count(b, s) == 1 {
 			l.tmplAt = bytes.Index(b, s)
 		}
 	}
-	if l.tmplAt < 0 || len(stamp) != len(stampSentinel.Format(timeLayout)) {
-		b, err := info.MarshalJSON()
-		return append(b, '\n'), err
+	if l.tmplAt >= 0 {
+		var buf [64]byte // AppendFormat uses room past its result: not data's
+		if stamp := info.StartedAt.UTC().AppendFormat(buf[:0], timeLayout); len(stamp) == len(l.stamp) {
+			data := slices.Clone(l.tmpl)
+			copy(data[l.tmplAt:], stamp)
+			return data, nil
+		}
 	}
-	data := slices.Clone(l.tmpl)
-	copy(data[l.tmplAt:], stamp)
-	return data, nil
+	b, err := info.MarshalJSON()
+	return append(b, '\n'), err
 }
 
 // checkPath refuses a path whose last component is a symbolic link or not a
@@ -1055,7 +1068,7 @@ const armAfter = 10 * time.Millisecond
 // acquisition. names are the lock's names held (Linux); the watcher also
 // drains their sockets' connections.
 func (l *Locker) hold(p published, info ProcessLock, data []byte, names heldNames) {
-	t := &tenure{f: p.f, info: info, lost: make(chan struct{}), tmp: p.leftover, inPlace: p.inPlace && l.byRename, heldNames: names, wds: [2]int32{-1, -1}, data: data}
+	t := &tenure{f: p.f, fi: p.fi, info: info, lost: make(chan struct{}), tmp: p.leftover, inPlace: p.inPlace && l.byRename, heldNames: names, wds: [2]int32{-1, -1}, data: data}
 	l.t = t
 	l.last.Store(t)
 	if l.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -1180,7 +1193,7 @@ func (l *Locker) republish(t *tenure) error {
 		closeName(t.rsock)
 		t.rsock, t.rname, t.rdir = rsock, rname, rdir
 	}
-	t.f, t.inPlace = p.f, p.inPlace && l.byRename
+	t.f, t.inPlace, t.fi = p.f, p.inPlace && l.byRename, nil
 	if p.leftover != "" {
 		if t.tmp != "" {
 			l.fsys.Remove(t.tmp)
@@ -1236,7 +1249,10 @@ func (l *Locker) check(t *tenure, strict bool) error {
 
 // checkAt is check of the file at path only.
 func (l *Locker) checkAt(t *tenure, path string, strict bool) error {
-	mine, err := t.f.Stat()
+	mine, err := t.fi, error(nil)
+	if mine == nil {
+		mine, err = t.f.Stat()
+	}
 	if err != nil {
 		if strict {
 			return err

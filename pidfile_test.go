@@ -846,3 +846,27 @@ func TestOSProcesses(t *testing.T) {
 	_, _, err = p.Start(deadPID(t))
 	assert.ErrorIs(t, err, ErrNoProcess)
 }
+
+// Every acquisition writes, in full, the ProcessLock that Info reports:
+// the content is made from a template with the start time written over a
+// placeholder, and a mistake there would show from the first acquisition
+// or only from a later one.
+func TestEachAcquisitionWritesWhatInfoSays(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.pid")
+	l, err := New(path)
+	require.NoError(t, err)
+	l.Port = 3000
+	for i := range 3 {
+		require.NoError(t, l.TryLock(), "acquisition %d", i)
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		got, err := ParseProcessLock(data)
+		require.NoError(t, err, "acquisition %d: %q", i, data)
+		want, ok := l.Info()
+		require.True(t, ok)
+		assert.True(t, want.Equal(got), "acquisition %d: file %+v, Info %+v", i, got, want)
+		assert.Equal(t, 3000, got.Port)
+		require.NoError(t, l.Unlock())
+		time.Sleep(2 * time.Millisecond) // another start time
+	}
+}
