@@ -301,11 +301,12 @@ func (l *Locker) terminateProven(sig os.Signal) error {
 	return nil
 }
 
-// signalError is Terminate's error when sending the signal failed: it
-// matches ErrNotRunning when the process was gone.
+// signalError is Terminate's error when sending the signal failed (or
+// the proof made again before it did): it matches ErrNotRunning when the
+// process was gone, and names the path once.
 func (l *Locker) signalError(err error) error {
 	if errors.Is(err, ErrNoProcess) && !errors.Is(err, ErrNotRunning) {
 		err = fmt.Errorf("%w: %w", ErrNotRunning, err)
 	}
-	return fmt.Errorf("instancelock: terminate %s: %w", l.path, err)
+	return fmt.Errorf("instancelock: terminate %s: %w", l.path, l.cause(err))
 }
