@@ -119,7 +119,7 @@ func (l *Locker) claimName(name string) (int, error) {
 			l.log.Warn("the lock's socket is bound, but its owner cannot be identified; relying on the PID file's lock", "err", err)
 			return -1, nil
 		case !l.trustedPeer(p):
-			l.log.Warn("the lock's socket is bound by another user, which cannot be this lock's holder; ignoring it and relying on the PID file's lock",
+			l.log.Warn("the lock's socket is bound by a process that cannot be this lock's holder (another user, or a process that does not see this file system: another container sharing the network); ignoring it and relying on the PID file's lock",
 				"uid", p.uid, "pid", p.pid)
 			return -1, nil
 		}
