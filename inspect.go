@@ -46,7 +46,7 @@ func (l *Locker) Holder() (ProcessLock, error) {
 func (l *Locker) openForRead() (File, error) {
 	fi, err := l.fsys.Lstat(l.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, &fs.PathError{Op: "open", Path: l.path, Err: errors.Join(ErrNotRunning, fs.ErrNotExist)}
+		return nil, &fs.PathError{Op: "open", Path: l.path, Err: fmt.Errorf("%w (%w)", ErrNotRunning, fs.ErrNotExist)}
 	}
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (l *Locker) openForRead() (File, error) {
 	}
 	f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, &fs.PathError{Op: "open", Path: l.path, Err: errors.Join(ErrNotRunning, fs.ErrNotExist)}
+		return nil, &fs.PathError{Op: "open", Path: l.path, Err: fmt.Errorf("%w (%w)", ErrNotRunning, fs.ErrNotExist)}
 	}
 	return f, err
 }

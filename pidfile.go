@@ -360,8 +360,8 @@ func (l *Locker) TryLock() error {
 }
 
 // Lock acquires the lock, waiting while another process holds it, until ctx
-// is done; it then returns context.Cause(ctx) joined with the last
-// *AlreadyRunningError. On Linux the wait wakes on inotify events on the PID
+// is done; it then returns an error, on one line, that matches both
+// context.Cause(ctx) and the last *AlreadyRunningError. On Linux the wait wakes on inotify events on the PID
 // file and on the holder's exit (pidfd): the waiter holds the lock about
 // 0.25 ms after the holder releases it, and about 1 ms after the holder is
 // killed (see the README's measurements); elsewhere it polls with a backoff
@@ -390,7 +390,7 @@ func (l *Locker) Lock(ctx context.Context) error {
 			return err
 		}
 		if ctx.Err() != nil {
-			return errors.Join(context.Cause(ctx), err)
+			return fmt.Errorf("%w: %w", context.Cause(ctx), err)
 		}
 		pid := 0
 		if l.sameHost(are.Holder) {
@@ -477,9 +477,8 @@ func (l *Locker) newInfo() ProcessLock {
 func (l *Locker) put(data []byte, names heldNames) (published, error) {
 	if l.name != "" && names.all(l.name) && l.byRename {
 		var p published
-		var err error
-		if p.f, p.fi, err = l.createHeld(data); p.f != nil || err != nil {
-			return p, err
+		if p.f, p.fi = l.createHeld(data); p.f != nil {
+			return p, nil
 		}
 	}
 	return l.publish(data)
