@@ -133,7 +133,7 @@ type tenure struct {
 	timer   *time.Timer
 	stopped bool
 	tmp     string // a temporary name that could not be removed, retried at Unlock
-	inPlace bool   // written in place on Unix: the directory may not let us remove it
+	inPlace bool   // written in place on Unix: emptied at Unlock, never removed
 
 	heldNames             // the lock's names (Linux)
 	watched   bool        // registered with the inotify watcher (watchHeld)
@@ -561,22 +561,22 @@ func (l *Locker) heldPath(t *tenure) (string, error) {
 	return path, err
 }
 
-// unpublish removes path, the file t holds. A file written in place in a
-// directory that does not let us remove it is emptied instead, so that it
-// is judged stale at once even while this process lives on.
+// unpublish removes path, the file t holds. A file written in place (in
+// a directory that does not let us remove it, another user's file, a
+// mount point) is emptied instead and left at the path, so that it is
+// judged stale at once even while this process lives on, and the next
+// start, of whichever user, finds it there.
 func (l *Locker) unpublish(t *tenure, path string) error {
-	err := l.fsys.Remove(path)
-	switch {
-	case err == nil || errors.Is(err, fs.ErrNotExist):
-		return nil
-	case t.inPlace && canWriteInPlace(err):
-		l.log.Debug("PID file left in place, emptied", "err", err)
+	if t.inPlace {
 		if err := t.f.Truncate(0); err != nil {
 			return l.pathError("truncate", err)
 		}
 		return nil
 	}
-	return l.pathError("remove", err)
+	if err := l.fsys.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return l.pathError("remove", err)
+	}
+	return nil
 }
 
 // readLimited reads at most MaxFileSize+1 bytes from the current offset.
