@@ -127,11 +127,11 @@ type published struct {
 type try int
 
 const (
-	again   try = iota // the file changed under us, or a temporary name was taken: try again at once
-	won                // the PID file is published
-	refused            // a live process holds the lock
-	noTemp             // no temporary file can be created next to the PID file, or it cannot replace it: write it in place
-	othersFile         // the stale file at the path is another user's: write it in place, keeping it
+	again      try = iota // the file changed under us, or a temporary name was taken: try again at once
+	won                   // the PID file is published
+	refused               // a live process holds the lock
+	noTemp                // no temporary file can be created next to the PID file, or it cannot replace it: write it in place
+	othersFile            // the stale file at the path is another user's: write it in place, keeping it
 )
 
 // attempt is the outcome of one try of the file protocol (attemptRename,
