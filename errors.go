@@ -9,7 +9,9 @@ import (
 	"strings"
 )
 
-// Errors of the Locker. Every error names the PID file's path once.
+// Errors of the Locker. Every error about the PID file or its holder
+// names the file's path once (an invalid field of the Locker is reported
+// by the field's name).
 // Errors that concern the file are *fs.PathError values (or wrap one):
 // those of the system calls match what they match (errors.Is with
 // fs.ErrNotExist, fs.ErrPermission, syscall errors). Every refusal matches
@@ -76,7 +78,7 @@ func (e *AlreadyRunningError) describe(path string) string {
 // Is reports whether target is ErrAlreadyRunning.
 func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlreadyRunning }
 
-// Every error of a Locker names the PID file's path once. The errors of
+// Every error about the PID file names its path once. The errors of
 // the system calls on the file (*fs.PathError, *os.LinkError) already
 // name it, so they are returned as they are, or, when the Locker adds
 // what it was doing, their path is left out: pathError and cause are the
@@ -84,11 +86,20 @@ func (e *AlreadyRunningError) Is(target error) bool { return target == ErrAlread
 
 // pathError returns err, a failure of op on the PID file, as an
 // *fs.PathError naming the path once: an *fs.PathError about the path
-// itself is returned as it is; anything else becomes the cause (see
-// cause) of a new one, {op, path, cause}.
+// itself is returned as it is, one of op about a temporary name of the
+// file (which a published file keeps as its File.Name) is said of the
+// path; anything else becomes the cause (see cause) of a new one, {op,
+// path, cause}.
 func (l *Locker) pathError(op string, err error) error {
-	if pe, ok := err.(*fs.PathError); ok && pe.Path == l.path {
+	pe, ok := err.(*fs.PathError)
+	switch {
+	case ok && pe.Path == l.path:
 		return err
+	case ok && pe.Op == op:
+		if _, own := l.ownName(pe.Path); own {
+			// The published file still has its temporary name.
+			return &fs.PathError{Op: op, Path: l.path, Err: pe.Err}
+		}
 	}
 	return &fs.PathError{Op: op, Path: l.path, Err: l.cause(err)}
 }

@@ -30,6 +30,12 @@ func errorCasesOS() []errorCase {
 			require.NoError(t, os.Chmod(path, 0o644))
 			readOnlyDir(t, path)
 		}, op: "CleanStale", unprivileged: true, matches: perm, says: "remove"},
+		{name: "Unlock/the directory became read-only", setup: func(t *testing.T, path string) {
+			if isRoot() {
+				// nobody makes the directory read-only: it must own it.
+				require.NoError(t, os.Chown(filepath.Dir(path), 65534, 65534))
+			}
+		}, op: "Unlock", unprivileged: true, matches: perm, says: "remove"},
 	}
 	if runtime.GOOS == "linux" { // getcwd(2) fails with ENOENT there
 		cases = append(cases, errorCase{name: "New/in a removed working directory, a relative path", op: "New in a removed working directory", inHelper: true,

@@ -1,7 +1,5 @@
 package instancelock
 
-import "errors"
-
 // What the external tests (package instancelock_test) need of the
 // package's insides. The tests that use the fakes of instancelocktest live
 // there, since instancelocktest imports this package; most of them drive
@@ -15,7 +13,6 @@ var (
 
 	ErrContended  = errContended
 	ErrNotRegular = errNotRegular
-	ErrRetry      = errRetry
 	ErrSymlink    = errSymlink
 	MaxAttempts   = maxAttempts
 	DefaultSignal = defaultSignal
@@ -40,21 +37,16 @@ func WriteInPlace(l *Locker) {
 	l.byRename = false
 }
 
-// AttemptInPlace is one attempt of the in-place way. A refusal that names
-// a holder is reported by RetryableRefusal.
-func AttemptInPlace(l *Locker, data []byte) (File, error) {
-	l.setup()
-	return l.attemptInPlace(data)
-}
-
-// RetryableRefusal returns the holder named by an attempt's refusal and
-// whether the attempt may be retried; ok is false for another error.
-func RetryableRefusal(err error) (holder ProcessLock, retry, ok bool) {
-	var rt retryable
-	if !errors.As(err, &rt) {
-		return ProcessLock{}, false, false
+// AttemptInPlace is one attempt of the in-place way: the file when it
+// won; otherwise what it came to ("again": the file changed; "refused" or
+// "refused, transient", with the holder) or its error.
+func AttemptInPlace(l *Locker, data []byte) (f File, outcome string, holder *AlreadyRunningError, err error) {
+	a, err := l.attemptInPlace(data)
+	outcome = map[try]string{again: "again", won: "won", refused: "refused", noTemp: "no temporary file"}[a.try]
+	if a.try == refused && a.transient {
+		outcome += ", transient"
 	}
-	return rt.Holder, rt.retry, true
+	return a.f, outcome, a.holder, err
 }
 
 // IsRemnant reports whether data is what a crash leaves of a PID file.

@@ -119,7 +119,7 @@ func (l *Locker) claimName(name string) (int, error) {
 			l.log.Warn("the lock's socket is bound, but its owner cannot be identified; relying on the PID file's lock", "err", err)
 			return -1, nil
 		case !l.trustedPeer(p):
-			l.log.Warn("the lock's socket is bound by another user, which cannot be this lock's holder; ignoring it and relying on the PID file's lock",
+			l.log.Warn("the lock's socket is bound by a process that cannot be this lock's holder (another user, or a process that does not see this file system: another container sharing the network); ignoring it and relying on the PID file's lock",
 				"uid", p.uid, "pid", p.pid)
 			return -1, nil
 		}
@@ -301,11 +301,12 @@ func (l *Locker) terminateProven(sig os.Signal) error {
 	return nil
 }
 
-// signalError is Terminate's error when sending the signal failed: it
-// matches ErrNotRunning when the process was gone.
+// signalError is Terminate's error when sending the signal failed (or
+// the proof made again before it did): it matches ErrNotRunning when the
+// process was gone, and names the path once.
 func (l *Locker) signalError(err error) error {
 	if errors.Is(err, ErrNoProcess) && !errors.Is(err, ErrNotRunning) {
 		err = fmt.Errorf("%w: %w", ErrNotRunning, err)
 	}
-	return fmt.Errorf("instancelock: terminate %s: %w", l.path, err)
+	return fmt.Errorf("instancelock: terminate %s: %w", l.path, l.cause(err))
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -154,28 +155,125 @@ type peer struct {
 // socket bound it without listening, which a holder never does).
 var errNoListener = errors.New("nothing listens on the lock's name")
 
-// peerOfName connects to the name without waiting and reads the
-// listener's credentials. The connection is closed at once; the holder
-// drains it (see holdwatch_linux.go). A full backlog is reported as an
-// error (the listener cannot be identified).
+// peerOfName identifies the process that listens on the name: it
+// connects and reads the listener's credentials (SO_PEERCRED); the
+// connection is closed at once and the holder drains it (see
+// holdwatch_linux.go). When the listener's backlog is full (a crowd of
+// contenders and readers, a holder that is stopped, or connections made
+// on purpose to hide the holder: any user may connect to an abstract
+// name), it waits for room up to nameBacklogWait, and then finds the
+// listening socket's owner in /proc instead (see listenerOf).
 func peerOfName(name string) (peer, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	p, err := connectPeer(name, false)
+	if err == unix.EAGAIN {
+		p, err = connectPeer(name, true)
+	}
+	if err == unix.EAGAIN {
+		return listenerOf(name)
+	}
+	if err != nil && !errors.Is(err, errNoListener) {
+		return peer{}, os.NewSyscallError("connect", err)
+	}
+	return p, err
+}
+
+// nameBacklogWait is how long peerOfName waits for room in a full backlog.
+const nameBacklogWait = 250 * time.Millisecond
+
+// connectPeer connects to the name, without waiting or, when wait is set,
+// waiting up to nameBacklogWait for room in the listener's backlog, and
+// reads the listener's credentials. It returns unix.EAGAIN when the
+// backlog stayed full.
+func connectPeer(name string, wait bool) (peer, error) {
+	flags := unix.SOCK_STREAM | unix.SOCK_CLOEXEC
+	if !wait {
+		flags |= unix.SOCK_NONBLOCK
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, flags, 0)
 	if err != nil {
-		return peer{}, os.NewSyscallError("socket", err)
+		return peer{}, err
 	}
 	defer unix.Close(fd)
-	err = unix.Connect(fd, &unix.SockaddrUnix{Name: name})
+	if wait {
+		tv := unix.NsecToTimeval(nameBacklogWait.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+			return peer{}, err
+		}
+	}
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: name})
+		if err != unix.EINTR {
+			break
+		}
+	}
 	switch {
 	case err == unix.ECONNREFUSED, err == unix.ENOENT:
 		return peer{}, errNoListener
+	case err == unix.EINPROGRESS: // the wait timed out
+		return peer{}, unix.EAGAIN
 	case err != nil:
-		return peer{}, os.NewSyscallError("connect", err)
+		return peer{}, err
 	}
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
-		return peer{}, os.NewSyscallError("getsockopt SO_PEERCRED", err)
+		return peer{}, err
 	}
 	return peer{pid: int(cred.Pid), uid: int(cred.Uid)}, nil
+}
+
+// listenerOf finds, without connecting, the process that listens on the
+// abstract name: the socket's inode in /proc/net/unix, then the process
+// that has it open among /proc/<pid>/fd (the owner of that directory is
+// the process's user). It is slow (it reads every process's descriptors),
+// and only runs when the name's backlog is full.
+func listenerOf(name string) (peer, error) {
+	ino, err := listeningInode(name)
+	if err != nil {
+		return peer{}, err
+	}
+	target := "socket:[" + strconv.FormatUint(ino, 10) + "]"
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return peer{}, err
+	}
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		dir := "/proc/" + e.Name() + "/fd/"
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if link, err := os.Readlink(dir + fd.Name()); err == nil && link == target {
+				var st unix.Stat_t
+				if err := unix.Stat("/proc/"+e.Name(), &st); err != nil {
+					return peer{}, err
+				}
+				return peer{pid: pid, uid: int(st.Uid)}, nil
+			}
+		}
+	}
+	return peer{}, fmt.Errorf("the socket listening on %s (inode %d) is held by no process visible here", name, ino)
+}
+
+// listeningInode returns the inode of the socket that listens on the
+// abstract name, from /proc/net/unix (abstract names appear with "@").
+func listeningInode(name string) (uint64, error) {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return 0, err
+	}
+	// Num RefCount Protocol Flags Type St Inode Path
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 8 && f[7] == name && f[3] == "00010000" { // __SO_ACCEPTCON: listening
+			return strconv.ParseUint(f[6], 10, 64)
+		}
+	}
+	return 0, errNoListener
 }
 
 // trustedPeer reports whether the process p may be this lock's holder:
@@ -185,8 +283,23 @@ func peerOfName(name string) (peer, error) {
 // cannot block the service by binding the name first. (Not even by running
 // this very program and stopping it while it holds the name: the program's
 // path is not trusted, the owner of the files is.)
+//
+// The holder must also see the file system as this process does (the same
+// mount namespace and the same root directory, see sameView), so that the
+// path names the same file for both: containers that share a network
+// namespace (the containers of a Kubernetes pod, host networking) but not
+// a file system meet at the same name with different files, and neither
+// may refuse, report or signal the other. A process that this process
+// cannot see (another PID namespace: pid 0) or whose namespaces it may
+// not read is not trusted either: the lock then rests on the PID file's
+// kernel lock, as between network namespaces.
 func (l *Locker) trustedPeer(p peer) bool {
-	uid := p.uid
+	return l.trustedUser(p.uid) && sameView(p.pid)
+}
+
+// trustedUser: this process's own user, root, or the owner of the PID
+// file or of its directory.
+func (l *Locker) trustedUser(uid int) bool {
 	if uid == os.Geteuid() || uid == 0 {
 		return true
 	}
@@ -198,6 +311,25 @@ func (l *Locker) trustedPeer(p peer) bool {
 		}
 	}
 	return false
+}
+
+// sameView reports whether process pid has this process's mount namespace
+// and root directory, so that a path names the same file for both.
+func sameView(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	other := "/proc/" + strconv.Itoa(pid) + "/"
+	for _, f := range []string{"ns/mnt", "root"} {
+		var mine, theirs unix.Stat_t
+		if unix.Stat("/proc/self/"+f, &mine) != nil || unix.Stat(other+f, &theirs) != nil {
+			return false
+		}
+		if mine.Dev != theirs.Dev || mine.Ino != theirs.Ino {
+			return false
+		}
+	}
+	return true
 }
 
 // flockOwners lists, from /proc/locks, the pids of the flock(2) locks on

@@ -1,26 +1,18 @@
 package instancelock
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,7 +107,6 @@ type Locker struct {
 	kernel    bool                    // the OS file system and process table: readers ask the kernel (look)
 	keep      bool                    // !DisableRepublish
 	nameHeld  atomic.Bool
-	leftover  string  // set by attemptRename for hold; guarded by mu
 	selfToken *string // this process's start token, read once; guarded by mu
 	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
 	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
@@ -123,7 +114,6 @@ type Locker struct {
 	pid       int     // os.Getpid(), read once; guarded by mu
 	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
 	swept     bool    // temporary files left by crashes were looked for; guarded by mu
-	tookOver  bool    // the last attempt replaced a stale file; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -422,32 +412,13 @@ func (l *Locker) Lock(ctx context.Context) error {
 
 func (l *Locker) dir() string { return filepath.Dir(l.path) }
 
-// maxAttempts bounds the retries when the file changes under us.
-const maxAttempts = 20
-
 func (l *Locker) tryLock() error {
 	if !l.byRename {
 		if err := l.checkPath(); err != nil {
 			return err
 		}
 	}
-	if l.pid == 0 {
-		l.pid = os.Getpid()
-	}
-	info := ProcessLock{
-		PID:        l.pid,
-		StartedAt:  time.Now().UTC().Truncate(time.Millisecond),
-		Port:       l.port,
-		GoVersion:  goVersion,
-		InstanceID: l.id,
-		Hostname:   l.hostname,
-		PIDSpace:   l.pidSpace,
-	}
-	if l.selfToken == nil {
-		token, _, _ := l.procs.Start(info.PID)
-		l.selfToken = &token
-	}
-	info.StartToken = *l.selfToken
+	info := l.newInfo()
 	data, err := l.content(info)
 	if err != nil {
 		return err
@@ -462,799 +433,56 @@ func (l *Locker) tryLock() error {
 		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
 	}
-	var f File
-	var fi fs.FileInfo
-	inPlace := false
-	if l.name != "" && names.all(l.name) && l.byRename {
-		f, fi, err = l.createHeld(data)
-	}
-	if f == nil && err == nil {
-		f, inPlace, err = l.publish(data)
-	}
+	p, err := l.put(data, names)
 	if err != nil {
 		names.close()
 		return err
 	}
-	l.hold(f, fi, info, inPlace && l.byRename, data, names)
-	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
+	l.hold(p, info, data, names)
+	if p.inPlace && l.kernel && errors.Is(p.f.TryLock(), ErrWouldBlock) {
 		t := l.t
 		t.wmu.Lock()
 		l.lockLater(t)
 		t.wmu.Unlock()
 	}
-	if !inPlace && (!l.swept || l.tookOver) {
+	if !p.inPlace && (!l.swept || p.tookOver) {
 		l.sweepTemps()
 	}
 	return nil
 }
 
-// publish puts a PID file with data at the path and returns it, open and
-// locked: the file protocol of TryLock (attemptRename or attemptInPlace),
-// retried while the file changes under it. It is also how a holder
-// re-publishes its file.
-func (l *Locker) publish(data []byte) (File, bool, error) {
-	var err error
-	var last *AlreadyRunningError
-	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
-	inPlace := !l.byRename
-	l.tookOver = false
-	for range maxAttempts {
-		var f File
-		if inPlace {
-			f, err = l.attemptInPlace(data)
-		} else {
-			f, err = l.attemptRename(data)
-		}
-		var r retryable
-		var nt *noTempError
-		switch {
-		case errors.As(err, &nt) && !inPlace && canWriteInPlace(nt.err):
-			// The directory does not let us create a file (a root-owned
-			// directory with the PID file made for the service user, a
-			// read-only directory): lock and write the existing file in
-			// place, as on Windows.
-			l.log.Debug("cannot create a temporary file next to the PID file; writing it in place", "err", nt.err)
-			inPlace = true
-			continue
-		case errors.As(err, &r):
-			if !r.retry {
-				return nil, false, r.AlreadyRunningError
-			}
-			last = r.AlreadyRunningError
-			time.Sleep(pause)
-			pause = min(2*pause, 2*time.Millisecond)
-			continue
-		case errors.Is(err, errRetry):
-			continue
-		case err != nil && inPlace && l.byRename && errors.Is(err, fs.ErrPermission) && l.dirExists():
-			return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
-				"%w (this user cannot create files in %s: create the PID file for it beforehand, e.g. with install -o USER -m 0644 /dev/null and this path, or let it write the directory)",
-				l.cause(err), l.dir())}
-		case err != nil:
-			return nil, false, err
-		}
-		return f, inPlace, nil
+// newInfo is the ProcessLock of a new holding by this process.
+func (l *Locker) newInfo() ProcessLock {
+	if l.pid == 0 {
+		l.pid = os.Getpid()
 	}
-	if last != nil {
-		return nil, false, last
+	if l.selfToken == nil {
+		token, _, _ := l.procs.Start(l.pid)
+		l.selfToken = &token
 	}
-	return nil, false, &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
-}
-
-// testHookBeforePublish, when set by a test, runs between the creation of
-// a temporary file and its publication.
-var testHookBeforePublish func(tmp string)
-
-// stampSentinel stands for the start time in a Locker's content template.
-var stampSentinel = time.Date(2000, 1, 2, 3, 4, 5, 6e6, time.UTC)
-
-// content returns the PID file's content for info. Only StartedAt changes
-// from one acquisition to the next, so the JSON is made once per Locker
-// with a placeholder time, and each acquisition copies it with the time
-// written over the placeholder (RFC 3339 in UTC with milliseconds has a
-// fixed width): the same bytes MarshalJSON gives, without its cost.
-func (l *Locker) content(info ProcessLock) ([]byte, error) {
-	if l.tmpl == nil {
-		t := info
-		t.StartedAt = stampSentinel
-		b, err := t.MarshalJSON()
-		if err != nil {
-			return nil, err
-		}
-		l.tmpl, l.tmplAt = append(b, '\n'), -1
-		l.stamp = stampSentinel.Format(timeLayout)
-		if s := []byte(l.stamp); bytes.Count(b, s) == 1 {
-			l.tmplAt = bytes.Index(b, s)
-		}
-	}
-	if l.tmplAt >= 0 {
-		var buf [64]byte // AppendFormat uses room past its result: not data's
-		if stamp := info.StartedAt.UTC().AppendFormat(buf[:0], timeLayout); len(stamp) == len(l.stamp) {
-			data := slices.Clone(l.tmpl)
-			copy(data[l.tmplAt:], stamp)
-			return data, nil
-		}
-	}
-	b, err := info.MarshalJSON()
-	return append(b, '\n'), err
-}
-
-// errRetry: the file changed under us; try again.
-var errRetry = errors.New("retry")
-
-// retryable wraps an AlreadyRunningError that may be transient.
-type retryable struct {
-	*AlreadyRunningError
-	retry bool
-}
-
-func (r retryable) Unwrap() error { return r.AlreadyRunningError }
-
-// checkPath refuses a path whose last component is a symbolic link or not a
-// regular file.
-func (l *Locker) checkPath() error {
-	fi, err := l.fsys.Lstat(l.path)
-	switch {
-	case err == nil:
-		return l.checkMode(fi)
-	case !errors.Is(err, fs.ErrNotExist):
-		return err
-	}
-	return nil
-}
-
-// create opens name with flag (which includes O_CREATE) and mode 0644; if
-// the directory is missing, it creates it (0755) and tries again. A file it
-// creates for sure (O_EXCL) gets mode 0644 whatever the umask.
-func (l *Locker) create(name string, flag int) (File, error) {
-	f, err := l.fsys.OpenFile(name, flag, 0o644)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := l.mkdir(); err != nil {
-			return nil, err
-		}
-		f, err = l.fsys.OpenFile(name, flag, 0o644)
-	}
-	if err == nil && flag&os.O_EXCL != 0 {
-		if c, ok := f.(interface{ Chmod(fs.FileMode) error }); ok {
-			if err := c.Chmod(0o644); err != nil {
-				l.log.Debug("cannot set the mode of the new file", "err", err)
-			}
-		}
-	}
-	return f, err
-}
-
-// mkdir creates the PID file's directory and its missing parents, and gives
-// each directory it created mode 0755 whatever the umask. Directories that
-// existed are left as they are.
-func (l *Locker) mkdir() error {
-	var missing []string
-	for d := l.dir(); ; d = filepath.Dir(d) {
-		if _, err := l.fsys.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		missing = append(missing, d)
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if err := l.fsys.MkdirAll(l.dir(), 0o755); err != nil {
-		return err // names the directory
-	}
-	if c, ok := l.fsys.(interface {
-		Chmod(string, fs.FileMode) error
-	}); ok {
-		for i := len(missing) - 1; i >= 0; i-- {
-			if err := c.Chmod(missing[i], 0o755); err != nil {
-				l.log.Debug("cannot set the mode of a new directory", "dir", missing[i], "err", err)
-			}
-		}
-	}
-	return nil
-}
-
-// dirExists reports whether the PID file's directory exists.
-func (l *Locker) dirExists() bool {
-	_, err := l.fsys.Lstat(l.dir())
-	return err == nil
-}
-
-// tempPrefix is what the names of a Locker's temporary files begin with:
-// "<path>.tmp-", or, when the PID file's name is too long for that suffix
-// to fit in a 255-byte name, "<dir>/.<16 hex digits of its SHA-256>.tmp-".
-// A random base-36 number of at most 13 digits follows.
-func tempPrefix(path string) string {
-	dir, base := filepath.Split(path)
-	if len(base) > 255-len(".tmp-")-13 {
-		sum := sha256.Sum256([]byte(base))
-		base = "." + hex.EncodeToString(sum[:8])
-	}
-	return dir + base + ".tmp-"
-}
-
-// noTempError: a temporary file could not be created next to the PID file.
-type noTempError struct{ err error }
-
-func (e *noTempError) Error() string { return e.err.Error() }
-func (e *noTempError) Unwrap() error { return e.err }
-
-// canWriteInPlace reports whether a failure to create a temporary file
-// means that the directory does not let this process create files, so
-// that the existing PID file may be written in place instead.
-func canWriteInPlace(err error) bool {
-	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
-}
-
-// sweepTemps removes the temporary files that processes which died between
-// creating and publishing them left next to the PID file. A temporary file
-// is locked by its creator from before it is written until it is published
-// or removed, so only a file whose lock this Locker can take, whose name
-// has exactly the form of a temporary name and whose content is what
-// writeTemp writes (or a crash remnant of it) is removed; it is removed
-// while its lock is held. A creator that loses its lock to the sweep before
-// taking it tries again with another name.
-func (l *Locker) sweepTemps() {
-	l.swept = true
-	lister, ok := l.fsys.(interface {
-		ListDir(string) ([]string, error)
-	})
-	if !ok {
-		return
-	}
-	dir := filepath.Dir(l.tmpPrefix)
-	prefix := filepath.Base(l.tmpPrefix + "x")
-	prefix = prefix[:len(prefix)-1]
-	names, err := lister.ListDir(dir)
-	if err != nil {
-		l.log.Debug("cannot look for temporary files left by crashes", "err", err)
-		return
-	}
-	for _, n := range names {
-		suffix, ok := strings.CutPrefix(n, prefix)
-		if !ok || !isTempSuffix(suffix) {
-			continue
-		}
-		name := filepath.Join(dir, n)
-		f, err := l.fsys.OpenFile(name, os.O_RDONLY, 0)
-		if err != nil {
-			continue
-		}
-		if f.TryLock() == nil {
-			st, serr := f.Stat()
-			now, lerr := l.fsys.Lstat(name)
-			data, rerr := readLimited(f)
-			if serr == nil && lerr == nil && rerr == nil && st.Mode().IsRegular() && l.fsys.SameFile(st, now) {
-				if _, kind := classify(data); kind != contentForeign && l.fsys.Remove(name) == nil {
-					l.log.Info("removed a temporary file left by a crash", "tmp", name)
-				}
-			}
-		}
-		f.Close()
+	return ProcessLock{
+		PID:        l.pid,
+		StartedAt:  time.Now().UTC().Truncate(time.Millisecond),
+		Port:       l.port,
+		GoVersion:  goVersion,
+		InstanceID: l.id,
+		Hostname:   l.hostname,
+		PIDSpace:   l.pidSpace,
+		StartToken: *l.selfToken,
 	}
 }
 
-// isTempSuffix reports whether s is the random part of a temporary name.
-func isTempSuffix(s string) bool {
-	if s == "" || len(s) > 13 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'z') {
-			return false
+// put publishes the PID file with data: the short way when it applies
+// (Linux, holding all of the lock's names, see createHeld), else publish.
+func (l *Locker) put(data []byte, names heldNames) (published, error) {
+	if l.name != "" && names.all(l.name) && l.byRename {
+		var p published
+		var err error
+		if p.f, p.fi, err = l.createHeld(data); p.f != nil || err != nil {
+			return p, err
 		}
 	}
-	return true
-}
-
-func (l *Locker) checkMode(fi fs.FileInfo) error {
-	switch {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrForeignFile, errSymlink)}
-	case !fi.Mode().IsRegular():
-		return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w (mode %v): it is left as it is; choose another path", ErrForeignFile, errNotRegular, fi.Mode())}
-	}
-	return nil
-}
-
-// attemptRename is one try on Unix: write and lock a new file under a
-// temporary name, then publish it with link(2) (no PID file) or rename(2)
-// over a stale PID file whose lock we hold. Only the holder of the kernel
-// lock of the file at the path ever replaces it, so a loser never touches
-// the winner's file.
-func (l *Locker) attemptRename(data []byte) (File, error) {
-	if fi, err := l.fsys.Lstat(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	} else if err == nil {
-		// A PID file is in place: judge it before writing anything, so that
-		// a loser creates no file at all. A symbolic link or anything but a
-		// regular file is refused before anything is created.
-		if err := l.checkMode(fi); err != nil {
-			return nil, err
-		}
-		old, err := l.lockExisting()
-		if err != nil {
-			return nil, err
-		}
-		defer old.Close()
-		return l.replace(data)
-	}
-	tmp, err := l.writeTemp(data)
-	if err != nil {
-		return nil, err
-	}
-	discard := func() {
-		tmp.Close()
-		l.fsys.Remove(tmp.Name())
-	}
-	if testHookBeforePublish != nil {
-		testHookBeforePublish(tmp.Name())
-	}
-	err = l.fsys.Link(tmp.Name(), l.path)
-	if err == nil {
-		if err := l.fsys.Remove(tmp.Name()); err != nil {
-			l.log.Warn("could not remove the temporary name", "tmp", tmp.Name(), "err", err)
-			l.leftover = tmp.Name()
-		}
-		l.log.Debug("acquired")
-		return tmp, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		discard() // a sweep took the temporary name: try again
-		return nil, errRetry
-	}
-	if !errors.Is(err, fs.ErrExist) {
-		discard()
-		return nil, fmt.Errorf("instancelock: publishing %s: %w", l.path, err)
-	}
-	discard() // another contender published first: judge its file
-	old, err := l.lockExisting()
-	if err != nil {
-		return nil, err
-	}
-	defer old.Close()
-	return l.replace(data)
-}
-
-// replace publishes a new file over the stale PID file, whose kernel lock
-// the caller holds (and which it checked is still at the path).
-func (l *Locker) replace(data []byte) (File, error) {
-	tmp, err := l.writeTemp(data)
-	if err != nil {
-		return nil, err
-	}
-	if testHookBeforePublish != nil {
-		testHookBeforePublish(tmp.Name())
-	}
-	if err := l.fsys.Rename(tmp.Name(), l.path); err != nil {
-		tmp.Close()
-		l.fsys.Remove(tmp.Name())
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errRetry // a sweep took the temporary name
-		}
-		return nil, l.pathError("lock", err)
-	}
-	l.tookOver = true
-	return tmp, nil
-}
-
-// writeTemp creates, locks and fills a new file next to the PID file.
-func (l *Locker) writeTemp(data []byte) (File, error) {
-	name := l.tmpPrefix + strconv.FormatUint(rand.Uint64(), 36)
-	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
-	if errors.Is(err, fs.ErrExist) {
-		return nil, errRetry
-	}
-	if err != nil {
-		return nil, &noTempError{l.pathError("lock", err)}
-	}
-	if err := f.TryLock(); errors.Is(err, ErrWouldBlock) {
-		// A sweep took it between its creation and this lock: it is
-		// removing it.
-		f.Close()
-		return nil, errRetry
-	} else if err != nil {
-		f.Close()
-		l.fsys.Remove(name)
-		return nil, l.pathError("lock", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		l.fsys.Remove(name)
-		return nil, l.pathError("lock", err)
-	}
-	return f, nil
-}
-
-// lockExisting opens the file at the path, takes its kernel lock and judges
-// it. It returns the open, locked file when the PID file is stale (the
-// caller may then replace it), an *AlreadyRunningError (possibly wrapped in
-// retryable) when a live process holds it, errRetry when the file changed
-// meanwhile.
-func (l *Locker) lockExisting() (File, error) {
-	old, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errRetry
-	}
-	if err != nil {
-		return nil, l.openError(err)
-	}
-	j, err := l.judgeLocked(old)
-	if err == nil {
-		err = j.asError()
-	}
-	if err != nil {
-		old.Close()
-		return nil, err
-	}
-	return old, nil
-}
-
-// openError is the error of opening the path: a symbolic link or anything
-// but a regular file there is refused as such (ErrForeignFile), anything
-// else is the open's own error.
-func (l *Locker) openError(err error) error {
-	if fi, lerr := l.fsys.Lstat(l.path); lerr == nil {
-		if merr := l.checkMode(fi); merr != nil {
-			return merr
-		}
-	}
-	return l.pathError("open", err)
-}
-
-// attemptInPlace is one try on Windows, where a file held open cannot be
-// renamed, and on Unix in a directory where this user cannot create files:
-// open or create the PID file, judge it (an empty one: claimEmpty), and
-// write it in place when it may be taken over.
-func (l *Locker) attemptInPlace(data []byte) (File, error) {
-	f, err := l.create(l.path, os.O_RDWR|os.O_CREATE)
-	if err != nil {
-		return nil, l.openError(err)
-	}
-	st, err := f.Stat()
-	wasEmpty := err == nil && st.Size() == 0
-	var j judgement
-	switch {
-	case err != nil:
-	case wasEmpty:
-		j, err = l.claimEmpty(f, st)
-	default:
-		j, err = l.judgeLocked(f)
-	}
-	if err == nil {
-		err = j.asError()
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := l.writeInPlace(f, data); err != nil {
-		f.Close()
-		if wasEmpty {
-			// The file was empty (most likely created by this attempt):
-			// leave nothing behind. If another contender opened it
-			// meanwhile, the removal fails and the file is left to it.
-			l.fsys.Remove(l.path)
-		}
-		return nil, err
-	}
-	return f, nil
-}
-
-// claimEmpty takes the kernel lock of f, an empty file at the path that
-// st describes (most likely just created by this attempt): there is
-// nothing to judge, but it must be locked and still be at the path. An
-// empty file that only shared locks hold (readers, or a squatter) while
-// this Locker holds the lock's names is taken over too: its lock is taken
-// once they leave (see lockWhenReadersLeave).
-func (l *Locker) claimEmpty(f File, st fs.FileInfo) (judgement, error) {
-	switch err := f.TryLock(); {
-	case err == nil:
-		if now, err := l.fsys.Lstat(l.path); err != nil || !l.fsys.SameFile(st, now) {
-			return judgement{verdict: changed}, nil
-		}
-		return judgement{verdict: takeOver}, nil
-	case !errors.Is(err, ErrWouldBlock):
-		return judgement{}, err
-	}
-	switch readers, ok := l.onlyReaders(st); {
-	case ok:
-		l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", readers)
-		return judgement{verdict: takeOver}, nil
-	case readers > 0:
-		return judgement{}, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
-			"the file is empty and %d shared lock(s) hold it (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone: %w", readers, ErrWouldBlock)}
-	}
-	// Being created by another contender, which is about to write it.
-	return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, transient: true}, nil
-}
-
-// writeInPlace empties f, the PID file, then writes data: a crash in
-// between leaves a crash remnant (empty, or a prefix of data), which is
-// judged stale; a write over longer old content would leave its tail
-// behind.
-func (l *Locker) writeInPlace(f File, data []byte) error {
-	err := f.Truncate(0)
-	if err == nil {
-		_, err = f.WriteAt(data, 0)
-	}
-	if err != nil {
-		return l.pathError("write", err)
-	}
-	return nil
-}
-
-// onlyReaders reports whether the file fi describes is held by shared
-// flocks only (how many) while this Locker holds the lock's names, so that
-// no other contender of this host is at the file: readers never block a
-// start. Only where the kernel lists lock owners.
-func (l *Locker) onlyReaders(fi fs.FileInfo) (int, bool) {
-	if !l.kernel {
-		return 0, false
-	}
-	writers, readers, err := flockOwners(fi)
-	if err != nil || len(writers) > 0 {
-		return 0, false
-	}
-	return readers, readers > 0 && l.nameHeld.Load()
-}
-
-// lockWhenReadersLeave takes the exclusive flock of f, the tenure's file
-// written in place while only shared locks (readers, a squatter) held it,
-// once they leave: it tries every few milliseconds to 100 ms until it gets
-// it, the tenure ends or its file changes. Until then the lock rests on its
-// names (this host); if another process takes the file's lock first (one
-// of another network namespace sharing the volume), the tenure is lost.
-func (l *Locker) lockWhenReadersLeave(t *tenure, f File, done <-chan struct{}) {
-	pause := time.Millisecond
-	for {
-		select {
-		case <-done:
-			return
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 100*time.Millisecond)
-		t.wmu.Lock()
-		if t.stopped || t.f != f || t.err.Load() != nil {
-			t.wmu.Unlock()
-			return
-		}
-		err := f.TryLock()
-		if errors.Is(err, ErrWouldBlock) {
-			st, serr := f.Stat()
-			if serr == nil {
-				if writers, _, lerr := flockOwners(st); lerr == nil && len(writers) == 0 {
-					t.wmu.Unlock()
-					continue // readers still there
-				}
-			}
-			err = fmt.Errorf("another process took its lock before this holder could: %w", err)
-		}
-		if err == nil {
-			l.log.Info("the readers of the PID file left; it is locked now")
-		} else {
-			err = &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf("%w: %w", ErrLockLost, l.cause(err))}
-			t.err.Store(&err)
-			l.log.Error("lock lost: another instance may start", "err", err)
-			close(t.lost)
-		}
-		t.wmu.Unlock()
-		return
-	}
-}
-
-// armAfter is when a holding arms its inotify watch and registers its
-// socket with the watcher: a tenure shorter than that (a quick job) costs
-// no watcher work at all, and a change made before is seen by the check
-// that follows the arming.
-const armAfter = 10 * time.Millisecond
-
-// hold records a new tenure and starts the watcher: a timer that checks
-// the file every interval and, on Linux, an inotify watch of the file and
-// its directory that runs the same check at once on any event that may
-// concern the file (see holdwatch_linux.go), armed armAfter after the
-// acquisition. names are the lock's names held (Linux); the watcher also
-// drains their sockets' connections.
-// fi is f's FileInfo when the caller has it (nil otherwise).
-func (l *Locker) hold(f File, fi fs.FileInfo, info ProcessLock, inPlace bool, data []byte, names heldNames) {
-	t := &tenure{f: f, fi: fi, info: info, lost: make(chan struct{}), tmp: l.leftover, inPlace: inPlace, heldNames: names, wds: [2]int32{-1, -1}, data: data}
-	l.leftover = ""
-	l.t = t
-	l.last.Store(t)
-	if l.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.log.Debug("lock acquired", "pid", info.PID, "instanceId", info.InstanceID, "socket", names.sock >= 0, "realPathSocket", names.rsock >= 0)
-	}
-	first := l.watch
-	if l.kernel || names.sock >= 0 || names.rsock >= 0 {
-		if first <= 0 || first > armAfter {
-			first = armAfter
-		}
-	}
-	if first > 0 {
-		t.wmu.Lock()
-		t.timer = time.AfterFunc(first, func() { l.watchFile(t) })
-		t.wmu.Unlock()
-	}
-}
-
-// arm starts the inotify watch and registers the socket (Linux). The
-// caller holds t.wmu.
-func (l *Locker) arm(t *tenure) {
-	t.armed = true
-	if !l.kernel && t.sock < 0 && t.rsock < 0 {
-		return
-	}
-	path := ""
-	if l.watch > 0 {
-		path = l.path
-	}
-	err := watchHeld(t, l.dir(), path, t.poke(l))
-	if err != nil && !errors.Is(err, errors.ErrUnsupported) {
-		l.log.Debug("no inotify watch: the file is checked every interval only", "err", err)
-	}
-}
-
-// poke returns the function the inotify watcher calls on an event that
-// may concern the held file: a check at once, in its own goroutine.
-func (t *tenure) poke(l *Locker) func() {
-	return func() { go l.watchFile(t) }
-}
-
-// watchFile runs every interval, and at once on a file event (Linux),
-// while the lock is held: it checks that the held file is still at the
-// path, re-publishes it when it is not (unless DisableRepublish), and re-arms the
-// timer.
-func (l *Locker) watchFile(t *tenure) {
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
-	if t.stopped || t.err.Load() != nil {
-		return
-	}
-	if !t.armed {
-		l.arm(t)
-		if l.watch <= 0 {
-			return
-		}
-	}
-	// Check, and re-publish while the file is not ours: the check after a
-	// re-publication sees a change made before its watch was in place.
-	for republished := 0; ; republished++ {
-		err := l.check(t, false)
-		if err == nil {
-			break
-		}
-		if l.keep && republished < maxAttempts {
-			perr := l.republish(t)
-			if perr == nil {
-				l.log.Warn("the PID file was removed or replaced while this process holds the lock; re-published it", "why", err)
-				continue
-			}
-			err = fmt.Errorf("%w; re-publishing failed: %w", err, l.cause(perr))
-		}
-		t.err.Store(&err)
-		l.log.Error("lock lost: another instance may start", "err", err)
-		close(t.lost)
-		return
-	}
-	if t.timer != nil {
-		t.timer.Reset(l.watch)
-	}
-}
-
-// republish puts the tenure's PID file back at the path, with the same
-// content, by the same protocol as TryLock. When the path now leads to
-// another real file (a symbolic link on it was swapped), it first takes
-// that file's name (and fails when another holder has it), and afterwards
-// gives back the old one and removes its old file. It fails when another
-// process holds the file now at the path. The caller holds t.wmu.
-func (l *Locker) republish(t *tenure) error {
-	if t.sock >= 0 {
-		l.nameHeld.Store(true)
-		defer l.nameHeld.Store(false)
-	}
-	moved := false
-	rsock := -1
-	rname, rdir := "", ""
-	if t.rname != "" {
-		if rname, rdir = l.realName(); rname != t.rname {
-			moved = true
-			if rname != l.name {
-				var err error
-				if rsock, err = l.claimName(rname); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	f, inPlace, err := l.publish(t.data)
-	if err != nil {
-		closeName(rsock)
-		return err
-	}
-	old := t.f
-	if moved {
-		// The old file, at the old real path, is ours: remove it (a file
-		// written in place is left: the directory may not let us).
-		oldPath := filepath.Join(t.rdir, filepath.Base(l.path))
-		if !t.inPlace && l.checkAt(t, oldPath, true) == nil {
-			l.fsys.Remove(oldPath)
-		}
-		rewatchSock(t, t.rsock, rsock)
-		closeName(t.rsock)
-		t.rsock, t.rname, t.rdir = rsock, rname, rdir
-	}
-	t.f, t.inPlace, t.fi = f, inPlace && l.byRename, nil
-	old.Close() // the old inode is elsewhere or unlinked: its lock goes with it
-	if inPlace && l.kernel && errors.Is(f.TryLock(), ErrWouldBlock) {
-		l.lockLater(t)
-	}
-	if l.watch > 0 {
-		rewatchHeld(t, l.dir(), l.path, t.poke(l))
-	}
-	return nil
-}
-
-// lockLater starts lockWhenReadersLeave for t's file. The caller holds
-// t.wmu.
-func (l *Locker) lockLater(t *tenure) {
-	if t.readersGone == nil {
-		t.readersGone = make(chan struct{})
-	}
-	go l.lockWhenReadersLeave(t, t.f, t.readersGone)
-}
-
-// stopWatch stops the watcher; when it returns, no check is running and
-// none will run.
-func (t *tenure) stopWatch() {
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
-	if !t.stopped && t.readersGone != nil {
-		close(t.readersGone)
-	}
-	t.stopped = true
-	if t.timer != nil {
-		t.timer.Stop()
-	}
-}
-
-// check returns an error matching ErrLockLost if the file at the path is no
-// longer the one t holds, or (Linux) the path now leads to another real
-// directory (a symbolic link on it was swapped). When it cannot tell (a
-// stat fails), it returns nil unless strict, when it returns the failure:
-// Unlock removes the path only when it is sure the file there is its own.
-func (l *Locker) check(t *tenure, strict bool) error {
-	if t.rname != "" {
-		if rname, rdir := l.realName(); rname != t.rname {
-			return &fs.PathError{Op: "watch", Path: l.path, Err: fmt.Errorf("%w: the path now leads to directory %s, not %s (a symbolic link on it was changed)", ErrLockLost, rdir, t.rdir)}
-		}
-	}
-	return l.checkAt(t, l.path, strict)
-}
-
-// checkAt is check of the file at path only.
-func (l *Locker) checkAt(t *tenure, path string, strict bool) error {
-	mine, err := t.fi, error(nil)
-	if mine == nil {
-		mine, err = t.f.Stat()
-	}
-	if err != nil {
-		if strict {
-			return err
-		}
-		return nil // cannot tell; try again next time
-	}
-	now, err := l.fsys.Lstat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return &fs.PathError{Op: "watch", Path: path, Err: fmt.Errorf("%w: the PID file was removed", ErrLockLost)}
-	case err != nil:
-		if strict {
-			return err
-		}
-		return nil
-	case !l.fsys.SameFile(mine, now):
-		return &fs.PathError{Op: "watch", Path: path, Err: fmt.Errorf("%w: the PID file was replaced", ErrLockLost)}
-	}
-	return nil
+	return l.publish(data)
 }
 
 // Unlock releases the lock: it removes the PID file, if it is still the
@@ -1278,58 +506,78 @@ func (l *Locker) Unlock() error {
 	// The names first: a waiter woken by the file's removal below must
 	// find them free.
 	t.heldNames.close()
-	var err error
 	if t.tmp != "" {
 		// The temporary name could not be removed at acquisition.
 		l.fsys.Remove(t.tmp)
 	}
-	// The file held is at the path, or, if a symbolic link on the path
-	// was changed since, at the real path it was reached by.
-	path := l.path
-	cerr := l.checkAt(t, path, true)
-	if cerr != nil && t.rname != "" {
-		if rname, _ := l.realName(); rname != t.rname {
-			path = filepath.Join(t.rdir, filepath.Base(l.path))
-			cerr = l.checkAt(t, path, true)
-		}
-	}
-	switch {
-	case cerr != nil:
-		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", cerr)
-		err = t.f.Close()
-	case l.byRename:
-		// Unlink first, then close: a waiter that opened this file before
-		// the unlink finds, once it gets the lock, that the file is no
-		// longer at the path, and tries again.
-		// Written in place in a directory that does not let us remove
-		// it: empty it instead, so that it is judged stale at once even
-		// while this process lives on.
-		if rerr := l.fsys.Remove(path); t.inPlace && rerr != nil && canWriteInPlace(rerr) {
-			l.log.Debug("PID file left in place, emptied", "err", rerr)
-			if terr := t.f.Truncate(0); terr != nil {
-				err = fmt.Errorf("instancelock: emptying %s: %w", l.path, terr)
-			}
-		} else if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			err = fmt.Errorf("instancelock: removing %s: %w", l.path, rerr)
-		}
-		if cerr := t.f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("instancelock: closing %s: %w", l.path, cerr)
-		}
-	default:
-		// Windows: a file held open cannot be deleted, so close first. If a
-		// contender opens the file in between, its open handle makes the
-		// removal fail and the file is left to it.
-		err = t.f.Close()
-		if rerr := l.fsys.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			l.log.Debug("PID file left in place", "err", rerr)
-		}
-	}
+	err := l.release(t)
 	if t.err.Load() == nil {
 		e := ErrNotHeld
 		t.err.Store(&e)
 	}
 	l.log.Debug("lock released")
 	return err
+}
+
+// release removes the file t holds, unless it is not sure that the file
+// at its path is its own, and closes it, which drops its kernel lock.
+func (l *Locker) release(t *tenure) error {
+	path, err := l.heldPath(t)
+	switch {
+	case err != nil:
+		l.log.Warn("releasing a lock whose file is not (or may not be) its own; leaving the path alone", "err", err)
+		return t.f.Close()
+	case !l.byRename:
+		// Windows: a file held open cannot be deleted, so close first. If a
+		// contender opens the file in between, its open handle makes the
+		// removal fail and the file is left to it.
+		err := t.f.Close()
+		if rerr := l.fsys.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			l.log.Debug("PID file left in place", "err", rerr)
+		}
+		return err
+	}
+	// Unlink first, then close: a waiter that opened this file before the
+	// unlink finds, once it gets the lock, that the file is no longer at
+	// the path, and tries again.
+	err = l.unpublish(t, path)
+	if cerr := t.f.Close(); cerr != nil && err == nil {
+		err = l.pathError("close", cerr)
+	}
+	return err
+}
+
+// heldPath returns where the file t holds is: at the path, or, if a
+// symbolic link on the path was changed since, at the real path it was
+// reached by. The error says why that is not sure.
+func (l *Locker) heldPath(t *tenure) (string, error) {
+	path := l.path
+	err := l.checkAt(t, path, true)
+	if err != nil && t.rname != "" {
+		if rname, _ := l.realName(); rname != t.rname {
+			path = filepath.Join(t.rdir, filepath.Base(l.path))
+			err = l.checkAt(t, path, true)
+		}
+	}
+	return path, err
+}
+
+// unpublish removes path, the file t holds. A file written in place in a
+// directory that does not let us remove it is emptied instead, so that it
+// is judged stale at once even while this process lives on.
+func (l *Locker) unpublish(t *tenure, path string) error {
+	err := l.fsys.Remove(path)
+	switch {
+	case err == nil || errors.Is(err, fs.ErrNotExist):
+		return nil
+	case t.inPlace && canWriteInPlace(err):
+		l.log.Debug("PID file left in place, emptied", "err", err)
+		if err := t.f.Truncate(0); err != nil {
+			return l.pathError("truncate", err)
+		}
+		return nil
+	}
+	return l.pathError("remove", err)
 }
 
 // readLimited reads at most MaxFileSize+1 bytes from the current offset.

@@ -235,7 +235,7 @@ func TestMemLockerFailuresLeaveNothingBehind(t *testing.T) {
 			syscall.ENOLCK, "flock app.pid.tmp-"},
 		{"link EPERM", false,
 			func(r *memRig) { r.fs.Fail("link", "", syscall.EPERM) },
-			fs.ErrPermission, "publishing " + memPIDPath},
+			fs.ErrPermission, "link app.pid.tmp-"},
 		{"rename fails", true,
 			func(r *memRig) { r.fs.Fail("rename", "", syscall.EIO) },
 			syscall.EIO, "rename app.pid.tmp-"},
@@ -931,7 +931,7 @@ func TestMemUnlock(t *testing.T) {
 		r.fs.Fail("remove", memPIDPath, syscall.EACCES)
 		err := l.Unlock()
 		assert.ErrorIs(t, err, fs.ErrPermission)
-		assert.ErrorContains(t, err, "removing "+memPIDPath)
+		assert.ErrorContains(t, err, "remove "+memPIDPath+": permission denied")
 		r.untouched([]string{"app.pid"}) // closed all the same: the lock is free
 		r.fs.Clear()
 		l2 := r.locker()
@@ -945,7 +945,7 @@ func TestMemUnlock(t *testing.T) {
 		r.fs.Fail("close", "", syscall.EIO)
 		err := l.Unlock()
 		assert.ErrorIs(t, err, syscall.EIO)
-		assert.ErrorContains(t, err, "closing "+memPIDPath)
+		assert.ErrorContains(t, err, "close "+memPIDPath+": input/output error")
 		r.untouched(nil)
 	})
 	t.Run("file already gone", func(t *testing.T) {
@@ -1084,34 +1084,34 @@ func TestMemAttemptInPlace(t *testing.T) {
 	t.Run("fresh, then contended", func(t *testing.T) {
 		r, l := setup(t)
 		want := data(l)
-		f, err := instancelock.AttemptInPlace(l, want)
+		f, outcome, _, err := instancelock.AttemptInPlace(l, want)
 		require.NoError(t, err)
+		require.Equal(t, "won", outcome)
 		defer f.Close()
 		assert.Equal(t, string(want), r.content())
 		l2 := r.locker()
-		_, err = instancelock.AttemptInPlace(l2, data(l2))
-		holder, retry, ok := instancelock.RetryableRefusal(err)
-		require.True(t, ok, "%v", err)
-		assert.False(t, retry, "the holder (this process) is alive")
-		assert.Equal(t, os.Getpid(), holder.PID)
+		_, outcome, holder, err := instancelock.AttemptInPlace(l2, data(l2))
+		require.NoError(t, err)
+		assert.Equal(t, "refused", outcome, "the holder (this process) is alive")
+		assert.Equal(t, os.Getpid(), holder.Holder.PID)
 		assert.Equal(t, string(want), r.content())
 		assert.Equal(t, []string{memPIDPath}, r.fs.OpenFiles())
 	})
 	t.Run("empty file being created by another", func(t *testing.T) {
 		r, l := setup(t)
 		r.hold("")
-		_, err := instancelock.AttemptInPlace(l, data(l))
-		_, retry, ok := instancelock.RetryableRefusal(err)
-		require.True(t, ok, "%v", err)
-		assert.True(t, retry)
+		_, outcome, _, err := instancelock.AttemptInPlace(l, data(l))
+		require.NoError(t, err)
+		assert.Equal(t, "refused, transient", outcome)
 		assert.Len(t, r.fs.OpenFiles(), 1)
 	})
 	t.Run("stale file rewritten", func(t *testing.T) {
 		r, l := setup(t)
 		r.write(strings.Repeat(" ", 100) + "\x00")
 		want := data(l)
-		f, err := instancelock.AttemptInPlace(l, want)
+		f, outcome, _, err := instancelock.AttemptInPlace(l, want)
 		require.NoError(t, err)
+		require.Equal(t, "won", outcome)
 		defer f.Close()
 		assert.Equal(t, string(want), r.content())
 	})
@@ -1120,9 +1120,10 @@ func TestMemAttemptInPlace(t *testing.T) {
 		r.write("4242\n")
 		require.NoError(t, r.fs.SetModTime(memPIDPath, time.Now()))
 		r.procs.Add(4242, "", time.Now().Add(-time.Hour))
-		_, err := instancelock.AttemptInPlace(l, data(l))
-		var are *instancelock.AlreadyRunningError
-		require.ErrorAs(t, err, &are)
+		_, outcome, are, err := instancelock.AttemptInPlace(l, data(l))
+		require.NoError(t, err)
+		require.Equal(t, "refused", outcome)
+		assert.True(t, are.Unlocked, "a live legacy holder: %+v", are)
 		assert.Equal(t, "4242\n", r.content())
 		assert.Empty(t, r.fs.OpenFiles())
 	})
@@ -1136,8 +1137,9 @@ func TestMemAttemptInPlace(t *testing.T) {
 					require.NoError(t, r.fs.WriteFile(memPIDPath, nil, 0o644))
 				}
 			})
-			_, err := instancelock.AttemptInPlace(l, data(l))
-			assert.ErrorIs(t, err, instancelock.ErrRetry)
+			_, outcome, _, err := instancelock.AttemptInPlace(l, data(l))
+			require.NoError(t, err)
+			assert.Equal(t, "again", outcome)
 			assert.Empty(t, r.fs.OpenFiles())
 		})
 	}
@@ -1151,15 +1153,22 @@ func TestMemAttemptInPlace(t *testing.T) {
 		"open EACCES":  {func(r *memRig) { r.fs.Fail("open", memPIDPath, syscall.EACCES) }, fs.ErrPermission, "open " + memPIDPath},
 		"fstat fails":  {func(r *memRig) { r.fs.Fail("stat", memPIDPath, syscall.EIO) }, syscall.EIO, memPIDPath},
 		"lock fails":   {func(r *memRig) { r.fs.Fail("lock", memPIDPath, syscall.ENOLCK) }, syscall.ENOLCK, memPIDPath},
-		"lstat fails":  {func(r *memRig) { r.fs.Fail("lstat", memPIDPath, syscall.EIO) }, instancelock.ErrRetry, ""},
 		"truncate":     {func(r *memRig) { r.fs.Fail("truncate", memPIDPath, syscall.EIO) }, syscall.EIO, "truncate " + memPIDPath},
 		"write ENOSPC": {func(r *memRig) { r.fs.Fail("write", memPIDPath, syscall.ENOSPC) }, syscall.ENOSPC, "write " + memPIDPath},
 	}
+	t.Run("lstat fails after the lock", func(t *testing.T) {
+		r, l := setup(t)
+		r.fs.Fail("lstat", memPIDPath, syscall.EIO)
+		_, outcome, _, err := instancelock.AttemptInPlace(l, data(l))
+		require.NoError(t, err)
+		assert.Equal(t, "again", outcome, "cannot tell that the file is still at the path: look again")
+		assert.Empty(t, r.fs.OpenFiles())
+	})
 	for name, c := range bad {
 		t.Run(name, func(t *testing.T) {
 			r, l := setup(t)
 			c.setup(r)
-			_, err := instancelock.AttemptInPlace(l, data(l))
+			_, _, _, err := instancelock.AttemptInPlace(l, data(l))
 			assert.ErrorIs(t, err, c.is)
 			assert.ErrorContains(t, err, c.says)
 			assert.Empty(t, r.fs.OpenFiles())

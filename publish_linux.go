@@ -44,7 +44,7 @@ func (l *Locker) createHeld(data []byte) (File, fs.FileInfo, error) {
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return nil, nil, &fs.PathError{Op: "write", Path: l.path, Err: err}
+		return nil, nil, l.pathError("write", err) // f's errors name the path
 	}
 	if err := linkTmpfile(fd, l.path); err != nil {
 		f.Close()

@@ -38,17 +38,13 @@ type judgement struct {
 	transient bool
 }
 
-// asError turns j into the errors that publish steers by: nil to take
-// over, errRetry to look again at once, a retryable holder to refuse
-// (after another look, when it may be transient).
-func (j judgement) asError() error {
-	switch j.verdict {
-	case changed:
-		return errRetry
-	case held:
-		return retryable{j.holder, j.transient}
+// attempt is what j, a judgement other than takeOver, means for an
+// attempt to publish: look again, or refused by its holder.
+func (j judgement) attempt() attempt {
+	if j.verdict == held {
+		return attempt{try: refused, holder: j.holder, transient: j.transient}
 	}
-	return nil
+	return attempt{try: again}
 }
 
 // judgeLocked tries to take the kernel lock of f, opened at the path, and
