@@ -44,6 +44,7 @@ type Mutex struct {
 
 	mu       sync.Mutex
 	held     bool                      // this Mutex holds the lock
+	tenure   bool                      // from an acquisition to Unlock, a loss included: Lost is not nil
 	other    *instancelock.ProcessLock // another instance holds it
 	freed    chan struct{}             // closed when the lock is free; replaced when taken
 	lost     chan struct{}             // of the current holding
@@ -89,7 +90,7 @@ func (m *Mutex) tryLocked() (<-chan struct{}, error) {
 	if m.other != nil {
 		return m.freed, &instancelock.AlreadyRunningError{Path: "instancelocktest.Mutex", Holder: *m.other, Reason: "held by the holder set with SetHolder"}
 	}
-	m.held, m.lost, m.lostErr = true, make(chan struct{}), nil
+	m.held, m.tenure, m.lost, m.lostErr = true, true, make(chan struct{}), nil
 	m.freed = make(chan struct{})
 	m.token++
 	return nil, nil
@@ -122,6 +123,7 @@ func (m *Mutex) Unlock() error {
 		m.held = false
 		close(m.freed)
 	}
+	m.tenure = false
 	return nil
 }
 
@@ -144,10 +146,16 @@ func (m *Mutex) Holder() (instancelock.ProcessLock, error) {
 }
 
 // Lost returns a channel closed when the current holding is lost (by
-// Lose); nil when the lock has never been taken.
+// Lose), as instancelock.Mutex says and the real locks do: the channel of
+// the holding from TryLock or Lock until Unlock (a lost holding included,
+// its channel then closed), and nil when the lock is not held: never
+// taken, or released by Unlock.
 func (m *Mutex) Lost() <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.tenure {
+		return nil
+	}
 	return m.lost
 }
 

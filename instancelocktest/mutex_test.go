@@ -3,7 +3,10 @@ package instancelocktest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -161,5 +164,92 @@ func TestSignal(t *testing.T) {
 	}
 	if g.ExitCode() != 0 || m.Err() != instancelock.ErrNotHeld {
 		t.Fatalf("exit code %d, lock %v", g.ExitCode(), m.Err())
+	}
+}
+
+// TestMutexLikeLocker: the fake answers Lost and Err as the real PID-file
+// Locker does (on a real file in a temporary directory) before, during and
+// after a holding, and before and after Unlock of a lost one: a program
+// tested against the fake that selects on Lost after Unlock blocks in
+// production too (a nil channel).
+func TestMutexLikeLocker(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("a held PID file cannot be removed on Windows, so the Locker cannot be made to lose it here")
+	}
+	real, err := instancelock.New(filepath.Join(t.TempDir(), "app.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	real.DisableRepublish = true // a removed file is a loss at once
+	fake := NewMutex()
+	locks := []struct {
+		name string
+		m    instancelock.Mutex
+		lose func()
+	}{
+		{"Locker", real, func() {
+			if err := os.Remove(real.Path()); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(20 * time.Second); !errors.Is(real.Err(), instancelock.ErrLockLost); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the Locker did not notice its removed file: Err() = %v", real.Err())
+				}
+			}
+		}},
+		{"instancelocktest.Mutex", fake, func() { fake.Lose(nil) }},
+	}
+	// state says what Lost and Err answer: Lost nil, open or closed; Err
+	// nil or matching a sentinel.
+	state := func(m instancelock.Mutex) string {
+		lost := "nil"
+		if ch := m.Lost(); ch != nil {
+			lost = "open"
+			select {
+			case <-ch:
+				lost = "closed"
+			default:
+			}
+		}
+		err := m.Err()
+		for _, e := range []error{instancelock.ErrNotHeld, instancelock.ErrLockLost} {
+			if errors.Is(err, e) {
+				return "Lost " + lost + ", Err " + e.Error()
+			}
+		}
+		return fmt.Sprintf("Lost %s, Err %v", lost, err)
+	}
+	steps := []struct {
+		name string
+		do   func(m instancelock.Mutex, lose func())
+		want string
+	}{
+		{"before", func(instancelock.Mutex, func()) {}, "Lost nil, Err " + instancelock.ErrNotHeld.Error()},
+		{"held", func(m instancelock.Mutex, _ func()) { mustDo(t, m.TryLock()) }, "Lost open, Err <nil>"},
+		{"after Unlock", func(m instancelock.Mutex, _ func()) { mustDo(t, m.Unlock()) }, "Lost nil, Err " + instancelock.ErrNotHeld.Error()},
+		{"held again", func(m instancelock.Mutex, _ func()) { mustDo(t, m.TryLock()) }, "Lost open, Err <nil>"},
+		{"lost", func(_ instancelock.Mutex, lose func()) { lose() }, "Lost closed, Err " + instancelock.ErrLockLost.Error()},
+		{"after Unlock of a lost holding", func(m instancelock.Mutex, _ func()) { mustDo(t, m.Unlock()) }, "Lost nil, Err " + instancelock.ErrLockLost.Error()},
+		{"after a second Unlock", func(m instancelock.Mutex, _ func()) { mustDo(t, m.Unlock()) }, "Lost nil, Err " + instancelock.ErrLockLost.Error()},
+	}
+	for _, s := range steps {
+		var got []string
+		for _, l := range locks {
+			s.do(l.m, l.lose)
+			got = append(got, state(l.m))
+			if got[len(got)-1] != s.want {
+				t.Errorf("%s: %s: %s, want %s", s.name, l.name, got[len(got)-1], s.want)
+			}
+		}
+		if got[0] != got[1] {
+			t.Errorf("%s: the fake says %q, the Locker %q", s.name, got[1], got[0])
+		}
+	}
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -123,6 +123,26 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// blankPath returns the one-line complaint about a PID file path given
+// empty or only blank (an unset shell variable: instancelock stop
+// "$PIDFILE"), or "" when path may be used. The library reads "" as its
+// DefaultPath, relative to the working directory, so passing such a path
+// on would inspect, stop or lock whatever runs there: bad usage instead.
+// what names the argument ("PIDFILE", "-pidfile"), instead what to give.
+func blankPath(cmd, what, path, instead string) string {
+	if strings.TrimSpace(path) != "" {
+		return ""
+	}
+	return fmt.Sprintf("instancelock %s: %s is %s (an unset shell variable?): %s", cmd, what, blankWord(path), instead)
+}
+
+func blankWord(path string) string {
+	if path == "" {
+		return "empty"
+	}
+	return fmt.Sprintf("only blanks, %q", path)
+}
+
 func isHelp(arg string) bool {
 	switch arg {
 	case "-h", "-help", "--help":

@@ -108,6 +108,13 @@ func runHelper(name string) int {
 		return fn()
 	}
 	switch name {
+	case "touch":
+		// Creates the file INSTANCELOCK_CLI_TOUCH: the proof that it ran.
+		if err := os.WriteFile(os.Getenv("INSTANCELOCK_CLI_TOUCH"), nil, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
 	case "hold-ignoring-term":
 		// Holds the lock of INSTANCELOCK_CLI_PATH and ignores SIGTERM, so
 		// that only SIGKILL ends it; it says "locked" when it holds the
@@ -343,6 +350,16 @@ func TestBadInput(t *testing.T) {
 		{[]string{"run", "-pidfile", dir, "--", trueCmd}, 125},
 		{[]string{"run", "-pidfile", notDir, "--", trueCmd}, 125},
 		{[]string{"run", "-pidfile", missing, "--", "no-such-command-instancelock-test"}, 127},
+
+		// An empty or blank PID file path (an unset shell variable) is
+		// bad usage, not the library's default path (TestEmptyPIDFile).
+		{[]string{"status", ""}, 4},
+		{[]string{"status", "-json", " "}, 4},
+		{[]string{"stop", ""}, 2},
+		{[]string{"stop", "\t", "-timeout", "1s"}, 2},
+		{[]string{"run", "-pidfile", "", "--", trueCmd}, 2},
+		{[]string{"run", "-pidfile=", "--", trueCmd}, 2},
+		{[]string{"run", "--pidfile", " ", "--", trueCmd}, 2},
 	}
 	if runtime.GOOS != "windows" && os.Geteuid() != 0 {
 		// Permissions do not stop root, so this case exists only for
@@ -377,6 +394,70 @@ func TestBadInput(t *testing.T) {
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a failed run left %s behind: %v", missing, err)
 	}
+}
+
+// TestEmptyPIDFile: an empty PIDFILE argument or -pidfile (what an unset
+// shell variable gives: instancelock stop "$PIDFILE") is bad usage, with
+// the usage exit code of each command and a message that says so; it does
+// not mean the library's DefaultPath, ./data/backend.pid, where an
+// instance runs in the working directory here and is left alone.
+func TestEmptyPIDFile(t *testing.T) {
+	dir := t.TempDir()
+	held := filepath.Join(dir, filepath.FromSlash(instancelock.DefaultPath))
+	cmd := helperCmd("hold-ignoring-term", "INSTANCELOCK_CLI_PATH="+held)
+	cmd.Stderr = os.Stderr
+	if _, err := cmd.StdinPipe(); err != nil { // closed when the test ends
+		t.Fatal(err)
+	}
+	holder := start(t, cmd, true)
+	holder.out.expect(t, "locked")
+	before := mustReadFile(t, held)
+
+	ran := filepath.Join(dir, "ran")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"status", ""}, 4, "instancelock status: the PIDFILE argument is empty (an unset shell variable?): give the PID file's path"},
+		{[]string{"status", "-json", ""}, 4, "the PIDFILE argument is empty"},
+		{[]string{"stop", ""}, 2, "instancelock stop: the PIDFILE argument is empty (an unset shell variable?): give the PID file's path; nothing was signalled"},
+		{[]string{"stop", "-timeout", "0", "-signal", "KILL", ""}, 2, "the PIDFILE argument is empty"},
+		{[]string{"stop", "  "}, 2, `the PIDFILE argument is only blanks, "  "`},
+		{[]string{"run", "-pidfile", "", "--", os.Args[0], "-test.run=^$"}, 2,
+			"instancelock run: -pidfile is empty (an unset shell variable?): give the PID file's path, or leave -pidfile out for one PID file per command line; COMMAND was not run"},
+	} {
+		cli := cliCmd(c.args...)
+		cli.Dir = dir // where ./data/backend.pid is held
+		// The command run would run: the helper that creates ran.
+		cli.Env = append(cli.Env, cliHelperEnv+"=touch", "INSTANCELOCK_CLI_TOUCH="+ran)
+		r := runCmd(t, cli)
+		if r.code != c.code || !strings.Contains(r.stderr, c.want) || r.stdout != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit %d and %q", c.args, r.code, r.stdout, r.stderr, c.code, c.want)
+		}
+		checkOneLineError(t, r, c.args)
+	}
+	if !holder.running() {
+		t.Fatal("the instance at ./data/backend.pid was stopped")
+	}
+	if after := mustReadFile(t, held); !bytes.Equal(after, before) {
+		t.Errorf("the held PID file changed: %q, was %q", after, before)
+	}
+	if r := runCLI(t, "status", held); r.code != statusRunning || !strings.Contains(r.stdout, fmt.Sprintf("pid %d holds the lock", holder.pid())) {
+		t.Errorf("status of the held file afterwards: %+v", r)
+	}
+	if _, err := os.Stat(ran); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("run -pidfile \"\" ran its command: %v", err)
+	}
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // lines are a process's standard output, line by line.

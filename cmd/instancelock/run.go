@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -50,7 +51,7 @@ itself; use NotifyAccess=all in the unit.
 Exit codes:
   N         COMMAND's exit status; 128+N if signal N killed it
   1         the lock is held by another process (see -conflict-exit-code)
-  2         bad usage
+  2         bad usage, an empty -pidfile (an unset shell variable) included
   125       the lock could not be taken (unreadable path, not a PID file)
   126       COMMAND could not be started
   127       COMMAND was not found
@@ -98,6 +99,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "instancelock run: -conflict-exit-code %d is outside 0..255\n", *conflict)
 		return exitUsage
 	}
+	if isSet(fs, "pidfile") {
+		if msg := blankPath("run", "-pidfile", *pidfile, "give the PID file's path, or leave -pidfile out for one PID file per command line; COMMAND was not run"); msg != "" {
+			fmt.Fprintln(stderr, msg)
+			return exitUsage
+		}
+	}
 	r := &runner{path: *pidfile, argv: argv, wait: *wait, conflict: *conflict, stdout: stdout, stderr: stderr}
 	if r.path == "" {
 		p, err := defaultPIDFile(argv)
@@ -107,6 +114,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		r.path = p
 	}
 	return r.run()
+}
+
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 type runner struct {

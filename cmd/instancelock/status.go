@@ -37,7 +37,8 @@ Exit codes (LSB init-script convention):
      run refuses it), or was written on another machine or in another PID
      namespace (its process cannot be checked from here), or is a bare PID
      naming a live process that takes no lock (another tool's file: starts
-     refuse it while that process lives); also bad usage
+     refuse it while that process lives); also bad usage, an empty PIDFILE
+     (an unset shell variable) included
 
 Flags:
   -json   print one JSON object: the PID file's fields (pid, startedAt, port,
@@ -86,6 +87,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "instancelock status: want exactly one PIDFILE argument, got %d (see instancelock status -h)\n", len(pos))
+		return statusUnknown
+	}
+	if msg := blankPath("status", "the PIDFILE argument", pos[0], "give the PID file's path (see instancelock status -h)"); msg != "" {
+		fmt.Fprintln(stderr, msg)
 		return statusUnknown
 	}
 	r := status(pos[0], time.Now())

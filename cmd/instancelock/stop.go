@@ -30,7 +30,7 @@ Exit codes:
      a bare PID of a live process that takes no lock (starts refuse it: stop
      that process by its own means, or remove the file if its PID was
      reused), or a new instance took the lock meanwhile
-  2  bad usage
+  2  bad usage, an empty PIDFILE (an unset shell variable) included
 
 Flags:
   -signal NAME    first signal: TERM (default), INT, HUP, QUIT, USR1, USR2,
@@ -61,6 +61,10 @@ func cmdStop(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "instancelock stop: want exactly one PIDFILE argument, got %d (see instancelock stop -h)\n", len(pos))
+		return exitUsage
+	}
+	if msg := blankPath("stop", "the PIDFILE argument", pos[0], "give the PID file's path; nothing was signalled (see instancelock stop -h)"); msg != "" {
+		fmt.Fprintln(stderr, msg)
 		return exitUsage
 	}
 	if *timeout < 0 {
