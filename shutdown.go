@@ -183,6 +183,12 @@ type GracefulShutdown struct {
 	results hookResults    // the outcome of each hook run (stats.go)
 	started bool           // Start was called
 	sigs    chan os.Signal // the channel given to signal.Notify, nil before Start
+
+	// What instancelocktest.Signal needs (shutdown_fake.go), set by Start:
+	// the signals given to signal.Notify, and the watcher's channel for the
+	// fake ones.
+	notified []os.Signal
+	fakes    chan fakeSignal
 }
 
 type namedHook struct {
@@ -277,6 +283,7 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 	// the watcher reads.
 	g.sigs = make(chan os.Signal, 2)
 	signal.Notify(g.sigs, sigs...)
+	g.notified, g.fakes = sigs, make(chan fakeSignal)
 	var lost <-chan struct{}
 	if g.lk != nil {
 		lost = g.lk.Lost()
@@ -315,26 +322,11 @@ func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, los
 	for {
 		select {
 		case sig := <-sigs:
-			select {
-			case <-g.done: // it arrived as the shutdown finished: nothing left to force
-				return
-			default:
+			if g.received(sig, reload, &received) {
+				g.force(sig)
 			}
-			if reload != nil && sig == reload {
-				if g.ctx.Err() != nil {
-					g.logger().Warn("SIGHUP during the shutdown: ignored", "signal", sig.String())
-				} else {
-					go g.hangup()
-				}
-				continue
-			}
-			received++
-			if received == 1 {
-				g.logger().Info("signal received", "signal", sig.String())
-				g.begin(&SignalError{Signal: sig})
-				continue
-			}
-			g.force(sig)
+		case f := <-g.fakes:
+			f.forced <- g.received(f.sig, reload, &received)
 		case <-ctxDone:
 			ctxDone = nil
 			g.begin(context.Cause(ctx))
@@ -349,6 +341,33 @@ func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, los
 			return
 		}
 	}
+}
+
+// received decides on a signal the watcher got (received counts them):
+// reload calls Hangup, unless the shutdown has begun; the first other
+// begins the shutdown; it returns true for a second one, on which the
+// process must exit at once.
+func (g *GracefulShutdown) received(sig, reload os.Signal, received *int) (force bool) {
+	select {
+	case <-g.done: // it arrived as the shutdown finished: nothing left to force
+		return false
+	default:
+	}
+	if reload != nil && sig == reload {
+		if g.ctx.Err() != nil {
+			g.logger().Warn("SIGHUP during the shutdown: ignored", "signal", sig.String())
+		} else {
+			go g.hangup()
+		}
+		return false
+	}
+	*received++
+	if *received == 1 {
+		g.logger().Info("signal received", "signal", sig.String())
+		g.begin(&SignalError{Signal: sig})
+		return false
+	}
+	return true
 }
 
 // force exits the process at once after a best-effort release of the lock.

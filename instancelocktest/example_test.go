@@ -46,7 +46,9 @@ func serve(lk instancelock.Mutex, out io.Writer, started func(*instancelock.Grac
 func Example_signal() {
 	lk := instancelocktest.NewMutex()
 	code := serve(lk, os.Stdout, func(g *instancelock.GracefulShutdown) {
-		instancelocktest.Signal(g, os.Interrupt)
+		if err := instancelocktest.Signal(g, os.Interrupt); err != nil {
+			fmt.Println(err) // the real process would have been killed
+		}
 	})
 	fmt.Println("exit code:", code, "lock released:", lk.Err() == instancelock.ErrNotHeld)
 	// Output:
@@ -83,7 +85,9 @@ func Example_refused() {
 }
 
 // The health handler reports the fake lock: readiness turns 503 when the
-// lock is lost, and fencing tokens grow with each holding.
+// lock is lost, and fencing tokens grow with each holding. As with the
+// real locks, a lost holding is kept until Unlock: the lock is taken again
+// only after it.
 func ExampleMutex() {
 	lk := instancelocktest.NewMutex()
 	if err := lk.TryLock(); err != nil {
@@ -99,6 +103,8 @@ func ExampleMutex() {
 	fmt.Println("held:", probe(), "token", token)
 	lk.Lose(errors.New("lease expired"))
 	fmt.Println("lost:", probe(), errors.Is(lk.Err(), instancelock.ErrLockLost))
+	fmt.Println("TryLock before Unlock:", errors.Is(lk.TryLock(), instancelock.ErrAlreadyHeld))
+	lk.Unlock()
 	if err := lk.TryLock(); err != nil {
 		panic(err)
 	}
@@ -107,5 +113,6 @@ func ExampleMutex() {
 	// Output:
 	// held: 200 token 1
 	// lost: 503 true
+	// TryLock before Unlock: true
 	// taken again: 200 token 2
 }

@@ -1,8 +1,8 @@
 // Package instancelocktest provides fakes for unit tests of programs that
 // use instancelock: a Mutex whose holder can be made to lose the lock, to
 // be refused, or to hand out fencing tokens, without files, processes or
-// servers, and a way to stop a GracefulShutdown as a signal would, without
-// sending one.
+// servers, and a way to do to a GracefulShutdown what a signal would,
+// without sending one.
 //
 //	lk := instancelocktest.NewMutex()
 //	code := run(ctx, lk) // the program's main, taking an instancelock.Mutex
@@ -23,7 +23,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"io"
+	"net"
 	"sync"
 
 	"github.com/ad5dec64/instancelock"
@@ -32,8 +33,8 @@ import (
 
 // Mutex is a fake instancelock.Mutex and instancelock.Fencer, held in
 // memory. It behaves as the real locks do (TryLock refuses while someone
-// holds it, Lock waits, Unlock is idempotent, Lost and Err report a loss),
-// and the test decides what happens around it: another instance holding
+// holds it, Lock waits, Unlock is idempotent, Lost and Err report a loss,
+// a lost holding is kept until Unlock), and the test decides what happens around it: another instance holding
 // the lock (SetHolder, Release), the next acquisition failing (FailNext),
 // the holder losing the lock (Lose). Every acquisition hands out the next
 // fencing token, starting at 1.
@@ -68,8 +69,10 @@ func NewMutex() *Mutex {
 // TryLock takes the lock if it is free. It returns an
 // *instancelock.AlreadyRunningError (matching instancelock.ErrAlreadyRunning)
 // naming the holder set with SetHolder, or the error given to FailNext
-// (once). Taking it again while held returns an error matching
-// instancelock.ErrAlreadyHeld, as the real locks do.
+// (once). Taking it again while held, or after the holding was lost (Lose)
+// and before Unlock, returns an error matching instancelock.ErrAlreadyHeld,
+// as the real locks do: a program that takes the lock again after a loss
+// must Unlock first.
 func (m *Mutex) TryLock() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -84,8 +87,11 @@ func (m *Mutex) tryLocked() (<-chan struct{}, error) {
 		m.failNext = nil
 		return nil, err
 	}
-	if m.held {
+	switch {
+	case m.held:
 		return nil, fmt.Errorf("instancelocktest: %w", instancelock.ErrAlreadyHeld)
+	case m.tenure:
+		return nil, fmt.Errorf("instancelocktest: the holding was lost; Unlock before taking the lock again: %w", instancelock.ErrAlreadyHeld)
 	}
 	if m.other != nil {
 		return m.freed, &instancelock.AlreadyRunningError{Path: "instancelocktest.Mutex", Holder: *m.other, Reason: "held by the holder set with SetHolder"}
@@ -97,13 +103,28 @@ func (m *Mutex) tryLocked() (<-chan struct{}, error) {
 }
 
 // Lock takes the lock, waiting while another instance holds it (until
-// Release) or until ctx is done, when it returns context.Cause(ctx). An
-// error given to FailNext is returned at once.
+// Release) or until ctx is done, when it returns context.Cause(ctx). It
+// returns TryLock's other errors at once (ErrAlreadyHeld, an error given
+// to FailNext), but for one that means the lock's server cannot be reached
+// for now, which Lock rides out as pglock's and redislock's Lock do: an
+// error matching a *net.OpError (a refused or reset connection, a dial
+// timeout: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}),
+// io.EOF or io.ErrUnexpectedEOF. Lock then tries again (the error given to
+// FailNext is used up), unless ctx is done: it then returns an error
+// matching both context.Cause(ctx) and that error. Any other error, a bare
+// syscall.ECONNREFUSED included, ends Lock, as an I/O error ends the
+// PID-file Locker's.
 func (m *Mutex) Lock(ctx context.Context) error {
 	for {
 		m.mu.Lock()
 		wait, err := m.tryLocked()
 		m.mu.Unlock()
+		if err != nil && wait == nil && transient(err) {
+			if ctx.Err() != nil {
+				return errors.Join(context.Cause(ctx), err)
+			}
+			continue
+		}
 		if wait == nil {
 			return err
 		}
@@ -115,7 +136,15 @@ func (m *Mutex) Lock(ctx context.Context) error {
 	}
 }
 
-// Unlock releases the lock; it returns nil when the lock is not held.
+// transient reports whether Lock rides out err: the lock's server cannot
+// be reached for now (see Lock).
+func transient(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// Unlock releases the lock, a lost holding included; it returns nil when
+// the lock is not held.
 func (m *Mutex) Unlock() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -190,7 +219,10 @@ func (m *Mutex) FencingToken() (uint64, bool) {
 
 // Lose makes the holder lose the lock, as a removed PID file or an expired
 // lease would: Lost's channel is closed, and Err returns an error matching
-// instancelock.ErrLockLost and cause (when not nil). It does nothing when
+// instancelock.ErrLockLost and cause (when not nil). The lost holding is
+// kept until Unlock: TryLock and Lock return an error matching
+// instancelock.ErrAlreadyHeld until then, as with the real locks. Another
+// instance may take the lock meanwhile (SetHolder). Lose does nothing when
 // the lock is not held.
 func (m *Mutex) Lose(cause error) {
 	m.mu.Lock()
@@ -234,8 +266,11 @@ func (m *Mutex) Release() {
 	}
 }
 
-// FailNext makes the next TryLock or Lock return err (an I/O error, a
-// refused connection...) without taking the lock.
+// FailNext makes the next attempt to take the lock, by TryLock or Lock,
+// fail with err (nil means a generic error) without taking the lock:
+// TryLock returns err; Lock returns it too, but for an error that the
+// fleet locks' Lock rides out (a *net.OpError, io.EOF: see Lock), on
+// which Lock tries again.
 func (m *Mutex) FailNext(err error) {
 	if err == nil {
 		err = errors.New("instancelocktest: acquisition failed")
@@ -243,13 +278,4 @@ func (m *Mutex) FailNext(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.failNext = err
-}
-
-// Signal begins g's shutdown as if the process had received sig (the cause
-// is an *instancelock.SignalError, so ExitCode treats it as asked for),
-// without sending a signal, and returns at once; wait with g.Done or
-// g.Wait. Use it to test a program's main without signalling the test
-// process.
-func Signal(g *instancelock.GracefulShutdown, sig os.Signal) {
-	go g.Shutdown(&instancelock.SignalError{Signal: sig})
 }

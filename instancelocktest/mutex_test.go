@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,30 +134,87 @@ func TestMutexLose(t *testing.T) {
 	}
 }
 
+// TestMutexFailNext: the error given to FailNext fails the next attempt
+// once; Lock ends on it unless the fleet locks' Lock rides it out (a
+// *net.OpError, io.EOF), and then takes the lock, or ends with ctx.
 func TestMutexFailNext(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	for _, c := range []struct {
+		name    string
+		err     error
+		endLock bool // Lock returns the error
+	}{
+		{"I/O error", syscall.EIO, true},
+		{"bare ECONNREFUSED", syscall.ECONNREFUSED, true},
+		{"refused connection", refused, false},
+		{"wrapped refused connection", fmt.Errorf("pglock: connect: %w", refused), false},
+		{"EOF", io.EOF, false},
+		{"unexpected EOF", io.ErrUnexpectedEOF, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := NewMutex()
+			m.FailNext(c.err)
+			if err := m.TryLock(); err != c.err {
+				t.Fatalf("TryLock = %v, want %v", err, c.err)
+			}
+			mustDo(t, m.TryLock())
+			mustDo(t, m.Unlock())
+
+			m.FailNext(c.err)
+			err := m.Lock(context.Background())
+			if c.endLock {
+				if err != c.err {
+					t.Fatalf("Lock = %v, want %v", err, c.err)
+				}
+				mustDo(t, m.Lock(context.Background()))
+			} else if err != nil {
+				t.Fatalf("Lock = %v, want it to ride the error out", err)
+			}
+			if tok, ok := m.FencingToken(); !ok || tok != 2 {
+				t.Fatalf("FencingToken = %d, %v after Lock; want 2, true", tok, ok)
+			}
+			mustDo(t, m.Unlock())
+
+			// Retried, until ctx ends: the error says both.
+			ctx, cancel := context.WithCancelCause(context.Background())
+			stop := errors.New("test over")
+			cancel(stop)
+			m.FailNext(c.err)
+			err = m.Lock(ctx)
+			if !errors.Is(err, c.err) || c.endLock == errors.Is(err, stop) {
+				t.Fatalf("Lock with ctx done = %v", err)
+			}
+		})
+	}
 	m := NewMutex()
-	refused := errors.New("connection refused")
-	m.FailNext(refused)
-	if err := m.Lock(context.Background()); err != refused {
-		t.Fatalf("Lock = %v, want %v", err, refused)
-	}
-	if err := m.Lock(context.Background()); err != nil {
-		t.Fatalf("second Lock = %v, want nil", err)
-	}
-	m.Unlock()
 	m.FailNext(nil)
 	if err := m.TryLock(); err == nil {
 		t.Fatal("FailNext(nil) did not make TryLock fail")
 	}
 }
 
+// TestSignal: before Start a signal would kill the process (Signal says
+// so and does nothing); after Start it begins the shutdown; a second one
+// during the shutdown would force the exit. TestSignalLikeReal compares
+// more cases with real signals (Unix).
 func TestSignal(t *testing.T) {
 	m := NewMutex()
 	if err := m.TryLock(); err != nil {
 		t.Fatal(err)
 	}
 	g := instancelock.NewGracefulShutdown(m)
-	Signal(g, os.Interrupt)
+	release := make(chan struct{})
+	g.Add("hook", func(context.Context) error { <-release; return nil })
+	var ee *ExitError
+	if err := Signal(g, os.Interrupt); !errors.As(err, &ee) || ee.Status != 130 || g.Context().Err() != nil {
+		t.Fatalf("Signal before Start = %v (shutdown begun: %v), want an *ExitError with status 130 and no shutdown", err, g.Context().Err() != nil)
+	}
+	mustDo(t, g.Start(context.Background()))
+	mustDo(t, Signal(g, os.Interrupt))
+	if err := Signal(g, os.Interrupt); !errors.As(err, &ee) || ee.Status != 130 {
+		t.Fatalf("second Signal = %v, want an *ExitError with status 130", err)
+	}
+	close(release)
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +224,15 @@ func TestSignal(t *testing.T) {
 	}
 	if g.ExitCode() != 0 || m.Err() != instancelock.ErrNotHeld {
 		t.Fatalf("exit code %d, lock %v", g.ExitCode(), m.Err())
+	}
+	if err := Signal(g, os.Interrupt); !errors.As(err, &ee) || ee.Status != 130 {
+		t.Fatalf("Signal after Done = %v, want an *ExitError with status 130", err)
+	}
+	if err := Signal(g, nil); err == nil || errors.As(err, &ee) {
+		t.Fatalf("Signal(g, nil) = %v, want an error", err)
+	}
+	if err := Signal(nil, os.Interrupt); err == nil || errors.As(err, &ee) {
+		t.Fatalf("Signal(nil, sig) = %v, want an error", err)
 	}
 }
 
@@ -229,8 +298,12 @@ func TestMutexLikeLocker(t *testing.T) {
 		{"after Unlock", func(m instancelock.Mutex, _ func()) { mustDo(t, m.Unlock()) }, "Lost nil, Err " + instancelock.ErrNotHeld.Error()},
 		{"held again", func(m instancelock.Mutex, _ func()) { mustDo(t, m.TryLock()) }, "Lost open, Err <nil>"},
 		{"lost", func(_ instancelock.Mutex, lose func()) { lose() }, "Lost closed, Err " + instancelock.ErrLockLost.Error()},
+		{"TryLock after a loss", func(m instancelock.Mutex, _ func()) { mustAlreadyHeld(t, "TryLock", m.TryLock()) }, "Lost closed, Err " + instancelock.ErrLockLost.Error()},
+		{"Lock after a loss", func(m instancelock.Mutex, _ func()) { mustAlreadyHeld(t, "Lock", m.Lock(context.Background())) }, "Lost closed, Err " + instancelock.ErrLockLost.Error()},
 		{"after Unlock of a lost holding", func(m instancelock.Mutex, _ func()) { mustDo(t, m.Unlock()) }, "Lost nil, Err " + instancelock.ErrLockLost.Error()},
 		{"after a second Unlock", func(m instancelock.Mutex, _ func()) { mustDo(t, m.Unlock()) }, "Lost nil, Err " + instancelock.ErrLockLost.Error()},
+		{"TryLock after Unlock of a lost holding", func(m instancelock.Mutex, _ func()) { mustDo(t, m.TryLock()) }, "Lost open, Err <nil>"},
+		{"Unlock", func(m instancelock.Mutex, _ func()) { mustDo(t, m.Unlock()) }, "Lost nil, Err " + instancelock.ErrNotHeld.Error()},
 	}
 	for _, s := range steps {
 		var got []string
@@ -244,6 +317,14 @@ func TestMutexLikeLocker(t *testing.T) {
 		if got[0] != got[1] {
 			t.Errorf("%s: the fake says %q, the Locker %q", s.name, got[1], got[0])
 		}
+	}
+}
+
+// mustAlreadyHeld fails t unless err (of op) matches ErrAlreadyHeld.
+func mustAlreadyHeld(t *testing.T, op string, err error) {
+	t.Helper()
+	if !errors.Is(err, instancelock.ErrAlreadyHeld) {
+		t.Fatalf("%s = %v, want an error matching ErrAlreadyHeld", op, err)
 	}
 }
 

@@ -353,6 +353,7 @@ func TestFleetLockTokenAndTakeovers(t *testing.T) {
 	mustValue(t, gather(t, c), 1, "instancelock_lock_takeovers_total", "lock", "fleet") // counted once
 
 	fl.Lose(nil)
+	fl.Unlock()  // a lost holding is kept until Unlock, as with the real locks
 	fl.TryLock() // token 2: taken back after the loss
 	mfs = gather(t, c)
 	mustValue(t, mfs, 1, "instancelock_lock_held", "lock", "fleet")
