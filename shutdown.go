@@ -483,7 +483,8 @@ var errWaitInHook = errors.New("instancelock: GracefulShutdown.Shutdown or Wait 
 // even when every hook succeeds: Shutdown(err) with a non-nil err, the loss
 // of the lock (ErrLockLost), a cause given to Start's context. A hook that
 // fails (Wait returns an error) also exits 1. A forced exit (a second
-// signal) never gets here: it exits 128+signal.
+// signal) never gets here: it exits 128+signal. Called from a hook before
+// the shutdown has finished, ExitCode returns 1 at once (see Wait).
 func (g *GracefulShutdown) ExitCode() int {
 	if g.Wait() != nil || !requested(context.Cause(g.ctx)) {
 		return 1
