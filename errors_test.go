@@ -112,6 +112,7 @@ func TestErrorPaths(t *testing.T) {
 			}
 			assert.Equal(t, 1, strings.Count(got.Msg, names), "the message names the path once: %s", got.Msg)
 			assert.Contains(t, got.Msg, c.says)
+			assert.NotContains(t, got.Msg, "\n", "one line")
 		})
 	}
 }
@@ -173,11 +174,11 @@ func errorCases() []errorCase {
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			defer cancel()
 			return locker(t, path).Lock(ctx)
-		}, matches: append([]string{"DeadlineExceeded"}, same...), says: "holds"},
+		}, matches: append([]string{"DeadlineExceeded"}, same...), says: "context deadline exceeded: instancelock: another instance is already running"},
 		{name: "Lock/someone's file", setup: foreign, op: "Lock", matches: foreignErr, says: "not a PID file"},
 
 		// Holder and Running.
-		{name: "Holder/no file", op: "Holder", matches: []string{"ErrNotRunning", "fs.ErrNotExist", "*fs.PathError"}},
+		{name: "Holder/no file", op: "Holder", matches: []string{"ErrNotRunning", "fs.ErrNotExist", "*fs.PathError"}, says: "no instance is running (file does not exist)"},
 		{name: "Holder/someone's file", setup: foreign, op: "Holder", matches: []string{"ErrForeignFile", "ErrInvalidLock", "*fs.PathError"}, says: "not a PID file"},
 		{name: "Holder/what a crash left", setup: func(t *testing.T, path string) { writeFile(t, path, `{"pid":12,"sta`) }, op: "Holder",
 			matches: []string{"ErrInvalidLock", "*fs.PathError"}, says: "what a crash left"},

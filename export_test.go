@@ -44,7 +44,7 @@ func AttemptInPlace(l *Locker, data []byte) (f File, outcome string, holder *Alr
 	if err := l.setup(); err != nil { // as TryLock does first
 		return nil, "", nil, err
 	}
-	a, err := l.attemptInPlace(data)
+	a, err := l.attemptInPlace(data, true)
 	outcome = map[try]string{again: "again", won: "won", refused: "refused", noTemp: "no temporary file"}[a.try]
 	if a.try == refused && a.transient {
 		outcome += ", transient"

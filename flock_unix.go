@@ -4,8 +4,10 @@ package instancelock
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,11 +57,18 @@ func (f osFile) flock(op string, how int) error {
 	case errors.Is(ferr, unix.EWOULDBLOCK):
 		return ErrWouldBlock
 	case errors.Is(ferr, unix.ENOLCK), errors.Is(ferr, unix.EOPNOTSUPP), errors.Is(ferr, unix.EBADF):
-		return &fs.PathError{Op: op, Path: f.Name(), Err: errors.Join(ferr, errNoLocks)}
+		return &fs.PathError{Op: op, Path: f.Name(), Err: fmt.Errorf("%w: %w", ferr, errNoLocks)}
 	}
 	return &fs.PathError{Op: op, Path: f.Name(), Err: ferr}
 }
 
 func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return os.OpenFile(name, flag|openFlags, perm)
+}
+
+// otherOwner reports whether fi, a file of the operating system, belongs
+// to another user than this process's (its effective uid).
+func otherOwner(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) != os.Geteuid()
 }

@@ -46,7 +46,7 @@ func (l *Locker) Holder() (ProcessLock, error) {
 func (l *Locker) openForRead() (File, error) {
 	fi, err := l.fsys.Lstat(l.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, &fs.PathError{Op: "open", Path: l.path, Err: errors.Join(ErrNotRunning, fs.ErrNotExist)}
+		return nil, &fs.PathError{Op: "open", Path: l.path, Err: fmt.Errorf("%w (%w)", ErrNotRunning, fs.ErrNotExist)}
 	}
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (l *Locker) openForRead() (File, error) {
 	}
 	f, err := l.fsys.OpenFile(l.path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, &fs.PathError{Op: "open", Path: l.path, Err: errors.Join(ErrNotRunning, fs.ErrNotExist)}
+		return nil, &fs.PathError{Op: "open", Path: l.path, Err: fmt.Errorf("%w (%w)", ErrNotRunning, fs.ErrNotExist)}
 	}
 	return f, err
 }
@@ -169,7 +169,10 @@ func (l *Locker) lockedNow() bool {
 // reports whether it did. A file held by a live process is kept, and so is
 // a file this Locker holds; a foreign file is kept and reported with an
 // error matching ErrForeignFile. An empty file is kept: it is what a
-// release in place leaves, and the next start takes it over anyway.
+// release in place leaves, and the next start takes it over anyway. A
+// stale file of another user than this process's (a PID file prepared for
+// the service user, cleaned by root) is emptied, not removed, as a start
+// of this process would leave it (see TryLock).
 func (l *Locker) CleanStale() (bool, error) {
 	if err := l.setup(); err != nil {
 		return false, err
@@ -208,13 +211,28 @@ func (l *Locker) cleanOnce() (removed, again bool, err error) {
 		return false, j.verdict == changed || j.transient, err
 	}
 	// We hold the kernel lock of the stale file, and it is at the path.
-	if st, err := f.Stat(); err == nil && st.Size() == 0 {
+	st, err := f.Stat()
+	switch {
+	case err == nil && st.Size() == 0:
 		// An empty file is what a release in place leaves (a PID file
 		// prepared for the service in a directory it cannot write):
 		// nothing in it is stale, and removing it would lock the service
 		// out of its next start.
 		f.Close()
 		return false, false, nil
+	case err == nil && l.byRename && otherOwner(st):
+		// Another user's (prepared for the service user): emptied in
+		// place, under the lock f holds, so that it keeps its owner; one
+		// this user may not write is removed, as any stale file.
+		if w, err := l.fsys.OpenFile(l.path, os.O_WRONLY, 0); err == nil {
+			err = w.Truncate(0)
+			w.Close()
+			f.Close()
+			if err != nil {
+				return false, false, l.pathError("truncate", err)
+			}
+			return true, false, nil
+		}
 	}
 	return l.removeStale(f)
 }

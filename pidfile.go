@@ -144,7 +144,7 @@ type tenure struct {
 	timer   *time.Timer
 	stopped bool
 	tmp     string // a temporary name that could not be removed, retried at Unlock
-	inPlace bool   // written in place on Unix: the directory may not let us remove it
+	inPlace bool   // written in place on Unix: emptied at Unlock, never removed
 
 	heldNames             // the lock's names (Linux)
 	watched   bool        // registered with the inotify watcher (watchHeld)
@@ -407,8 +407,8 @@ func (l *Locker) TryLock() error {
 }
 
 // Lock acquires the lock, waiting while another process holds it, until ctx
-// is done; it then returns context.Cause(ctx) joined with the last
-// *AlreadyRunningError. On Linux the wait wakes on inotify events on the PID
+// is done; it then returns an error, on one line, that matches both
+// context.Cause(ctx) and the last *AlreadyRunningError. On Linux the wait wakes on inotify events on the PID
 // file and on the holder's exit (pidfd): the waiter holds the lock about
 // 0.25 ms after the holder releases it, and about 1 ms after the holder is
 // killed (see the README's measurements); elsewhere it polls with a backoff
@@ -437,7 +437,7 @@ func (l *Locker) Lock(ctx context.Context) error {
 			return err
 		}
 		if ctx.Err() != nil {
-			return errors.Join(context.Cause(ctx), err)
+			return fmt.Errorf("%w: %w", context.Cause(ctx), err)
 		}
 		pid := 0
 		if l.sameHost(are.Holder) {
@@ -524,9 +524,8 @@ func (l *Locker) newInfo() ProcessLock {
 func (l *Locker) put(data []byte, names heldNames) (published, error) {
 	if l.name != "" && names.all(l.name) && l.byRename {
 		var p published
-		var err error
-		if p.f, p.fi, err = l.createHeld(data); p.f != nil || err != nil {
-			return p, err
+		if p.f, p.fi = l.createHeld(data); p.f != nil {
+			return p, nil
 		}
 	}
 	return l.publish(data)
@@ -609,22 +608,22 @@ func (l *Locker) heldPath(t *tenure) (string, error) {
 	return path, err
 }
 
-// unpublish removes path, the file t holds. A file written in place in a
-// directory that does not let us remove it is emptied instead, so that it
-// is judged stale at once even while this process lives on.
+// unpublish removes path, the file t holds. A file written in place (in
+// a directory that does not let us remove it, another user's file, a
+// mount point) is emptied instead and left at the path, so that it is
+// judged stale at once even while this process lives on, and the next
+// start, of whichever user, finds it there.
 func (l *Locker) unpublish(t *tenure, path string) error {
-	err := l.fsys.Remove(path)
-	switch {
-	case err == nil || errors.Is(err, fs.ErrNotExist):
-		return nil
-	case t.inPlace && canWriteInPlace(err):
-		l.log.Debug("PID file left in place, emptied", "err", err)
+	if t.inPlace {
 		if err := t.f.Truncate(0); err != nil {
 			return l.pathError("truncate", err)
 		}
 		return nil
 	}
-	return l.pathError("remove", err)
+	if err := l.fsys.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return l.pathError("remove", err)
+	}
+	return nil
 }
 
 // readLimited reads at most MaxFileSize+1 bytes from the current offset.

@@ -34,28 +34,51 @@ const maxAttempts = 20
 func (l *Locker) publish(data []byte) (published, error) {
 	var last *AlreadyRunningError
 	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
-	inPlace := !l.byRename
+	mode := viaRename
+	if !l.byRename {
+		mode = viaInPlace
+	}
+	replaceOthers := false // another user's file we may not write is replaced
 	for range maxAttempts {
 		var a attempt
 		var err error
-		if inPlace {
-			a, err = l.attemptInPlace(data)
-		} else {
-			a, err = l.attemptRename(data)
+		switch mode {
+		case viaRename:
+			a, err = l.attemptRename(data, !replaceOthers)
+		default:
+			a, err = l.attemptInPlace(data, mode == viaInPlace)
+		}
+		if err != nil && mode == viaOthers && errors.Is(err, fs.ErrPermission) {
+			// Another user's stale file that this user may not write:
+			// replace it, as any stale file.
+			l.log.Debug("cannot write another user's PID file in place; replacing it", "err", err)
+			mode, replaceOthers = viaRename, true
+			continue
 		}
 		if err != nil {
-			return published{}, l.publishError(err, inPlace)
+			return published{}, l.publishError(err, mode == viaInPlace)
 		}
 		switch a.try {
+		case again:
+			if mode == viaOthers {
+				mode = viaRename // the file changed: look at the new one
+			}
 		case won:
-			return published{f: a.f, inPlace: inPlace, leftover: a.leftover, tookOver: a.tookOver}, nil
+			return published{f: a.f, inPlace: mode != viaRename, leftover: a.leftover, tookOver: a.tookOver}, nil
 		case noTemp:
 			// The directory does not let us create a file (a root-owned
 			// directory with the PID file made for the service user, a
-			// read-only directory): lock and write the existing file in
-			// place, as on Windows.
-			l.log.Debug("cannot create a temporary file next to the PID file; writing it in place", "err", a.cause)
-			inPlace = true
+			// read-only directory), or the PID file cannot be replaced (a
+			// mount point): lock and write the existing file in place, as
+			// on Windows.
+			l.log.Debug("the PID file cannot be replaced here; writing it in place", "err", a.cause)
+			mode = viaInPlace
+		case othersFile:
+			// A stale file of another user (prepared for the service
+			// user, say): taken in place, so that it keeps its owner and
+			// stays at Unlock.
+			l.log.Debug("the stale PID file belongs to another user; writing it in place, keeping it")
+			mode = viaOthers
 		case refused:
 			if !a.transient {
 				return published{}, a.holder
@@ -70,6 +93,15 @@ func (l *Locker) publish(data []byte) (published, error) {
 	}
 	return published{}, &fs.PathError{Op: "lock", Path: l.path, Err: errContended}
 }
+
+// way is how publish puts the file at the path.
+type way int
+
+const (
+	viaRename  way = iota // a new file, linked or renamed into place (attemptRename)
+	viaInPlace            // the file at the path, created if missing, written in place (attemptInPlace)
+	viaOthers             // another user's stale file, written in place (attemptInPlace, never created)
+)
 
 // publishError is publish's error for an attempt's err: when this user
 // may not create the PID file in its directory, it says what to do.
@@ -95,10 +127,11 @@ type published struct {
 type try int
 
 const (
-	again   try = iota // the file changed under us, or a temporary name was taken: try again at once
-	won                // the PID file is published
-	refused            // a live process holds the lock
-	noTemp             // no temporary file can be created next to the PID file: write it in place
+	again      try = iota // the file changed under us, or a temporary name was taken: try again at once
+	won                   // the PID file is published
+	refused               // a live process holds the lock
+	noTemp                // no temporary file can be created next to the PID file, or it cannot replace it: write it in place
+	othersFile            // the stale file at the path is another user's: write it in place, keeping it
 )
 
 // attempt is the outcome of one try of the file protocol (attemptRename,
@@ -110,7 +143,7 @@ type attempt struct {
 	tookOver  bool                 // won by replacing a stale file
 	holder    *AlreadyRunningError // refused: who holds the lock
 	transient bool                 // refused by content that looks stale: try again after a pause
-	cause     error                // noTemp: why no temporary file can be created
+	cause     error                // noTemp: why the file cannot be published by rename
 }
 
 // testHookBeforePublish, when set by a test, runs between the creation of
@@ -164,20 +197,20 @@ func (l *Locker) checkPath() error {
 	return nil
 }
 
-// create opens name with flag (which includes O_CREATE) and mode 0644; if
-// the directory is missing, it creates it (0755) and tries again. A file it
-// creates for sure (O_EXCL) gets mode 0644 whatever the umask.
-func (l *Locker) create(name string, flag int) (File, error) {
-	f, err := l.fsys.OpenFile(name, flag, 0o644)
+// create opens name with flag (which includes O_CREATE) and mode perm;
+// if the directory is missing, it creates it (0755) and tries again. A
+// file it creates for sure (O_EXCL) gets mode perm whatever the umask.
+func (l *Locker) create(name string, flag int, perm fs.FileMode) (File, error) {
+	f, err := l.fsys.OpenFile(name, flag, perm)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := l.mkdir(); err != nil {
 			return nil, err
 		}
-		f, err = l.fsys.OpenFile(name, flag, 0o644)
+		f, err = l.fsys.OpenFile(name, flag, perm)
 	}
 	if err == nil && flag&os.O_EXCL != 0 {
 		if c, ok := f.(interface{ Chmod(fs.FileMode) error }); ok {
-			if err := c.Chmod(0o644); err != nil {
+			if err := c.Chmod(perm); err != nil {
 				l.log.Debug("cannot set the mode of the new file", "err", err)
 			}
 		}
@@ -238,6 +271,14 @@ func tempPrefix(path string) string {
 // that the existing PID file may be written in place instead.
 func canWriteInPlace(err error) bool {
 	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
+}
+
+// cannotReplace reports whether a failure to rename a new file over the
+// PID file means that the file at the path cannot be replaced, so that it
+// may be written in place instead: it is a mount point (EBUSY: a file
+// bind-mounted into a container) or on another file system (EXDEV).
+func cannotReplace(err error) bool {
+	return errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EXDEV)
 }
 
 // sweepTemps removes the temporary files that processes which died between
@@ -316,11 +357,16 @@ func (l *Locker) checkMode(fi fs.FileInfo) error {
 // over a stale PID file whose lock we hold. Only the holder of the kernel
 // lock of the file at the path ever replaces it, so a loser never touches
 // the winner's file.
-func (l *Locker) attemptRename(data []byte) (attempt, error) {
+//
+// A stale file of another user is not replaced when others is set: the
+// attempt says to write it in place (othersFile), so that it keeps its
+// owner (and stays at Unlock). A stale file of this user is replaced by a
+// file with its permission bits.
+func (l *Locker) attemptRename(data []byte, others bool) (attempt, error) {
 	fi, err := l.fsys.Lstat(l.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return l.link(data)
+		return l.link(data, others)
 	case err != nil:
 		return attempt{}, err
 	}
@@ -330,14 +376,14 @@ func (l *Locker) attemptRename(data []byte) (attempt, error) {
 	if err := l.checkMode(fi); err != nil {
 		return attempt{}, err
 	}
-	return l.replaceExisting(data)
+	return l.replaceExisting(data, others)
 }
 
 // link publishes a new file where there is none: written and locked under
 // a temporary name, then linked to the path. When another contender
 // published first, its file is judged (replaceExisting).
-func (l *Locker) link(data []byte) (attempt, error) {
-	tmp, a, err := l.writeTemp(data)
+func (l *Locker) link(data []byte, others bool) (attempt, error) {
+	tmp, a, err := l.writeTemp(data, 0o644)
 	if tmp == nil {
 		return a, err
 	}
@@ -362,24 +408,35 @@ func (l *Locker) link(data []byte) (attempt, error) {
 	case !errors.Is(err, fs.ErrExist):
 		return attempt{}, l.pathError("lock", err)
 	}
-	return l.replaceExisting(data) // another contender published first
+	return l.replaceExisting(data, others) // another contender published first
 }
 
 // replaceExisting judges the file at the path under its kernel lock, and
-// replaces it when it is stale.
-func (l *Locker) replaceExisting(data []byte) (attempt, error) {
+// replaces it when it is stale: by a file with its permission bits when it
+// is this user's; another user's is to be written in place when others is
+// set (see attemptRename).
+func (l *Locker) replaceExisting(data []byte, others bool) (attempt, error) {
 	old, j, err := l.lockExisting()
 	if err != nil || j.verdict != takeOver {
 		return j.attempt(), err
 	}
 	defer old.Close()
-	return l.replace(data)
+	perm := fs.FileMode(0o644)
+	if st, err := old.Stat(); err == nil {
+		if others && otherOwner(st) {
+			return attempt{try: othersFile}, nil
+		}
+		perm = st.Mode().Perm()
+	}
+	return l.replace(data, perm)
 }
 
-// replace publishes a new file over the stale PID file, whose kernel lock
-// the caller holds (and which it checked is still at the path).
-func (l *Locker) replace(data []byte) (attempt, error) {
-	tmp, a, err := l.writeTemp(data)
+// replace publishes a new file, with permission bits perm, over the stale
+// PID file, whose kernel lock the caller holds (and which it checked is
+// still at the path). A file that cannot be replaced (cannotReplace) is to
+// be written in place.
+func (l *Locker) replace(data []byte, perm fs.FileMode) (attempt, error) {
+	tmp, a, err := l.writeTemp(data, perm)
 	if tmp == nil {
 		return a, err
 	}
@@ -389,20 +446,24 @@ func (l *Locker) replace(data []byte) (attempt, error) {
 	if err := l.fsys.Rename(tmp.Name(), l.path); err != nil {
 		tmp.Close()
 		l.fsys.Remove(tmp.Name())
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return attempt{try: again}, nil // a sweep took the temporary name
+		case cannotReplace(err):
+			return attempt{try: noTemp, cause: err}, nil
 		}
 		return attempt{}, l.pathError("lock", err)
 	}
 	return attempt{try: won, f: tmp, tookOver: true}, nil
 }
 
-// writeTemp creates, locks and fills a new file next to the PID file. When
-// it returns no file, the attempt says what to do instead: try again (the
-// name was taken), or write in place (no file can be created here).
-func (l *Locker) writeTemp(data []byte) (File, attempt, error) {
+// writeTemp creates, locks and fills a new file with permission bits perm
+// next to the PID file. When it returns no file, the attempt says what to
+// do instead: try again (the name was taken), or write in place (no file
+// can be created here).
+func (l *Locker) writeTemp(data []byte, perm fs.FileMode) (File, attempt, error) {
 	name := l.tmpPrefix + strconv.FormatUint(rand.Uint64(), 36)
-	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
+	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
 	switch {
 	case errors.Is(err, fs.ErrExist):
 		return nil, attempt{try: again}, nil
@@ -461,11 +522,19 @@ func (l *Locker) openError(err error) error {
 }
 
 // attemptInPlace is one try on Windows, where a file held open cannot be
-// renamed, and on Unix in a directory where this user cannot create files:
-// open or create the PID file, judge it (an empty one: claimEmpty), and
-// write it in place when it may be taken over.
-func (l *Locker) attemptInPlace(data []byte) (attempt, error) {
-	f, err := l.create(l.path, os.O_RDWR|os.O_CREATE)
+// renamed, and on Unix in a directory where this user cannot create files,
+// for a PID file that cannot be replaced (a mount point) and for another
+// user's stale file: open the PID file (creating it when create is set),
+// judge it (an empty one: claimEmpty), and write it in place when it may
+// be taken over.
+func (l *Locker) attemptInPlace(data []byte, create bool) (attempt, error) {
+	var f File
+	var err error
+	if create {
+		f, err = l.create(l.path, os.O_RDWR|os.O_CREATE, 0o644)
+	} else if f, err = l.fsys.OpenFile(l.path, os.O_RDWR, 0); errors.Is(err, fs.ErrNotExist) {
+		return attempt{try: again}, nil
+	}
 	if err != nil {
 		return attempt{}, l.openError(err)
 	}

@@ -18,14 +18,18 @@ import (
 // no temporary name to create and remove, and none left behind by a crash
 // (an unnamed file vanishes with its last descriptor).
 //
-// It returns the file, locked, and its FileInfo; or nil and no error when
-// the short way does not apply and publish must run: a file is at the
-// path, the directory is missing, or the file system (or a missing /proc)
-// does not support it. Only a failed write is an error.
-func (l *Locker) createHeld(data []byte) (File, fs.FileInfo, error) {
+// It returns the file, locked, and its FileInfo; or nil when the short way
+// does not apply and publish must run: a file is at the path, the
+// directory is missing, the file system (or a missing /proc) does not
+// support it, or the write failed (a full disk, say). The short way writes
+// before it can know whether a file is at the path, so it never reports a
+// failure itself: publish judges any file at the path first (a live
+// holder, someone's file) and reports what it finds, or the failure of its
+// own write.
+func (l *Locker) createHeld(data []byte) (File, fs.FileInfo) {
 	fd, err := unix.Open(filepath.Dir(l.path), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, nil, nil
+		return nil, nil
 	}
 	f := osFile{os.NewFile(uintptr(fd), l.path)}
 	fi, err := f.Stat()
@@ -34,7 +38,7 @@ func (l *Locker) createHeld(data []byte) (File, fs.FileInfo, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, nil, nil
+		return nil, nil
 	}
 	if fi.Mode().Perm() != 0o644 {
 		// The umask removed bits: give the documented mode.
@@ -44,13 +48,14 @@ func (l *Locker) createHeld(data []byte) (File, fs.FileInfo, error) {
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return nil, nil, l.pathError("write", err) // f's errors name the path
+		l.log.Debug("the short way could not write the new file; taking the general one", "err", err)
+		return nil, nil
 	}
 	if err := linkTmpfile(fd, l.path); err != nil {
 		f.Close()
-		return nil, nil, nil
+		return nil, nil
 	}
-	return f, fi, nil
+	return f, fi
 }
 
 // linkTmpfile gives the unnamed file fd the name path: linkat(2) with
