@@ -57,7 +57,9 @@ const (
 //
 // A client sending Accept: application/health+json gets the IETF draft
 // "Health Check Response Format for HTTP APIs" instead (status pass, warn
-// or fail; checks keyed "component:measurement", uptime as a system check).
+// or fail; checks keyed "component:measurement", uptime as a system check),
+// unless it gives application/json a higher q-value. Every answer to GET
+// and HEAD carries Vary: Accept.
 //
 // Status and code, for readiness (ServeHTTP, Readiness):
 //
@@ -426,6 +428,7 @@ var (
 	hdrHealthJSON = []string{healthJSONContentType}[:1:1]
 	hdrNoStore    = []string{"no-store"}[:1:1]
 	hdrNosniff    = []string{"nosniff"}[:1:1]
+	hdrVaryAccept = []string{"Accept"}[:1:1]
 	hdrAllow      = []string{"GET, HEAD"}[:1:1]
 	hdrText       = []string{"text/plain; charset=utf-8"}[:1:1]
 )
@@ -457,6 +460,11 @@ func (h *Health) serve(w http.ResponseWriter, r *http.Request, ready bool) {
 	s := healthScratchPool.Get().(*healthScratch)
 	defer s.release()
 	h.decide(r, ready, s)
+	if v := hdr["Vary"]; v == nil { // the format depends on Accept
+		hdr["Vary"] = hdrVaryAccept
+	} else {
+		hdr["Vary"] = append(v, "Accept") // a middleware's Vary stays
+	}
 	if wantsHealthJSON(r.Header["Accept"]) {
 		hdr["Content-Type"] = hdrHealthJSON
 		s.buf = h.appendHealthJSON(s.buf[:0], &s.rep)
@@ -543,29 +551,61 @@ func (s *healthScratch) release() {
 	healthScratchPool.Put(s)
 }
 
-// wantsHealthJSON reports whether an Accept header names
-// application/health+json with a q-value above 0.
+// wantsHealthJSON reports whether an Accept header prefers
+// application/health+json to application/json: it must name
+// application/health+json itself (a wildcard never picks it) with a q-value
+// above 0, and no lower than the q-value application/json gets from the
+// most specific range that matches it (application/json, application/*,
+// */*; 0 when none does). A tie goes to application/health+json, the type
+// the client named. A q-value that does not parse counts as 1.
 func wantsHealthJSON(accept []string) bool {
+	hj, json := -1.0, 0.0 // q-values; -1: not named
+	jsonSpec := 0         // specificity of the range json comes from
 	for _, line := range accept {
 		for line != "" {
 			var part string
 			part, line, _ = strings.Cut(line, ",")
 			mt, params, _ := strings.Cut(part, ";")
-			if !strings.EqualFold(strings.TrimSpace(mt), healthJSONContentType) {
+			mt = strings.TrimSpace(mt)
+			spec := 0
+			switch {
+			case strings.EqualFold(mt, healthJSONContentType):
+				spec = -1
+			case strings.EqualFold(mt, "application/json"):
+				spec = 3
+			case strings.EqualFold(mt, "application/*"):
+				spec = 2
+			case mt == "*/*":
+				spec = 1
+			default:
 				continue
 			}
-			for params != "" {
-				var p string
-				p, params, _ = strings.Cut(params, ";")
-				k, v, _ := strings.Cut(p, "=")
-				if strings.EqualFold(strings.TrimSpace(k), "q") {
-					if q, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && q <= 0 {
-						return false
-					}
-				}
+			q := acceptQ(params)
+			switch {
+			case spec < 0:
+				hj = max(hj, q)
+			case spec > jsonSpec:
+				json, jsonSpec = q, spec
+			case spec == jsonSpec:
+				json = max(json, q)
 			}
-			return true
 		}
 	}
-	return false
+	return hj > 0 && hj >= json
+}
+
+// acceptQ returns the q-value among the parameters of a media range of an
+// Accept header; 1 when there is none or it does not parse.
+func acceptQ(params string) float64 {
+	for params != "" {
+		var p string
+		p, params, _ = strings.Cut(params, ";")
+		k, v, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), "q") {
+			if q, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return q
+			}
+		}
+	}
+	return 1
 }
