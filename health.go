@@ -366,7 +366,9 @@ func (h *Health) Readiness() http.Handler { return h }
 // check fails (starting or running). It runs only the Critical checks (cached for CacheTTL like
 // the others) and ignores the lock; the body is that of Health without the
 // checks, with status "ok" when running and the lifecycle word otherwise
-// ("error" when a Critical check fails while running). The same rule
+// ("error" when a Critical check fails while running; "details" then names
+// that check and its error, and application/health+json's "output" says the
+// same). The same rule
 // decides the systemd watchdog pings of a GracefulShutdown whose State
 // this Health was built on.
 func (h *Health) Liveness() http.Handler { return healthLiveness{h} }
@@ -415,8 +417,12 @@ type healthReport struct {
 	code    int            // HTTP status
 	word    string         // the status word of the spec format
 	lockErr error          // the lock's Err, when checks is true
-	now     time.Time
-	mem     *memorySample // when details is true
+	// The failing Critical check and its error, when liveness fails
+	// because of one.
+	liveCheck *healthCheck
+	liveErr   error
+	now       time.Time
+	mem       *memorySample // when details is true
 }
 
 var healthScratchPool = sync.Pool{New: func() any { return &healthScratch{buf: make([]byte, 0, 1024)} }}
@@ -499,8 +505,11 @@ func (h *Health) decide(r *http.Request, ready bool, s *healthScratch) {
 		rep.results = s.results
 		outcome = h.checkOutcome(rep)
 	}
-	if !ready && st != StatusStopped && rep.reg.critical && h.live(r.Context()) != nil {
-		outcome = outcomeError
+	if !ready && (st == StatusStarting || st == StatusRunning) && rep.reg.critical {
+		if c, err := h.criticalFailure(r.Context(), rep.reg); err != nil {
+			outcome = outcomeError
+			rep.liveCheck, rep.liveErr = c, err
+		}
 	}
 	if st != StatusRunning && (ready || st == StatusStopped) {
 		outcome = outcomeLifecycle
