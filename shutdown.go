@@ -162,7 +162,9 @@ type GracefulShutdown struct {
 	DrainDelay time.Duration
 	// Signals are the signals that start the shutdown; nil means
 	// os.Interrupt and syscall.SIGTERM (on Windows, SIGTERM stands for the
-	// console close, logoff and shutdown events).
+	// console close, logoff and shutdown events). An empty non-nil list
+	// means none, on every system (on Unix SIGHUP is still handled: see
+	// Hangup).
 	Signals []os.Signal
 	// Hangup, when set, is called on each SIGHUP (Unix) instead of
 	// beginning the shutdown: the host's reload hook (re-read its
@@ -282,23 +284,13 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 		return errors.New("instancelock: GracefulShutdown.Start called after the shutdown began")
 	}
 	g.started = true
-	sigs := g.Signals
-	if sigs == nil {
-		sigs = defaultSignals()
-	}
-	hup := hangupSignal()
-	reload := false
-	if hup != nil && !slices.Contains(sigs, hup) {
-		reload = g.Hangup != nil
-		sigs = append(slices.Clip(sigs), hup)
-	}
+	sigs, hup := g.notifyList()
 	notifySIGPIPE()
 	// Room for the first and the second signal even if both arrive before
 	// the watcher reads.
 	g.sigs = make(chan os.Signal, 2)
-	signal.Notify(g.sigs, sigs...)
-	if !reload {
-		hup = nil
+	if len(sigs) > 0 { // signal.Notify with no signal would relay every one
+		signal.Notify(g.sigs, sigs...)
 	}
 	g.sdStart()
 	if g.lk != nil {
@@ -306,6 +298,26 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 	}
 	go g.watch(ctx, g.sigs, hup)
 	return nil
+}
+
+// notifyList returns the signals Start hands to signal.Notify: Signals
+// (the default ones when nil; none when empty), and on Unix SIGHUP; and
+// reload, SIGHUP when it calls Hangup rather than beginning the shutdown
+// (nil otherwise).
+func (g *GracefulShutdown) notifyList() (sigs []os.Signal, reload os.Signal) {
+	sigs = g.Signals
+	if sigs == nil {
+		sigs = defaultSignals()
+	}
+	hup := hangupSignal()
+	if hup == nil || slices.Contains(sigs, hup) {
+		return sigs, nil
+	}
+	sigs = append(slices.Clip(sigs), hup)
+	if g.Hangup == nil {
+		return sigs, nil
+	}
+	return sigs, hup
 }
 
 // hangup runs the Hangup hook for one SIGHUP, after any earlier call has

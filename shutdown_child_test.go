@@ -32,7 +32,8 @@ func init() {
 // SHUTDOWN_HOOK_TIMEOUT set the deadlines, SHUTDOWN_LOG=1 logs to stderr,
 // SHUTDOWN_ON_STDIN_EOF=1 calls Shutdown when standard input closes,
 // SHUTDOWN_LOCK_AFTER_START=1 takes the lock with Lock(g.Context()) after
-// Start (a standby's order), SHUTDOWN_NO_REPUBLISH=1 sets DisableRepublish.
+// Start (a standby's order), SHUTDOWN_NO_REPUBLISH=1 sets DisableRepublish,
+// SHUTDOWN_SIGNALS=none sets Signals to an empty list.
 //
 // A human can run it too:
 //
@@ -58,6 +59,9 @@ func shutdownChild() {
 	g.HookTimeout = sdEnvDuration("SHUTDOWN_HOOK_TIMEOUT")
 	if os.Getenv("SHUTDOWN_LOG") == "1" {
 		g.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if os.Getenv("SHUTDOWN_SIGNALS") == "none" {
+		g.Signals = []os.Signal{}
 	}
 	if os.Getenv("SHUTDOWN_HANGUP") == "1" {
 		g.Hangup = func() { fmt.Printf("hangup state=%s\n", g.State().Status()) }

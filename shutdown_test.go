@@ -603,6 +603,38 @@ func TestShutdownCalledFromAHook(t *testing.T) {
 	}
 }
 
+// An empty non-nil Signals means no signal on every system: Start hands
+// signal.Notify only SIGHUP (Unix, where it is always handled) and never an
+// empty list, which would relay every signal (Windows). nil means the
+// default signals.
+func TestShutdownSignalsList(t *testing.T) {
+	hup := hangupSignal()
+	withHup := func(sigs ...os.Signal) []os.Signal {
+		if hup != nil {
+			sigs = append(sigs, hup)
+		}
+		return sigs
+	}
+	for _, tc := range []struct {
+		name    string
+		signals []os.Signal
+		hangup  func()
+		want    []os.Signal
+		reload  os.Signal
+	}{
+		{"empty", []os.Signal{}, nil, withHup(), nil},
+		{"empty, Hangup set", []os.Signal{}, func() {}, withHup(), hup},
+		{"nil", nil, nil, withHup(defaultSignals()...), nil},
+		{"interrupt only", []os.Signal{os.Interrupt}, func() {}, withHup(os.Interrupt), hup},
+	} {
+		g := &GracefulShutdown{Signals: tc.signals, Hangup: tc.hangup}
+		sigs, reload := g.notifyList()
+		if len(sigs) != len(tc.want) || !slices.Equal(sigs, tc.want) || reload != tc.reload {
+			t.Errorf("%s: notifyList = %v, %v; want %v, %v", tc.name, sigs, reload, tc.want, tc.reload)
+		}
+	}
+}
+
 func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lfs := newLosableFS()

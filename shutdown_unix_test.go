@@ -250,6 +250,25 @@ func TestShutdownChildShutdownFromHook(t *testing.T) {
 	c.pidFileGone()
 }
 
+// An empty Signals list handles no signal: SIGTERM kills the child as if
+// there were no helper (no hook, no "done" line), while SIGHUP, handled on
+// Unix whatever Signals holds, still begins the shutdown.
+func TestShutdownChildEmptySignals(t *testing.T) {
+	t.Parallel()
+	c := sdStartChild(t, "SHUTDOWN_HOOKS=db:ok", "SHUTDOWN_SIGNALS=none")
+	c.signal(syscall.SIGTERM)
+	lines, _ := c.finish()
+	if ws := c.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGTERM || len(lines) != 0 {
+		t.Errorf("with Signals empty, SIGTERM: child said %q, ended %v; want nothing, killed by SIGTERM", lines, c.cmd.ProcessState)
+	}
+	c = sdStartChild(t, "SHUTDOWN_HOOKS=db:ok", "SHUTDOWN_SIGNALS=none")
+	c.signal(syscall.SIGHUP)
+	lines, code := c.finish()
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "done state=stopped cause=received signal hangup") || code != 0 {
+		t.Errorf("with Signals empty, SIGHUP: child said %q, exit %d; want the shutdown, 0", lines, code)
+	}
+}
+
 func TestShutdownChildSecondSignalForcesExit(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
