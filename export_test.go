@@ -43,6 +43,9 @@ func WriteInPlace(l *Locker) {
 // won; otherwise what it came to ("again": the file changed; "refused" or
 // "refused, transient", with the holder) or its error.
 func AttemptInPlace(l *Locker, data []byte) (f File, outcome string, holder *AlreadyRunningError, err error) {
+	if err := l.setup(); err != nil { // as TryLock does first
+		return nil, "", nil, err
+	}
 	a, err := l.attemptInPlace(data, true)
 	outcome = map[try]string{again: "again", won: "won", refused: "refused", noTemp: "no temporary file"}[a.try]
 	if a.try == refused && a.transient {

@@ -154,7 +154,8 @@ type Check struct {
 // state and whose lock is lk (a *Locker or any other Mutex). state may be
 // nil: the lifecycle then counts as running and startedAt is the process's
 // start time. lk may be nil: the lock is then not checked. The pid is
-// os.Getpid().
+// os.Getpid(). It does not fix the configuration of a *Locker (see
+// Locker): its fields may be set after.
 func NewHealth(state *State, lk Mutex) *Health {
 	h := &Health{state: state, lk: nilMutex(lk)}
 	h.init()

@@ -194,7 +194,8 @@ type namedHook struct {
 // other Mutex; it may be nil) as the last step of the shutdown. The helper
 // owns a State created with NewState(lk.InstanceID()) (a random id when lk
 // is nil), in StatusStarting: the host moves it to StatusRunning when it is
-// ready to serve. Nothing is installed until Start.
+// ready to serve. Nothing is installed until Start. It does not fix the
+// configuration of a *Locker (see Locker): its fields may be set after.
 func NewGracefulShutdown(lk Mutex) *GracefulShutdown {
 	g := &GracefulShutdown{lk: nilMutex(lk)}
 	g.init()
