@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // The defaults of Health.CacheTTL and Check.Timeout.
@@ -134,13 +135,14 @@ type Check struct {
 	// failed in that answer).
 	Timeout time.Duration
 	// Optional makes a failure report "degraded" with 200 instead of
-	// "error" with 503.
+	// "error" with 503. A check cannot be both Optional and Critical.
 	Optional bool
 	// Critical makes a failure fail liveness too: Liveness answers 503 and
 	// the systemd watchdog of a GracefulShutdown on the same State stops
 	// pinging, so the supervisor restarts the instance. Mark only what a
 	// restart fixes (a wedged worker), not a dependency an outage takes
-	// down, or an outage becomes a restart loop.
+	// down, or an outage becomes a restart loop. AddCheck refuses a check
+	// that is both Critical and Optional (ready but to be restarted).
 	Critical bool
 	// Pass is the word reported when passing; "" means "ok" (a database:
 	// "connected").
@@ -248,13 +250,18 @@ var reservedHealthNames = map[string]bool{
 // AddCheck registers a check. It panics — a programmer error — when Name is
 // empty, reserved (a field of the response: status, pid, uptime,
 // memoryUsage, startedAt, timestamp, instanceId, version, revision,
-// details, lock) or already taken by a check or counter, when the key it
-// reports in application/health+json ("Name:responseTime") is taken by a
-// counter, or when Run is nil. Register checks before serving; a check added later is used from
-// the next request on.
+// details, lock), not valid UTF-8 or already taken by a check or counter,
+// when the key it reports in application/health+json ("Name:responseTime")
+// is taken by a counter, when Run is nil, or when the check is both
+// Optional and Critical. Register checks before serving; a check added
+// later is used from the next request on.
 func (h *Health) AddCheck(c Check) {
 	if c.Run == nil {
 		panic("instancelock: Health.AddCheck: nil Run for check " + strconv.Quote(c.Name))
+	}
+	if c.Optional && c.Critical {
+		panic("instancelock: Health.AddCheck: check " + strconv.Quote(c.Name) + " is both Optional (a failure keeps it ready) " +
+			"and Critical (a failure fails liveness, a restart): choose one")
 	}
 	if c.Timeout == 0 {
 		c.Timeout = defaultCheckTimeout
@@ -280,7 +287,7 @@ func (h *Health) AddCheck(c Check) {
 // "activeAgents". f is called on every request with details, from many
 // goroutines at once: it must be cheap and safe for concurrent use. It
 // panics — a programmer error — when name is empty, reserved (see
-// AddCheck), already taken by a check or counter, or a key that
+// AddCheck), not valid UTF-8, already taken by a check or counter, or a key that
 // application/health+json reports itself ("uptime", "memory:rss",
 // "memory:heapUsed", "memory:heapTotal", "memory:external") or for a check
 // ("X:responseTime" for a check X), or when f is nil. Registration costs
@@ -305,7 +312,8 @@ var systemHealthKeys = map[string]bool{
 // it with one atomic load and without a lock. name is the field the entry
 // takes in the spec format, key the one it takes in the "checks" object of
 // application/health+json; both must be free, so that neither format ever
-// holds a duplicate key.
+// holds a duplicate key (names are valid UTF-8, so that each is its own
+// JSON key).
 //
 // The new registry shares the old one's backing arrays: add only appends,
 // and a request reads no further than the length of the registry it
@@ -314,6 +322,11 @@ func (h *Health) register(op, name, key string, add func(*healthRegistry)) {
 	h.init()
 	if name == "" {
 		panic("instancelock: Health." + op + ": empty name")
+	}
+	if !utf8.ValidString(name) {
+		// JSON would turn each invalid byte into U+FFFD, and two names
+		// could then give one key.
+		panic("instancelock: Health." + op + ": name " + strconv.Quote(name) + " is not valid UTF-8")
 	}
 	if reservedHealthNames[name] {
 		panic("instancelock: Health." + op + ": " + strconv.Quote(name) + " is a reserved field of the response")

@@ -870,6 +870,14 @@ func TestHealthRegistrationPanics(t *testing.T) {
 		{"reserved counter name", func(h *Health) { h.AddCounter("status", func() int { return 0 }) }, "reserved"},
 		{"empty counter name", func(h *Health) { h.AddCounter("", func() int { return 0 }) }, "empty name"},
 		{"nil counter", func(h *Health) { h.AddCounter("n", nil) }, "nil func"},
+		// Invalid UTF-8 would be encoded as U+FFFD: "a\xff", "a\xfe" and
+		// "a\uFFFD" would give one JSON key three times.
+		{"check name not UTF-8", func(h *Health) { h.AddCheck(Check{Name: "a\xff", Run: ok}) }, `name "a\xff" is not valid UTF-8`},
+		{"counter name not UTF-8", func(h *Health) {
+			h.AddCounter("a\uFFFD", func() int { return 0 }) // valid: U+FFFD itself
+			h.AddCounter("a\xfe", func() int { return 0 })
+		}, `name "a\xfe" is not valid UTF-8`},
+		{"Optional and Critical", func(h *Health) { h.AddCheck(Check{Name: "db", Run: ok, Optional: true, Critical: true}) }, "both Optional"},
 		{"counter named like a memory key", func(h *Health) { h.AddCounter("memory:rss", func() int { return 0 }) }, "collide"},
 		{"counter named like a check's response time", func(h *Health) {
 			h.AddCheck(Check{Name: "db", Run: ok})

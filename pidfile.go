@@ -31,6 +31,11 @@ const (
 // still in place when Locker.WatchInterval is 0.
 const defaultWatchInterval = time.Second
 
+// minWatchInterval is the shortest positive Locker.WatchInterval accepted:
+// a shorter one is almost always a bare number meant as seconds, which Go
+// reads as nanoseconds, and would keep a CPU core busy re-checking the file.
+const minWatchInterval = 10 * time.Millisecond
+
 // Locker is a single-instance lock on one PID file. It is safe for
 // concurrent use. A Locker holds the lock at most once: TryLock on a held
 // Locker is an error.
@@ -65,7 +70,9 @@ type Locker struct {
 	// re-publications, losses); nil means silent.
 	Logger *slog.Logger
 	// WatchInterval is how often a held lock checks that its PID file is
-	// still in place. 0 means 1 second. On Linux an inotify watch also
+	// still in place. 0 means 1 second; a positive value must be at least
+	// 10 ms (TryLock and Lock refuse a shorter one: a bare number such as
+	// 5 is 5 nanoseconds, write 5 * time.Second). On Linux an inotify watch also
 	// runs the check at once when the file or its directory is removed,
 	// moved or replaced. Negative turns both off: the file is then neither
 	// re-published nor reported lost; on Linux a second instance of the
@@ -235,6 +242,9 @@ func (l *Locker) configure() error {
 		l.watch = defaultWatchInterval
 	case l.WatchInterval < 0:
 		l.watch = -1
+	case l.WatchInterval < minWatchInterval:
+		return fmt.Errorf("instancelock: Locker.WatchInterval is %v: want at least %v, 0 for %v, or negative for no watch "+
+			"(a bare number is nanoseconds: write 5 * time.Second, not 5)", l.WatchInterval, minWatchInterval, defaultWatchInterval)
 	default:
 		l.watch = l.WatchInterval
 	}

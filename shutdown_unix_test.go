@@ -204,6 +204,52 @@ func TestShutdownChildFailingHooks(t *testing.T) {
 	c.pidFileGone()
 }
 
+// A standby installs its signal handling first and then waits for the lock
+// (Start, then Lock(g.Context())): the loss of that holding, taken after
+// Start, begins the shutdown, and the child exits 1.
+func TestShutdownChildLockTakenAfterStartIsWatched(t *testing.T) {
+	t.Parallel()
+	c := sdStartChild(t, "SHUTDOWN_HOOKS=db:ok", "SHUTDOWN_LOCK_AFTER_START=1", "SHUTDOWN_NO_REPUBLISH=1")
+	if err := os.Remove(c.path); err != nil { // a temp cleaner, rm -rf data/
+		t.Fatal(err)
+	}
+	lines, code := c.finish()
+	if len(lines) != 2 || lines[0] != "hook db state=stopping pidfile=false" {
+		t.Fatalf("child said %q, want hook db then done", lines)
+	}
+	for _, want := range []string{"state=stopped", "cause=instancelock: shutting down:", "lock lost"} {
+		if !strings.Contains(lines[1], want) {
+			t.Errorf("done line %q lacks %q", lines[1], want)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit code %d after the loss of the lock, want 1", code)
+	}
+}
+
+// A hook that calls Shutdown, with no overall deadline (Timeout < 0): the
+// call returns at once with an error saying why instead of waiting for the
+// shutdown that waits for the hook; the shutdown finishes on SIGTERM alone.
+func TestShutdownChildShutdownFromHook(t *testing.T) {
+	t.Parallel()
+	c := sdStartChild(t, "SHUTDOWN_HOOKS=again:reentrant,http:ok", "SHUTDOWN_TIMEOUT=-1s")
+	c.signal(syscall.SIGTERM)
+	lines, code := c.finish()
+	want := []string{
+		"hook http state=stopping pidfile=true",
+		"hook again state=stopping pidfile=true",
+		"reentrant returned: " + errWaitInHook.Error(),
+		"done state=stopped cause=received signal terminated pidfile=false err=<nil>",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("child said\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	c.pidFileGone()
+}
+
 func TestShutdownChildSecondSignalForcesExit(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
