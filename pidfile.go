@@ -489,8 +489,13 @@ func (l *Locker) tryLock() error {
 			return err
 		}
 		l.nameHeld.Store(names.all(l.name))
-		l.noName.Store(&names.missing)
-		defer func() { l.nameHeld.Store(false); l.noName.Store(nil) }()
+		defer l.nameHeld.Store(false)
+		if names.missing != "" {
+			// Rare: a name another process has (see readersBlock).
+			missing := names.missing
+			l.noName.Store(&missing)
+			defer l.noName.Store(nil)
+		}
 	}
 	p, err := l.put(data, names)
 	if err != nil {
