@@ -5,6 +5,8 @@ package instancelock
 // there, since instancelocktest imports this package; most of them drive
 // the Locker through its public API and need none of this.
 
+import "errors"
+
 var (
 	// The operating system's FS and ProcessTable, which the fakes are
 	// checked against.
@@ -49,7 +51,8 @@ func AttemptInPlace(l *Locker, data []byte) (f File, outcome string, holder *Alr
 	if a.try == refused && a.transient {
 		outcome += ", transient"
 	}
-	return a.f, outcome, a.holder, err
+	errors.As(a.refusal, &holder)
+	return a.f, outcome, holder, err
 }
 
 // IsRemnant reports whether data is what a crash leaves of a PID file.

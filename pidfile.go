@@ -125,13 +125,14 @@ type Locker struct {
 	kernel    bool                    // the OS file system and process table: readers ask the kernel (look)
 	keep      bool                    // !DisableRepublish
 	nameHeld  atomic.Bool
-	selfToken *string // this process's start token, read once; guarded by mu
-	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
-	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
-	stamp     string  // the placeholder
-	pid       int     // os.Getpid(), read once; guarded by mu
-	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
-	swept     bool    // temporary files left by crashes were looked for; guarded by mu
+	noName    atomic.Pointer[string] // during tryLock without all names: who has one (heldNames.missing)
+	selfToken *string                // this process's start token, read once; guarded by mu
+	tmpl      []byte                 // the content with a placeholder start time (see content); guarded by mu
+	tmplAt    int                    // where the placeholder is in tmpl, -1 when it cannot be used
+	stamp     string                 // the placeholder
+	pid       int                    // os.Getpid(), read once; guarded by mu
+	tmpPrefix string                 // the temporary files' names begin with it (see tempPrefix)
+	swept     bool                   // temporary files left by crashes were looked for; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -489,6 +490,12 @@ func (l *Locker) tryLock() error {
 		}
 		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
+		if names.missing != "" {
+			// Rare: a name another process has (see readersBlock).
+			missing := names.missing
+			l.noName.Store(&missing)
+			defer l.noName.Store(nil)
+		}
 	}
 	p, err := l.put(data, names)
 	if err != nil {

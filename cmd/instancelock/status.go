@@ -39,7 +39,9 @@ Exit codes (LSB init-script convention):
      run refuses it), or was written on another machine or boot and its
      lock is not seen held (a holder there would not show), or is a bare PID
      naming a live process that takes no lock (another tool's file: starts
-     refuse it while that process lives); also bad usage, an empty PIDFILE
+     refuse it while that process lives), or nothing holds it but starts
+     refuse it (shared locks on it while another user's socket has the
+     lock's name: the message names both); also bad usage, an empty PIDFILE
      (an unset shell variable) included
 
 Flags:
@@ -153,6 +155,8 @@ func status(path string, now time.Time) *statusReport {
 	case errors.As(err, &are) && are.Unlocked:
 		r.Alive, r.process = true, "is alive but does not hold the lock: "+are.Reason
 		return r.unknown(blockedAdvice(path, are))
+	case errors.Is(err, instancelock.ErrWouldBlock):
+		return r.refused(err)
 	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", path, pathErr(path, err)))
 	case from == originElsewhere && !running:
@@ -222,6 +226,8 @@ func blockedAdvice(path string, are *instancelock.AlreadyRunningError) string {
 func (r *statusReport) remnant(l *instancelock.Locker) *statusReport {
 	_, running, err := l.Running()
 	switch {
+	case errors.Is(err, instancelock.ErrWouldBlock):
+		return r.refused(err)
 	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", r.Path, pathErr(r.Path, err)))
 	case running:
@@ -236,6 +242,13 @@ func (r *statusReport) remnant(l *instancelock.Locker) *statusReport {
 	r.code, r.Status, r.Stale = statusStale, "stale", true
 	r.process = "what a crash left of a PID file"
 	return r
+}
+
+// refused reports a file that no process holds but that starts refuse
+// (shared locks on it while the lock's name is taken by a process that
+// cannot be its holder): the library's error says what blocks them.
+func (r *statusReport) refused(err error) *statusReport {
+	return r.unknown(fmt.Sprintf("%s: starts are refused: %s", r.Path, pathErr(r.Path, err)))
 }
 
 func (r *statusReport) unknown(reason string) *statusReport {
