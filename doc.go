@@ -23,7 +23,10 @@
 // the lock, [NewHealth] the State and the lock); everything optional is an
 // exported field, set after the constructor and before the first method
 // call, and never changed afterwards, as for [net/http.Server]. The zero
-// value of every field is its default, written in the field's comment: in
+// value of every field is its default, written in the field's comment (the
+// Locker's fields are fixed by its first TryLock, Lock, Unlock, Holder,
+// Running, CleanStale or Terminate, not by NewGracefulShutdown, NewHealth
+// or its getters, so it may be wired first and configured after): in
 // a duration, 0 is that default and a negative value means off or no limit
 // (each field says which); a nil Logger is silent; booleans are named so
 // that false is the default ([Locker.DisableRepublish]). The zero value of

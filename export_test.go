@@ -5,6 +5,8 @@ package instancelock
 // there, since instancelocktest imports this package; most of them drive
 // the Locker through its public API and need none of this.
 
+import "errors"
+
 var (
 	// The operating system's FS and ProcessTable, which the fakes are
 	// checked against.
@@ -41,12 +43,16 @@ func WriteInPlace(l *Locker) {
 // won; otherwise what it came to ("again": the file changed; "refused" or
 // "refused, transient", with the holder) or its error.
 func AttemptInPlace(l *Locker, data []byte) (f File, outcome string, holder *AlreadyRunningError, err error) {
+	if err := l.setup(); err != nil { // as TryLock does first
+		return nil, "", nil, err
+	}
 	a, err := l.attemptInPlace(data, true)
 	outcome = map[try]string{again: "again", won: "won", refused: "refused", noTemp: "no temporary file"}[a.try]
 	if a.try == refused && a.transient {
 		outcome += ", transient"
 	}
-	return a.f, outcome, a.holder, err
+	errors.As(a.refusal, &holder)
+	return a.f, outcome, holder, err
 }
 
 // IsRemnant reports whether data is what a crash leaves of a PID file.

@@ -129,7 +129,7 @@ func TestCrashRemnantsAreTakenOver(t *testing.T) {
 func TestLockFollowsTheFileAcrossChdir(t *testing.T) {
 	home, elsewhere := t.TempDir(), t.TempDir()
 	t.Chdir(home)
-	l, err := acquireWith("./data/app.pid", watchEvery(time.Millisecond))
+	l, err := acquireWith("./data/app.pid", watchEvery(minWatchInterval))
 	require.NoError(t, err)
 	abs := filepath.Join(home, "data", "app.pid")
 	assert.Equal(t, abs, l.Path())

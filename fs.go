@@ -74,7 +74,11 @@ type File interface {
 }
 
 // ErrWouldBlock is returned by File.TryLock and File.TryRLock when another
-// open file holds a conflicting lock.
+// open file holds a conflicting lock. A Locker's TryLock, Running and
+// CleanStale return an error matching it when no process holds the lock
+// but shared locks alone hold a stale or empty PID file while the lock's
+// name is not this Locker's (another user's socket has it): the error
+// names the pids of both (see docs/design.md).
 var ErrWouldBlock = errors.New("file is locked by another process")
 
 // osFS is the operating system's file system, the default FS. Files are

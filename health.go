@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // The defaults of Health.CacheTTL and Check.Timeout.
@@ -56,7 +57,9 @@ const (
 //
 // A client sending Accept: application/health+json gets the IETF draft
 // "Health Check Response Format for HTTP APIs" instead (status pass, warn
-// or fail; checks keyed "component:measurement", uptime as a system check).
+// or fail; checks keyed "component:measurement", uptime as a system check),
+// unless it gives application/json a higher q-value. Every answer to GET
+// and HEAD carries Vary: Accept.
 //
 // Status and code, for readiness (ServeHTTP, Readiness):
 //
@@ -134,13 +137,14 @@ type Check struct {
 	// failed in that answer).
 	Timeout time.Duration
 	// Optional makes a failure report "degraded" with 200 instead of
-	// "error" with 503.
+	// "error" with 503. A check cannot be both Optional and Critical.
 	Optional bool
 	// Critical makes a failure fail liveness too: Liveness answers 503 and
 	// the systemd watchdog of a GracefulShutdown on the same State stops
 	// pinging, so the supervisor restarts the instance. Mark only what a
 	// restart fixes (a wedged worker), not a dependency an outage takes
-	// down, or an outage becomes a restart loop.
+	// down, or an outage becomes a restart loop. AddCheck refuses a check
+	// that is both Critical and Optional (ready but to be restarted).
 	Critical bool
 	// Pass is the word reported when passing; "" means "ok" (a database:
 	// "connected").
@@ -154,7 +158,8 @@ type Check struct {
 // state and whose lock is lk (a *Locker or any other Mutex). state may be
 // nil: the lifecycle then counts as running and startedAt is the process's
 // start time. lk may be nil: the lock is then not checked. The pid is
-// os.Getpid().
+// os.Getpid(). It does not fix the configuration of a *Locker (see
+// Locker): its fields may be set after.
 func NewHealth(state *State, lk Mutex) *Health {
 	h := &Health{state: state, lk: nilMutex(lk)}
 	h.init()
@@ -247,13 +252,18 @@ var reservedHealthNames = map[string]bool{
 // AddCheck registers a check. It panics — a programmer error — when Name is
 // empty, reserved (a field of the response: status, pid, uptime,
 // memoryUsage, startedAt, timestamp, instanceId, version, revision,
-// details, lock) or already taken by a check or counter, when the key it
-// reports in application/health+json ("Name:responseTime") is taken by a
-// counter, or when Run is nil. Register checks before serving; a check added later is used from
-// the next request on.
+// details, lock), not valid UTF-8 or already taken by a check or counter,
+// when the key it reports in application/health+json ("Name:responseTime")
+// is taken by a counter, when Run is nil, or when the check is both
+// Optional and Critical. Register checks before serving; a check added
+// later is used from the next request on.
 func (h *Health) AddCheck(c Check) {
 	if c.Run == nil {
 		panic("instancelock: Health.AddCheck: nil Run for check " + strconv.Quote(c.Name))
+	}
+	if c.Optional && c.Critical {
+		panic("instancelock: Health.AddCheck: check " + strconv.Quote(c.Name) + " is both Optional (a failure keeps it ready) " +
+			"and Critical (a failure fails liveness, a restart): choose one")
 	}
 	if c.Timeout == 0 {
 		c.Timeout = defaultCheckTimeout
@@ -279,7 +289,7 @@ func (h *Health) AddCheck(c Check) {
 // "activeAgents". f is called on every request with details, from many
 // goroutines at once: it must be cheap and safe for concurrent use. It
 // panics — a programmer error — when name is empty, reserved (see
-// AddCheck), already taken by a check or counter, or a key that
+// AddCheck), not valid UTF-8, already taken by a check or counter, or a key that
 // application/health+json reports itself ("uptime", "memory:rss",
 // "memory:heapUsed", "memory:heapTotal", "memory:external") or for a check
 // ("X:responseTime" for a check X), or when f is nil. Registration costs
@@ -304,7 +314,8 @@ var systemHealthKeys = map[string]bool{
 // it with one atomic load and without a lock. name is the field the entry
 // takes in the spec format, key the one it takes in the "checks" object of
 // application/health+json; both must be free, so that neither format ever
-// holds a duplicate key.
+// holds a duplicate key (names are valid UTF-8, so that each is its own
+// JSON key).
 //
 // The new registry shares the old one's backing arrays: add only appends,
 // and a request reads no further than the length of the registry it
@@ -313,6 +324,11 @@ func (h *Health) register(op, name, key string, add func(*healthRegistry)) {
 	h.init()
 	if name == "" {
 		panic("instancelock: Health." + op + ": empty name")
+	}
+	if !utf8.ValidString(name) {
+		// JSON would turn each invalid byte into U+FFFD, and two names
+		// could then give one key.
+		panic("instancelock: Health." + op + ": name " + strconv.Quote(name) + " is not valid UTF-8")
 	}
 	if reservedHealthNames[name] {
 		panic("instancelock: Health." + op + ": " + strconv.Quote(name) + " is a reserved field of the response")
@@ -350,7 +366,9 @@ func (h *Health) Readiness() http.Handler { return h }
 // check fails (starting or running). It runs only the Critical checks (cached for CacheTTL like
 // the others) and ignores the lock; the body is that of Health without the
 // checks, with status "ok" when running and the lifecycle word otherwise
-// ("error" when a Critical check fails while running). The same rule
+// ("error" when a Critical check fails while running; "details" then names
+// that check and its error, and application/health+json's "output" says the
+// same). The same rule
 // decides the systemd watchdog pings of a GracefulShutdown whose State
 // this Health was built on.
 func (h *Health) Liveness() http.Handler { return healthLiveness{h} }
@@ -399,8 +417,12 @@ type healthReport struct {
 	code    int            // HTTP status
 	word    string         // the status word of the spec format
 	lockErr error          // the lock's Err, when checks is true
-	now     time.Time
-	mem     *memorySample // when details is true
+	// The failing Critical check and its error, when liveness fails
+	// because of one.
+	liveCheck *healthCheck
+	liveErr   error
+	now       time.Time
+	mem       *memorySample // when details is true
 }
 
 var healthScratchPool = sync.Pool{New: func() any { return &healthScratch{buf: make([]byte, 0, 1024)} }}
@@ -412,6 +434,7 @@ var (
 	hdrHealthJSON = []string{healthJSONContentType}[:1:1]
 	hdrNoStore    = []string{"no-store"}[:1:1]
 	hdrNosniff    = []string{"nosniff"}[:1:1]
+	hdrVaryAccept = []string{"Accept"}[:1:1]
 	hdrAllow      = []string{"GET, HEAD"}[:1:1]
 	hdrText       = []string{"text/plain; charset=utf-8"}[:1:1]
 )
@@ -443,6 +466,11 @@ func (h *Health) serve(w http.ResponseWriter, r *http.Request, ready bool) {
 	s := healthScratchPool.Get().(*healthScratch)
 	defer s.release()
 	h.decide(r, ready, s)
+	if v := hdr["Vary"]; v == nil { // the format depends on Accept
+		hdr["Vary"] = hdrVaryAccept
+	} else {
+		hdr["Vary"] = append(v, "Accept") // a middleware's Vary stays
+	}
 	if wantsHealthJSON(r.Header["Accept"]) {
 		hdr["Content-Type"] = hdrHealthJSON
 		s.buf = h.appendHealthJSON(s.buf[:0], &s.rep)
@@ -477,8 +505,11 @@ func (h *Health) decide(r *http.Request, ready bool, s *healthScratch) {
 		rep.results = s.results
 		outcome = h.checkOutcome(rep)
 	}
-	if !ready && st != StatusStopped && rep.reg.critical && h.live(r.Context()) != nil {
-		outcome = outcomeError
+	if !ready && (st == StatusStarting || st == StatusRunning) && rep.reg.critical {
+		if c, err := h.criticalFailure(r.Context(), rep.reg); err != nil {
+			outcome = outcomeError
+			rep.liveCheck, rep.liveErr = c, err
+		}
 	}
 	if st != StatusRunning && (ready || st == StatusStopped) {
 		outcome = outcomeLifecycle
@@ -529,29 +560,61 @@ func (s *healthScratch) release() {
 	healthScratchPool.Put(s)
 }
 
-// wantsHealthJSON reports whether an Accept header names
-// application/health+json with a q-value above 0.
+// wantsHealthJSON reports whether an Accept header prefers
+// application/health+json to application/json: it must name
+// application/health+json itself (a wildcard never picks it) with a q-value
+// above 0, and no lower than the q-value application/json gets from the
+// most specific range that matches it (application/json, application/*,
+// */*; 0 when none does). A tie goes to application/health+json, the type
+// the client named. A q-value that does not parse counts as 1.
 func wantsHealthJSON(accept []string) bool {
+	hj, json := -1.0, 0.0 // q-values; -1: not named
+	jsonSpec := 0         // specificity of the range json comes from
 	for _, line := range accept {
 		for line != "" {
 			var part string
 			part, line, _ = strings.Cut(line, ",")
 			mt, params, _ := strings.Cut(part, ";")
-			if !strings.EqualFold(strings.TrimSpace(mt), healthJSONContentType) {
+			mt = strings.TrimSpace(mt)
+			spec := 0
+			switch {
+			case strings.EqualFold(mt, healthJSONContentType):
+				spec = -1
+			case strings.EqualFold(mt, "application/json"):
+				spec = 3
+			case strings.EqualFold(mt, "application/*"):
+				spec = 2
+			case mt == "*/*":
+				spec = 1
+			default:
 				continue
 			}
-			for params != "" {
-				var p string
-				p, params, _ = strings.Cut(params, ";")
-				k, v, _ := strings.Cut(p, "=")
-				if strings.EqualFold(strings.TrimSpace(k), "q") {
-					if q, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && q <= 0 {
-						return false
-					}
-				}
+			q := acceptQ(params)
+			switch {
+			case spec < 0:
+				hj = max(hj, q)
+			case spec > jsonSpec:
+				json, jsonSpec = q, spec
+			case spec == jsonSpec:
+				json = max(json, q)
 			}
-			return true
 		}
 	}
-	return false
+	return hj > 0 && hj >= json
+}
+
+// acceptQ returns the q-value among the parameters of a media range of an
+// Accept header; 1 when there is none or it does not parse.
+func acceptQ(params string) float64 {
+	for params != "" {
+		var p string
+		p, params, _ = strings.Cut(params, ";")
+		k, v, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), "q") {
+			if q, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return q
+			}
+		}
+	}
+	return 1
 }

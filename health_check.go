@@ -156,12 +156,13 @@ func (c *healthCheck) runContext() (context.Context, context.CancelFunc) {
 
 // errorText returns err.Error(), or says what went wrong when the Error
 // method panics (a typed nil pointer returned as an error, whose method
-// dereferences its receiver, is the usual cause): a check must never take
-// the process down.
+// dereferences its receiver, is the usual cause): neither a check's error
+// nor a shutdown's cause must ever take the process down. Health and
+// GracefulShutdown both format errors they did not make with it.
 func errorText(err error) (s string) {
 	defer func() {
 		if v := recover(); v != nil {
-			s = fmt.Sprintf("returned a %T whose Error method panicked: %v", err, v)
+			s = fmt.Sprintf("an error of type %T whose Error method panicked: %v", err, v)
 		}
 	}()
 	return err.Error()

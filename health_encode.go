@@ -76,6 +76,10 @@ func appendSpecDetails(b []byte, rep *healthReport) []byte {
 		b = appendJSONString(append(b, `"lock":`...), errorText(rep.lockErr))
 		b = append(b, ',')
 	}
+	if rep.liveErr != nil {
+		b = appendJSONString(append(b, rep.liveCheck.key[1:]...), errorText(rep.liveErr))
+		b = append(b, ',')
+	}
 	if len(b) == n {
 		return b[:start] // nothing failed
 	}
@@ -98,6 +102,8 @@ func (h *Health) appendHealthJSON(b []byte, rep *healthReport) []byte {
 	switch {
 	case rep.lockErr != nil && rep.word == "error":
 		b = appendJSONString(append(b, `,"output":`...), "lock: "+errorText(rep.lockErr))
+	case rep.liveErr != nil:
+		b = appendJSONString(append(b, `,"output":`...), "critical check "+strconv.Quote(rep.liveCheck.Name)+": "+errorText(rep.liveErr))
 	case rep.word != "ok" && rep.word != "error" && rep.word != "degraded":
 		b = appendJSONString(append(b, `,"output":`...), rep.word)
 	}

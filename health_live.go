@@ -26,6 +26,16 @@ func (h *Health) live(ctx context.Context) error {
 	if !reg.critical {
 		return nil
 	}
+	if c, err := h.criticalFailure(ctx, reg); err != nil {
+		return fmt.Errorf("critical check %q failed: %w", c.Name, err)
+	}
+	return nil
+}
+
+// criticalFailure returns the first Critical check of reg that fails and
+// its error (the check's, or why no result came before ctx ended); nil, nil
+// when every Critical check passes.
+func (h *Health) criticalFailure(ctx context.Context, reg *healthRegistry) (*healthCheck, error) {
 	ttl, now := h.cacheTTL(), time.Now()
 	for _, c := range reg.checks {
 		if !c.Critical {
@@ -37,12 +47,12 @@ func (h *Health) live(ctx context.Context) error {
 			case <-f.done:
 				r = f.res
 			case <-ctx.Done():
-				return fmt.Errorf("critical check %q: %w", c.Name, context.Cause(ctx))
+				return c, fmt.Errorf("request ended before the check: %w", context.Cause(ctx))
 			}
 		}
 		if r.err != nil {
-			return fmt.Errorf("critical check %q failed: %w", c.Name, r.err)
+			return c, r.err
 		}
 	}
-	return nil
+	return nil, nil
 }

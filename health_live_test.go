@@ -93,3 +93,35 @@ func TestHealthLivenessCriticalCheck(t *testing.T) {
 		t.Error("a Health on a stopped State is live")
 	}
 }
+
+// A 503 from /livez says why, in both formats: "details" maps the failing
+// Critical check to its error, and application/health+json's "output" names
+// it. A passing /livez has neither.
+func TestHealthLivenessSaysWhy(t *testing.T) {
+	h := NewHealth(runningState(t), nil)
+	h.CacheTTL = -1 // every probe runs the check
+	var wedged atomic.Bool
+	h.AddCheck(Check{Name: "worker", Critical: true, Run: func(context.Context) error {
+		if wedged.Load() {
+			return errors.New("no progress for 30s")
+		}
+		return nil
+	}})
+	srv := healthServer(t, h)
+	r := healthGet(t, srv.URL+"/livez")
+	if _, ok := r.body["details"]; r.code != 200 || ok {
+		t.Fatalf("passing liveness: %d %s, want 200 without details", r.code, r.raw)
+	}
+	wedged.Store(true)
+	r = healthGet(t, srv.URL+"/livez")
+	if r.code != 503 || r.body["status"] != "error" {
+		t.Fatalf("liveness: %d %s, want 503 error", r.code, r.raw)
+	}
+	if d, _ := r.body["details"].(map[string]any); d["worker"] != "no progress for 30s" || len(d) != 1 {
+		t.Errorf("liveness details %v, want the failing check and its error", r.body["details"])
+	}
+	r = healthDo(t, http.MethodGet, srv.URL+"/livez", "application/health+json")
+	if r.code != 503 || r.body["status"] != "fail" || r.body["output"] != `critical check "worker": no progress for 30s` {
+		t.Errorf("health+json liveness: %d %s, want fail with the check in output", r.code, r.raw)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -870,6 +871,14 @@ func TestHealthRegistrationPanics(t *testing.T) {
 		{"reserved counter name", func(h *Health) { h.AddCounter("status", func() int { return 0 }) }, "reserved"},
 		{"empty counter name", func(h *Health) { h.AddCounter("", func() int { return 0 }) }, "empty name"},
 		{"nil counter", func(h *Health) { h.AddCounter("n", nil) }, "nil func"},
+		// Invalid UTF-8 would be encoded as U+FFFD: "a\xff", "a\xfe" and
+		// "a\uFFFD" would give one JSON key three times.
+		{"check name not UTF-8", func(h *Health) { h.AddCheck(Check{Name: "a\xff", Run: ok}) }, `name "a\xff" is not valid UTF-8`},
+		{"counter name not UTF-8", func(h *Health) {
+			h.AddCounter("a\uFFFD", func() int { return 0 }) // valid: U+FFFD itself
+			h.AddCounter("a\xfe", func() int { return 0 })
+		}, `name "a\xfe" is not valid UTF-8`},
+		{"Optional and Critical", func(h *Health) { h.AddCheck(Check{Name: "db", Run: ok, Optional: true, Critical: true}) }, "both Optional"},
 		{"counter named like a memory key", func(h *Health) { h.AddCounter("memory:rss", func() int { return 0 }) }, "collide"},
 		{"counter named like a check's response time", func(h *Health) {
 			h.AddCheck(Check{Name: "db", Run: ok})
@@ -967,15 +976,23 @@ func TestAppendTimestamp(t *testing.T) {
 
 func TestWantsHealthJSON(t *testing.T) {
 	for accept, want := range map[string]bool{
-		"application/health+json":                         true,
-		"APPLICATION/HEALTH+JSON":                         true,
-		"application/json, application/health+json;q=0.9": true,
-		"application/health+json ; q=0.0":                 false,
-		"application/health+json;q=0":                     false,
-		"application/json":                                false,
-		"*/*":                                             false,
-		"":                                                false,
-		"application/health+jsonx":                        false,
+		"application/health+json":                                 true,
+		"APPLICATION/HEALTH+JSON":                                 true,
+		"application/json, application/health+json;q=0.9":         false, // application/json is preferred
+		"application/json;q=0.9, application/health+json":         true,
+		"application/json, application/health+json":               true, // a tie: the type named
+		"application/health+json, */*":                            true,
+		"application/health+json;q=0.5, */*":                      false,
+		"application/health+json;q=0.5, application/*;q=0.4, */*": true, // application/* is more specific than */*
+		"application/json;q=1.0, application/health+json;q=0.001": false,
+		"application/json;q=0, application/health+json;q=0.1":     true,
+		"application/health+json;q=x":                             true, // an unreadable q counts as 1
+		"application/health+json ; q=0.0":                         false,
+		"application/health+json;q=0":                             false,
+		"application/json":                                        false,
+		"*/*":                                                     false,
+		"":                                                        false,
+		"application/health+jsonx":                                false,
 	} {
 		if got := wantsHealthJSON([]string{accept}); got != want {
 			t.Errorf("%q: %v, want %v", accept, got, want)
@@ -983,6 +1000,45 @@ func TestWantsHealthJSON(t *testing.T) {
 	}
 	if !wantsHealthJSON([]string{"text/html", "application/health+json"}) {
 		t.Error("a second Accept line was ignored")
+	}
+	if wantsHealthJSON([]string{"application/health+json;q=0.5", "application/json"}) {
+		t.Error("application/json of a second Accept line was ignored")
+	}
+}
+
+// The format follows the client's q-values, and every answer says it
+// varies with Accept (a cache keeping one format for all would otherwise
+// mix them), without dropping a Vary set before the handler.
+func TestHealthVaryAndQValues(t *testing.T) {
+	h := NewHealth(runningState(t), nil)
+	srv := healthServer(t, h)
+	for _, tc := range []struct{ accept, want string }{
+		{"", "application/json"},
+		{"application/health+json", "application/health+json"},
+		{"application/json, application/health+json;q=0.1", "application/json"},
+		{"application/json;q=0.5, application/health+json", "application/health+json"},
+	} {
+		for _, path := range []string{"/api/health", "/readyz", "/livez"} {
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				r := healthDo(t, method, srv.URL+path, tc.accept)
+				if got := r.hdr.Get("Content-Type"); got != tc.want {
+					t.Errorf("%s %s Accept %q: Content-Type %q, want %q", method, path, tc.accept, got, tc.want)
+				}
+				if got := r.hdr.Values("Vary"); !slices.Equal(got, []string{"Accept"}) {
+					t.Errorf("%s %s: Vary %q, want Accept", method, path, got)
+				}
+			}
+		}
+	}
+	mw := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Accept-Encoding")
+		h.ServeHTTP(w, r)
+	})
+	mwSrv := httptest.NewServer(mw)
+	t.Cleanup(mwSrv.Close)
+	r := healthGet(t, mwSrv.URL)
+	if got := r.hdr.Values("Vary"); !slices.Equal(got, []string{"Accept-Encoding", "Accept"}) {
+		t.Errorf("behind a middleware: Vary %q, want Accept-Encoding and Accept", got)
 	}
 }
 

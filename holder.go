@@ -22,6 +22,9 @@ type heldNames struct {
 	rsock int    // listening socket of rname when it differs from that name, -1 for none
 	rname string // the real path's name when acquired ("" without names)
 	rdir  string // the real directory rname was computed from
+	// missing: who has a name that could not be taken (or why not), for
+	// the error of a start that needs it (see readersBlock).
+	missing string
 }
 
 // realDir is a cached result of realName (Linux): the real directory of
@@ -38,16 +41,20 @@ type realDir struct {
 func (l *Locker) claimNames() (heldNames, error) {
 	n := heldNames{sock: -1, rsock: -1}
 	var err error
-	if n.sock, err = l.claimName(l.name); err != nil {
+	if n.sock, n.missing, err = l.claimName(l.name); err != nil {
 		return n, err
 	}
 	n.rname, n.rdir = l.realName()
 	if n.rname == l.name {
 		return n, nil
 	}
-	if n.rsock, err = l.claimName(n.rname); err != nil {
+	var missing string
+	if n.rsock, missing, err = l.claimName(n.rname); err != nil {
 		closeName(n.sock)
 		return heldNames{sock: -1, rsock: -1}, err
+	}
+	if n.missing == "" {
+		n.missing = missing
 	}
 	return n, nil
 }
@@ -81,9 +88,10 @@ func (l *Locker) namePeer() (peer, bool) {
 }
 
 // claimName takes one of the lock's names. It returns the listening
-// socket, -1 when the name cannot be used (the lock then rests on the PID
-// file's kernel lock alone, as on other platforms), or an
-// *AlreadyRunningError when a process that may be our holder has it.
+// socket, -1 and who has the name (or why it cannot be used) when it
+// cannot be used (the lock then rests on the PID file's kernel lock
+// alone, as on other platforms), or an *AlreadyRunningError when a process
+// that may be our holder has it.
 //
 // A name that is bound but where nothing listens is, almost always, a
 // contender between its bind and its listen (two system calls, between
@@ -93,16 +101,16 @@ func (l *Locker) namePeer() (peer, bool) {
 // with a backoff, for up to nameListenWait; only a name that stays bound
 // without a listener that long (a socket that is not a holder's) is
 // ignored.
-func (l *Locker) claimName(name string) (int, error) {
+func (l *Locker) claimName(name string) (int, string, error) {
 	deadline := time.Now().Add(nameListenWait)
 	for pause := 50 * time.Microsecond; ; pause = min(2*pause, 5*time.Millisecond) {
 		fd, err := bindName(name)
 		if err == nil {
-			return fd, nil
+			return fd, "", nil
 		}
 		if !errors.Is(err, errNameTaken) {
 			l.log.Warn("the lock's socket is not available; relying on the PID file's lock alone", "err", err)
-			return -1, nil
+			return -1, "the lock's name cannot be used here (" + err.Error() + ")", nil
 		}
 		p, err := peerOfName(name)
 		switch {
@@ -114,19 +122,25 @@ func (l *Locker) claimName(name string) (int, error) {
 				continue
 			}
 			l.log.Warn("the lock's socket is bound by a socket that does not listen (not a holder); relying on the PID file's lock")
-			return -1, nil
+			return -1, "the lock's name is bound by a socket that does not listen (not a holder's)", nil
 		case err != nil:
 			l.log.Warn("the lock's socket is bound, but its owner cannot be identified; relying on the PID file's lock", "err", err)
-			return -1, nil
+			return -1, "the lock's name is bound by a process that cannot be identified from here", nil
 		case !l.trustedPeer(p):
 			l.log.Warn("the lock's socket is bound by a process that cannot be this lock's holder (another user, or a process that does not see this file system: another container sharing the network); ignoring it and relying on the PID file's lock",
 				"uid", p.uid, "pid", p.pid)
-			return -1, nil
+			return -1, squatter(p), nil
 		}
 		holder, proven := l.peerHolder(p)
-		return -1, &AlreadyRunningError{Path: l.path, Holder: holder, Proven: proven,
+		return -1, "", &AlreadyRunningError{Path: l.path, Holder: holder, Proven: proven,
 			Reason: fmt.Sprintf("pid %d holds the lock's socket", p.pid)}
 	}
+}
+
+// squatter says who has the lock's name: p, which cannot be this lock's
+// holder (see trustedPeer).
+func squatter(p peer) string {
+	return fmt.Sprintf("the lock's name is bound by pid %d (uid %d), which cannot be this lock's holder (another user, or another view of the file system)", p.pid, p.uid)
 }
 
 // nameListenWait is how long a name bound without a listener is taken
@@ -204,6 +218,10 @@ type sighting struct {
 	how    string      // how held was learnt
 	kind   contentKind // what the file holds (classify), when file is set
 	mod    time.Time   // the file's modification time, when file is set
+	// readers: the pids of the shared flocks on the file, when no
+	// exclusive one holds it.
+	readers []int
+	size    int // the file's length, when file is set
 }
 
 // look reports who holds the lock, proven by the kernel: /proc/locks names
@@ -224,16 +242,19 @@ func (l *Locker) look() (sighting, error) {
 			return s, err
 		}
 		data, _ := readLimited(f)
-		s.file, s.mod = true, st.ModTime()
+		s.file, s.mod, s.size = true, st.ModTime(), len(data)
 		var kind contentKind
 		s.holder, kind = classify(data)
 		s.kind = kind
 		if kind == contentForeign {
 			foreign = l.foreign(data)
 		}
-		writers, _, err := flockOwners(st)
+		writers, readers, err := flockOwners(st)
 		if err != nil {
 			return s, &fs.PathError{Op: "look", Path: l.path, Err: fmt.Errorf("reading /proc/locks: %w", err)}
+		}
+		if len(writers) == 0 {
+			s.readers = readers
 		}
 		if len(writers) > 0 {
 			s.held, s.how = true, fmt.Sprintf("/proc/locks: pid %d holds the flock", writers[0])

@@ -337,14 +337,14 @@ func sameView(pid int) bool {
 // as the kernel recorded them at flock time (a child that inherited the
 // descriptor shows its parent's pid) and as seen from /proc's PID
 // namespace (0 when not visible).
-func flockOwners(fi fs.FileInfo) (writers []int, readers int, err error) {
+func flockOwners(fi fs.FileInfo) (writers, readers []int, err error) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return nil, 0, errors.ErrUnsupported
+		return nil, nil, errors.ErrUnsupported
 	}
 	data, err := os.ReadFile("/proc/locks")
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	// "1: FLOCK  ADVISORY  WRITE 1234 fe:01:5678 0 EOF"; waiters have "->"
 	// after the number. Device numbers are hex, at least two digits.
@@ -370,10 +370,32 @@ func flockOwners(fi fs.FileInfo) (writers []int, readers int, err error) {
 		case "WRITE":
 			writers = append(writers, pid)
 		case "READ":
-			readers++
+			readers = append(readers, pid)
 		}
 	}
 	return writers, readers, nil
+}
+
+// nameSquatter says who has one of the lock's names when a process that
+// cannot be this lock's holder (see trustedPeer) listens on it, or one
+// that cannot be identified: a start then holds no name (see claimName).
+// For readers, which take no name.
+func (l *Locker) nameSquatter() (string, bool) {
+	names := []string{l.name}
+	if rname, _ := l.realName(); rname != l.name {
+		names = append(names, rname)
+	}
+	for _, name := range names {
+		p, err := peerOfName(name)
+		switch {
+		case errors.Is(err, errNoListener):
+		case err != nil:
+			return "the lock's name is bound by a process that cannot be identified from here", true
+		case !l.trustedPeer(p):
+			return squatter(p), true
+		}
+	}
+	return "", false
 }
 
 // signalPinned sends sig to pid through a pidfd opened before check runs:

@@ -32,7 +32,9 @@ func peerOfName(string) (peer, error) { return peer{}, errors.ErrUnsupported }
 func (l *Locker) trustedPeer(peer) bool { return false }
 
 // flockOwners: no kernel table of lock owners here.
-func flockOwners(fs.FileInfo) ([]int, int, error) { return nil, 0, errors.ErrUnsupported }
+func flockOwners(fs.FileInfo) ([]int, []int, error) { return nil, nil, errors.ErrUnsupported }
+
+func (l *Locker) nameSquatter() (string, bool) { return "", false }
 
 func signalPinned(pid int, sig os.Signal, check func() error) error {
 	if err := check(); err != nil {

@@ -74,7 +74,10 @@ func (l *Locker) openForRead() (File, error) {
 // hold the lock — or, for a bare PID naming a live process of this host
 // that takes no lock (another tool's file), not running and an
 // *AlreadyRunningError with Unlocked set: TryLock refuses to start while
-// that process lives. Running takes no lock on Linux; elsewhere it takes a
+// that process lives. Running takes no lock on Linux (but in a PID
+// namespace other than the initial one, whose /proc/locks does not list
+// the locks of processes outside it, a file shown unlocked is checked by
+// a shared lock taken for an instant); elsewhere it takes a
 // shared lock for an instant.
 func (l *Locker) Running() (ProcessLock, bool, error) {
 	if err := l.setup(); err != nil {
@@ -90,12 +93,36 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 }
 
 // runningByKernel is Running where the kernel names the lock's owners.
+//
+// Where /proc/locks does not list every process's locks (a reader in a
+// container with its own PID namespace), a file it shows unlocked is
+// checked by trying its lock for an instant, as on other platforms: a
+// holder outside the reader's namespace (the host, another container
+// sharing the volume) is running, with the ProcessLock of its file.
+//
+// A stale file that only shared locks hold while a process that cannot be
+// our holder has the lock's name is what starts refuse with the error of
+// readersBlock (see judgeReadersOnly): Running returns that error too.
 func (l *Locker) runningByKernel() (ProcessLock, bool, error) {
 	s, err := l.look()
-	if err != nil || s.held || !s.file || s.kind != contentLock {
+	if err == nil && !s.held && s.file && !seesAllLocks() && l.lockedNow() {
+		s.held = true
+	}
+	if err != nil || s.held || !s.file || s.kind == contentForeign {
 		return s.holder, s.held, err
 	}
-	isStale, why := l.judgeHolder(s.holder, s.mod)
+	isStale, why := true, remnantWhy(s.size)
+	if s.kind == contentLock {
+		isStale, why = l.judgeHolder(s.holder, s.mod)
+	}
+	if isStale && len(s.readers) > 0 {
+		if who, squatted := l.nameSquatter(); squatted {
+			return s.holder, false, l.readersBlock(s.readers, why, who)
+		}
+	}
+	if s.kind != contentLock {
+		return s.holder, false, nil
+	}
 	return l.unheld(s.holder, isStale, why)
 }
 
@@ -171,11 +198,16 @@ func (l *Locker) CleanStale() (bool, error) {
 	if l.t != nil {
 		return false, nil
 	}
+	var last error
 	for range maxAttempts {
 		removed, again, err := l.cleanOnce()
 		if !again {
 			return removed, err
 		}
+		last = err
+	}
+	if last != nil {
+		return false, last // what blocks it (see readersBlock)
 	}
 	return false, &fs.PathError{Op: "clean", Path: l.path, Err: errContended}
 }
@@ -196,6 +228,9 @@ func (l *Locker) cleanOnce() (removed, again bool, err error) {
 		f.Close()
 		if j.transient {
 			time.Sleep(time.Millisecond)
+		}
+		if err == nil && j.refusal != nil {
+			err = j.refusal
 		}
 		return false, j.verdict == changed || j.transient, err
 	}

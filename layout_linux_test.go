@@ -4,10 +4,13 @@ package instancelock
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -283,4 +286,110 @@ func TestAReplacedFileKeepsItsMode(t *testing.T) {
 	cmd.Wait()
 	_, err = os.Lstat(other)
 	assert.True(t, errors.Is(err, fs.ErrNotExist), "its own file is removed at release")
+}
+
+func init() { helpers["layout-squat"] = helperLayoutSquat }
+
+// helperLayoutSquat does what any user who can read $PIDFILE can: it binds
+// the lock's name (as the holder would) and holds a shared flock on the
+// file, prints "squatting", and keeps both until stdin closes.
+func helperLayoutSquat() {
+	path := os.Getenv("PIDFILE")
+	fd, err := bindName(lockName(path))
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	defer closeName(fd)
+	f, err := os.Open(path)
+	if err == nil {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	}
+	if err != nil {
+		fmt.Println("error", err)
+		return
+	}
+	fmt.Println("squatting")
+	io.Copy(io.Discard, os.Stdin)
+	f.Close()
+}
+
+// asUID is asNobody for another user: uid and gid n.
+func asUID(t *testing.T, n int, name string, env ...string) *exec.Cmd {
+	t.Helper()
+	cmd := asNobody(t, name, env...)
+	id := strconv.Itoa(n)
+	cmd.Args[1], cmd.Args[2] = "--reuid="+id, "--regid="+id
+	return cmd
+}
+
+// A user who can only read the PID file binds the lock's name (so that a
+// start holds none) and holds a shared flock on the stale file: starts
+// cannot safely take the file over, but they are not refused as "already
+// running" with the dead pid. TryLock (as the service user and as root),
+// Running and CleanStale give one error, matching ErrWouldBlock, naming
+// the squatter's shared lock and its socket; once it leaves, the service
+// starts. Likewise in the in-place layout after a clean stop.
+func TestReadersWithTheNameBlockHonestly(t *testing.T) {
+	requireRoot(t, "setpriv")
+	for _, layout := range []string{"service directory, crash", "prepared file, clean stop"} {
+		t.Run(layout, func(t *testing.T) {
+			dir := filepath.Join(sharedDir(t), "data")
+			require.NoError(t, os.Mkdir(dir, 0o755))
+			path := filepath.Join(dir, "app.pid")
+			service := asNobody(t, "layout-lock", "PIDFILE="+path)
+			if layout == "service directory, crash" {
+				require.NoError(t, os.Chown(dir, 65534, 65534))
+				_, out := proctest.Start(t, service)
+				require.Equal(t, "locked", out.Next(20*time.Second))
+				require.NoError(t, service.Process.Kill())
+				service.Wait()
+			} else {
+				writeFile(t, path, "")
+				require.NoError(t, os.Chown(path, 65534, 65534))
+				in, out := proctest.Start(t, service)
+				require.Equal(t, "locked", out.Next(20*time.Second))
+				in.(io.Closer).Close()
+				service.Wait()
+				require.Empty(t, mustReadFile(t, path))
+			}
+			squatter := asUID(t, 1234, "layout-squat", "PIDFILE="+path)
+			sin, sout := proctest.Start(t, squatter)
+			require.Equal(t, "squatting", sout.Next(20*time.Second))
+			spid := strconv.Itoa(squatter.Process.Pid)
+
+			says := func(msg string) {
+				t.Helper()
+				assert.Contains(t, msg, "no instance holds the lock")
+				assert.Contains(t, msg, "shared locks hold the file (pid "+spid+":")
+				assert.Contains(t, msg, "bound by pid "+spid+" (uid 1234)")
+				assert.NotContains(t, msg, "already running")
+				assert.Equal(t, 1, strings.Count(msg, path), msg)
+			}
+			_, out := proctest.Start(t, asNobody(t, "layout-lock", "PIDFILE="+path))
+			line := out.Next(20 * time.Second)
+			require.True(t, strings.HasPrefix(line, "error "), line)
+			says(line)
+
+			l, err := New(path)
+			require.NoError(t, err)
+			err = l.TryLock()
+			require.ErrorIs(t, err, ErrWouldBlock)
+			require.NotErrorIs(t, err, ErrAlreadyRunning)
+			says(err.Error())
+			_, running, rerr := l.Running()
+			require.ErrorIs(t, rerr, ErrWouldBlock, "Running says what TryLock says")
+			assert.False(t, running)
+			assert.Equal(t, err.Error(), rerr.Error())
+			_, cerr := l.CleanStale()
+			require.ErrorIs(t, cerr, ErrWouldBlock)
+			_, err = os.Stat(path)
+			require.NoError(t, err, "nothing removed")
+
+			sin.(io.Closer).Close()
+			squatter.Wait()
+			_, out = proctest.Start(t, asNobody(t, "layout-lock", "PIDFILE="+path))
+			require.Equal(t, "locked", out.Next(20*time.Second))
+		})
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ad5dec64/instancelock/internal/pidspace"
 	"github.com/google/uuid"
 )
 
@@ -133,9 +134,9 @@ func sameSpace(pl ProcessLock, space, host string) bool {
 		if pl.PIDSpace == space {
 			return true
 		}
-		// "<os>:<boot>:<namespace>:<machine>"
-		a, b := strings.SplitN(pl.PIDSpace, ":", 4), strings.SplitN(space, ":", 4)
-		return len(a) == 4 && len(b) == 4 && a[0] == b[0] && a[3] != "" && a[3] == b[3] && a[1] != b[1]
+		a, okA := pidspace.Parse(pl.PIDSpace)
+		b, okB := pidspace.Parse(space)
+		return okA && okB && a.EarlierBoot(b)
 	}
 	return pl.Hostname == "" || pl.Hostname == host
 }

@@ -31,6 +31,11 @@ const (
 // still in place when Locker.WatchInterval is 0.
 const defaultWatchInterval = time.Second
 
+// minWatchInterval is the shortest positive Locker.WatchInterval accepted:
+// a shorter one is almost always a bare number meant as seconds, which Go
+// reads as nanoseconds, and would keep a CPU core busy re-checking the file.
+const minWatchInterval = 10 * time.Millisecond
+
 // Locker is a single-instance lock on one PID file. It is safe for
 // concurrent use. A Locker holds the lock at most once: TryLock on a held
 // Locker is an error.
@@ -41,13 +46,21 @@ const defaultWatchInterval = time.Second
 // is never inherited by children. On Linux the Locker also holds a name in
 // the abstract Unix-socket namespace derived from the file's path, which
 // no rm or mv can touch: while the holder lives no other process of the
-// host acquires the lock, whatever happened to the file or its directory
-// (see docs/design.md).
+// host acquires the lock by that path or through symbolic links, whatever
+// happened to the file or its directory (see docs/design.md; another
+// network namespace, or another path that a bind mount gives the
+// directory, meets only the file's lock).
 //
-// Create it with New or FromEnv, set the exported fields before the first
-// method call and do not change them afterwards; the zero value of each
-// field is its default (Acquire is New and TryLock with every default). The zero Locker is ready to use: it
-// locks DefaultPath, made absolute at its first use.
+// Create it with New or FromEnv, then set the exported fields; the zero
+// value of each field is its default (Acquire is New and TryLock with
+// every default). The first call of TryLock, Lock, Unlock, Holder,
+// Running, CleanStale or Terminate, the methods that use the fields, fixes
+// the configuration: set the fields before it and do not change them
+// afterwards (a later change is not seen). Path, InstanceID, Info, Err and
+// Lost fix nothing, and neither does handing the Locker to
+// NewGracefulShutdown or NewHealth, so a program may wire those first and
+// set the fields afterwards. The zero Locker is ready to use: it locks
+// DefaultPath, made absolute when its configuration is fixed.
 type Locker struct {
 	// Port is the port the instance serves on, recorded in the PID file
 	// (and shown by AlreadyRunningError.Help). 0, the default, records
@@ -57,7 +70,9 @@ type Locker struct {
 	// re-publications, losses); nil means silent.
 	Logger *slog.Logger
 	// WatchInterval is how often a held lock checks that its PID file is
-	// still in place. 0 means 1 second. On Linux an inotify watch also
+	// still in place. 0 means 1 second; a positive value must be at least
+	// 10 ms (TryLock and Lock refuse a shorter one: a bare number such as
+	// 5 is 5 nanoseconds, write 5 * time.Second). On Linux an inotify watch also
 	// runs the check at once when the file or its directory is removed,
 	// moved or replaced. Negative turns both off: the file is then neither
 	// re-published nor reported lost; on Linux a second instance of the
@@ -87,10 +102,13 @@ type Locker struct {
 	// instancelocktest.MemProcesses.
 	Processes ProcessTable
 
-	given     string    // the path given to New; "" means DefaultPath
-	abs       string    // given made absolute by New; "" until then
-	setupOnce sync.Once // runs setup at the first method call
-	setupErr  error     // what setup found wrong in the fields
+	given     string      // the path given to New; "" means DefaultPath
+	abs       string      // given made absolute by New; "" for the zero Locker
+	setupOnce sync.Once   // runs setup at the first call that uses the fields
+	setupErr  error       // what setup found wrong in the fields
+	ready     atomic.Bool // setup ran: path and setupErr are set
+	idOnce    sync.Once   // makes ident, at the first need of the instance id
+	ident     string      // the instance id (see InstanceID)
 
 	path      string
 	fsys      FS
@@ -107,13 +125,14 @@ type Locker struct {
 	kernel    bool                    // the OS file system and process table: readers ask the kernel (look)
 	keep      bool                    // !DisableRepublish
 	nameHeld  atomic.Bool
-	selfToken *string // this process's start token, read once; guarded by mu
-	tmpl      []byte  // the content with a placeholder start time (see content); guarded by mu
-	tmplAt    int     // where the placeholder is in tmpl, -1 when it cannot be used
-	stamp     string  // the placeholder
-	pid       int     // os.Getpid(), read once; guarded by mu
-	tmpPrefix string  // the temporary files' names begin with it (see tempPrefix)
-	swept     bool    // temporary files left by crashes were looked for; guarded by mu
+	noName    atomic.Pointer[string] // during tryLock without all names: who has one (heldNames.missing)
+	selfToken *string                // this process's start token, read once; guarded by mu
+	tmpl      []byte                 // the content with a placeholder start time (see content); guarded by mu
+	tmplAt    int                    // where the placeholder is in tmpl, -1 when it cannot be used
+	stamp     string                 // the placeholder
+	pid       int                    // os.Getpid(), read once; guarded by mu
+	tmpPrefix string                 // the temporary files' names begin with it (see tempPrefix)
+	swept     bool                   // temporary files left by crashes were looked for; guarded by mu
 
 	mu   sync.Mutex // serialises TryLock and Unlock
 	t    *tenure    // the current tenure, nil when not held
@@ -186,34 +205,36 @@ func absPath(path string) (string, error) {
 }
 
 // setup turns the exported fields into the Locker's working state, once,
-// at the first method call; every exported method calls it first. The
+// at the first call of a method that uses them (TryLock, Lock, Unlock,
+// Holder, Running, CleanStale, Terminate), which calls it first. The
 // error, for an invalid field, is returned by every method that returns
-// one.
+// one. The other methods never call it: they must not fix the
+// configuration before the program has set the fields (see Locker).
 func (l *Locker) setup() error {
-	l.setupOnce.Do(func() { l.setupErr = l.configure() })
+	l.setupOnce.Do(func() {
+		l.setupErr = l.configure()
+		l.ready.Store(true)
+	})
 	return l.setupErr
 }
 
 // configure is setup's work.
 func (l *Locker) configure() error {
-	l.id = uuid.NewString()
-	l.path = cmp.Or(l.given, DefaultPath)
+	l.id = l.InstanceID()
+	path, err := l.pathNow()
+	l.path = path
+	if err != nil {
+		return err
+	}
 	l.fsys, l.procs = l.FS, l.Processes
 	if l.fsys == nil {
-		if l.abs == "" { // the zero Locker: resolved at its first use
-			abs, err := absPath(l.path)
-			if err != nil {
-				return err
-			}
-			l.abs = abs
-		}
-		l.path, l.fsys = l.abs, osFS{}
+		l.fsys = osFS{}
 	}
 	if l.procs == nil {
 		l.procs = osProcesses{}
 	}
-	if l.Port < 0 || l.Port > 65535 {
-		return fmt.Errorf("instancelock: Locker.Port is %d, outside 0..65535: set the port the instance serves on, or 0 for none", l.Port)
+	if err := l.checkFields(); err != nil {
+		return err
 	}
 	l.port = l.Port
 	switch {
@@ -221,6 +242,9 @@ func (l *Locker) configure() error {
 		l.watch = defaultWatchInterval
 	case l.WatchInterval < 0:
 		l.watch = -1
+	case l.WatchInterval < minWatchInterval:
+		return fmt.Errorf("instancelock: Locker.WatchInterval is %v: want at least %v, 0 for %v, or negative for no watch "+
+			"(a bare number is nanoseconds: write 5 * time.Second, not 5)", l.WatchInterval, minWatchInterval, defaultWatchInterval)
 	default:
 		l.watch = l.WatchInterval
 	}
@@ -239,6 +263,34 @@ func (l *Locker) configure() error {
 	l.kernel = osfs && osprocs && hasLockName
 	if osfs && hasLockName {
 		l.name = lockName(l.path)
+	}
+	return nil
+}
+
+// pathNow is the PID file's path as the fields give it now: the path given
+// to New ("" is DefaultPath), made absolute (by New, or now for the zero
+// Locker) unless FS is set. On an error (the zero Locker, the working
+// directory unreadable) it returns the path as given, relative.
+func (l *Locker) pathNow() (string, error) {
+	path := cmp.Or(l.given, DefaultPath)
+	switch {
+	case l.FS != nil:
+		return path, nil
+	case l.abs != "":
+		return l.abs, nil
+	}
+	abs, err := absPath(path)
+	if err != nil {
+		return path, err
+	}
+	return abs, nil
+}
+
+// checkFields reports an invalid exported field, as TryLock returns it.
+// It only reads the fields.
+func (l *Locker) checkFields() error {
+	if l.Port < 0 || l.Port > 65535 {
+		return fmt.Errorf("instancelock: Locker.Port is %d, outside 0..65535: set the port the instance serves on, or 0 for none", l.Port)
 	}
 	return nil
 }
@@ -271,23 +323,29 @@ func Acquire(path string) (*Locker, error) {
 	return l, nil
 }
 
-// Path returns the PID file's path, absolute unless FS is set.
+// Path returns the PID file's path, absolute unless FS is set. Before the
+// configuration is fixed (see Locker) it is the path the fields give now;
+// Path fixes nothing.
 func (l *Locker) Path() string {
-	l.setup()
-	return l.path
+	if l.ready.Load() {
+		return l.path
+	}
+	path, _ := l.pathNow()
+	return path
 }
 
-// InstanceID returns the instance id this Locker writes into the PID file.
-// It stays the same across acquisitions by the same Locker.
+// InstanceID returns the instance id this Locker writes into the PID file:
+// a random UUID, made at the first call that needs it. It stays the same
+// across acquisitions by the same Locker. It fixes nothing of the
+// configuration (see Locker).
 func (l *Locker) InstanceID() string {
-	l.setup()
-	return l.id
+	l.idOnce.Do(func() { l.ident = uuid.NewString() })
+	return l.ident
 }
 
 // Info returns the ProcessLock this Locker published, and whether it holds
 // the lock now.
 func (l *Locker) Info() (ProcessLock, bool) {
-	l.setup()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t == nil {
@@ -299,14 +357,15 @@ func (l *Locker) Info() (ProcessLock, bool) {
 // Err returns nil while the lock is held, ErrNotHeld when the Locker does
 // not hold the lock, and an error matching ErrLockLost once the lock was
 // lost (see Lost); for a Locker with an invalid field, the error that
-// TryLock returns. It is a single atomic load.
+// TryLock returns (or, before the configuration is fixed, would return:
+// Err fixes nothing). While the lock is held it is a single atomic load.
 func (l *Locker) Err() error {
-	if err := l.setup(); err != nil {
-		return err
-	}
 	t := l.last.Load()
 	if t == nil {
-		return ErrNotHeld
+		if l.ready.Load() {
+			return cmp.Or(l.setupErr, ErrNotHeld)
+		}
+		return cmp.Or(l.checkFields(), ErrNotHeld)
 	}
 	if p := t.err.Load(); p != nil {
 		return *p
@@ -323,7 +382,6 @@ func (l *Locker) Err() error {
 // the current holding; it is nil when the lock is not held, and it is not
 // closed by Unlock.
 func (l *Locker) Lost() <-chan struct{} {
-	l.setup()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.t == nil {
@@ -432,6 +490,12 @@ func (l *Locker) tryLock() error {
 		}
 		l.nameHeld.Store(names.all(l.name))
 		defer l.nameHeld.Store(false)
+		if names.missing != "" {
+			// Rare: a name another process has (see readersBlock).
+			missing := names.missing
+			l.noName.Store(&missing)
+			defer l.noName.Store(nil)
+		}
 	}
 	p, err := l.put(data, names)
 	if err != nil {

@@ -963,7 +963,7 @@ func TestMemUnlock(t *testing.T) {
 func TestMemWatcher(t *testing.T) {
 	instancelock.CheckNoGoroutineLeak(t)
 	r := newMemRig(t)
-	l := r.locker(func(l *instancelock.Locker) { l.WatchInterval, l.DisableRepublish = time.Millisecond, true })
+	l := r.locker(func(l *instancelock.Locker) { l.WatchInterval, l.DisableRepublish = 10*time.Millisecond, true })
 	require.NoError(t, l.TryLock())
 	ticks := make(chan struct{}, 1)
 	tick := func() {

@@ -485,7 +485,7 @@ func TestVanishedFileIsReported(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			checkNoGoroutineLeak(t)
 			path := filepath.Join(t.TempDir(), "x.pid")
-			l, err := acquireWith(path, watchEvery(5*time.Millisecond), noRepublish)
+			l, err := acquireWith(path, watchEvery(10*time.Millisecond), noRepublish)
 			require.NoError(t, err)
 			lost := l.Lost()
 			require.NotNil(t, lost)
@@ -668,6 +668,26 @@ func TestLockerConfiguration(t *testing.T) {
 		assert.Equal(t, err, l.Err(), "Err reports the invalid field")
 		assert.NoFileExists(t, path, "nothing is written for an invalid Port")
 		assert.NoError(t, l.Unlock(), "Unlock of a Locker that never held")
+	}
+	// A positive WatchInterval under 10 ms is refused, naming the field,
+	// the value and the unit trap, by TryLock and by Lock.
+	for _, d := range []time.Duration{1, 5, 9 * time.Millisecond} {
+		path := filepath.Join(t.TempDir(), "x.pid")
+		l, err := New(path)
+		require.NoError(t, err)
+		l.WatchInterval = d
+		for _, acquire := range []func() error{l.TryLock, func() error { return l.Lock(context.Background()) }} {
+			err = acquire()
+			assert.ErrorContains(t, err, fmt.Sprintf("Locker.WatchInterval is %v: want at least 10ms", d))
+			assert.ErrorContains(t, err, "a bare number is nanoseconds")
+			assert.NoFileExists(t, path, "nothing is written for a too short WatchInterval")
+		}
+	}
+	for _, d := range []time.Duration{10 * time.Millisecond, -1} {
+		l, err := newWith(filepath.Join(t.TempDir(), "x.pid"), watchEvery(d))
+		require.NoError(t, err)
+		require.NoError(t, l.TryLock(), "WatchInterval %v", d)
+		require.NoError(t, l.Unlock())
 	}
 	l, err := Acquire(filepath.Join(t.TempDir(), "x.pid"))
 	require.NoError(t, err)

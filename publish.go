@@ -32,7 +32,7 @@ const maxAttempts = 20
 // tried again while the file changes under it. It is also how a holder
 // re-publishes its file.
 func (l *Locker) publish(data []byte) (published, error) {
-	var last *AlreadyRunningError
+	var last error
 	pause := 100 * time.Microsecond // grows to 2 ms between transient refusals
 	mode := viaRename
 	if !l.byRename {
@@ -81,9 +81,9 @@ func (l *Locker) publish(data []byte) (published, error) {
 			mode = viaOthers
 		case refused:
 			if !a.transient {
-				return published{}, a.holder
+				return published{}, a.refusal
 			}
-			last = a.holder
+			last = a.refusal
 			time.Sleep(pause)
 			pause = min(2*pause, 2*time.Millisecond)
 		}
@@ -138,12 +138,12 @@ const (
 // attemptInPlace), which publish acts on.
 type attempt struct {
 	try       try
-	f         File                 // won: the PID file, open and locked
-	leftover  string               // won: a temporary name that could not be removed
-	tookOver  bool                 // won by replacing a stale file
-	holder    *AlreadyRunningError // refused: who holds the lock
-	transient bool                 // refused by content that looks stale: try again after a pause
-	cause     error                // noTemp: why the file cannot be published by rename
+	f         File   // won: the PID file, open and locked
+	leftover  string // won: a temporary name that could not be removed
+	tookOver  bool   // won by replacing a stale file
+	refusal   error  // refused: who holds the lock (*AlreadyRunningError), or what else keeps the start out
+	transient bool   // refused by content that looks stale: try again after a pause
+	cause     error  // noTemp: why the file cannot be published by rename
 }
 
 // testHookBeforePublish, when set by a test, runs between the creation of
@@ -583,11 +583,10 @@ func (l *Locker) claimEmpty(f File, st fs.FileInfo) (judgement, error) {
 	}
 	switch readers, ok := l.onlyReaders(st); {
 	case ok:
-		l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", readers)
+		l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", len(readers))
 		return judgement{verdict: takeOver}, nil
-	case readers > 0:
-		return judgement{}, &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
-			"the file is empty and %d shared lock(s) hold it (readers; see /proc/locks), and the lock's name is not available to exclude other starts; try again once they are gone: %w", readers, ErrWouldBlock)}
+	case len(readers) > 0:
+		return judgement{verdict: held, refusal: l.readersBlock(readers, remnantWhy(0), l.nameWho()), transient: true}, nil
 	}
 	// Being created by another contender, which is about to write it.
 	return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Reason: "the holder keeps the kernel lock"}, transient: true}, nil
@@ -608,17 +607,18 @@ func (l *Locker) writeInPlace(f File, data []byte) error {
 	return nil
 }
 
-// onlyReaders reports whether the file fi describes is held by shared
-// flocks only (how many) while this Locker holds the lock's names, so that
-// no other contender of this host is at the file: readers never block a
-// start. Only where the kernel lists lock owners.
-func (l *Locker) onlyReaders(fi fs.FileInfo) (int, bool) {
+// onlyReaders returns the pids of the shared flocks on the file fi
+// describes when no exclusive one holds it, and reports whether this
+// Locker holds the lock's names, so that no other contender of this host
+// is at the file: readers then never block a start. Only where the kernel
+// lists lock owners.
+func (l *Locker) onlyReaders(fi fs.FileInfo) ([]int, bool) {
 	if !l.kernel {
-		return 0, false
+		return nil, false
 	}
 	writers, readers, err := flockOwners(fi)
 	if err != nil || len(writers) > 0 {
-		return 0, false
+		return nil, false
 	}
-	return readers, readers > 0 && l.nameHeld.Load()
+	return readers, len(readers) > 0 && l.nameHeld.Load()
 }

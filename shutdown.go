@@ -28,6 +28,11 @@ const (
 	maxOverrun = 20 * time.Millisecond
 )
 
+// lockPoll is how often the helper re-reads the lock's Lost channel while
+// it is started, to watch a lock acquired or acquired again after Start
+// (see Start). It costs one call of Lost per period.
+const lockPoll = 100 * time.Millisecond
+
 // forceReleaseTimeout bounds the best-effort release of the lock on a
 // forced exit. If the release does not finish in time the process exits
 // anyway: the kernel drops the lock at exit and the next start takes the
@@ -48,8 +53,14 @@ type SignalError struct {
 }
 
 // Error returns "received signal " and the signal's name, for example
-// "received signal terminated".
-func (e *SignalError) Error() string { return "received signal " + e.Signal.String() }
+// "received signal terminated"; "received signal <nil>" when there is no
+// Signal (or no SignalError).
+func (e *SignalError) Error() string {
+	if e == nil || e.Signal == nil {
+		return "received signal <nil>"
+	}
+	return "received signal " + e.Signal.String()
+}
 
 // HookError is one failed shutdown hook: it returned an error, panicked, or
 // did not return before its deadline (then Err matches
@@ -151,7 +162,9 @@ type GracefulShutdown struct {
 	DrainDelay time.Duration
 	// Signals are the signals that start the shutdown; nil means
 	// os.Interrupt and syscall.SIGTERM (on Windows, SIGTERM stands for the
-	// console close, logoff and shutdown events).
+	// console close, logoff and shutdown events). An empty non-nil list
+	// means none, on every system (on Unix SIGHUP is still handled: see
+	// Hangup).
 	Signals []os.Signal
 	// Hangup, when set, is called on each SIGHUP (Unix) instead of
 	// beginning the shutdown: the host's reload hook (re-read its
@@ -200,7 +213,8 @@ type namedHook struct {
 // other Mutex; it may be nil) as the last step of the shutdown. The helper
 // owns a State created with NewState(lk.InstanceID()) (a random id when lk
 // is nil), in StatusStarting: the host moves it to StatusRunning when it is
-// ready to serve. Nothing is installed until Start.
+// ready to serve. Nothing is installed until Start. It does not fix the
+// configuration of a *Locker (see Locker): its fields may be set after.
 func NewGracefulShutdown(lk Mutex) *GracefulShutdown {
 	g := &GracefulShutdown{lk: nilMutex(lk)}
 	g.init()
@@ -248,12 +262,20 @@ func (g *GracefulShutdown) Add(name string, hook func(context.Context) error) {
 }
 
 // Start installs the signal handlers (signal.Notify for Signals, and on
-// Unix for SIGHUP and SIGPIPE) and starts watching for what begins a shutdown: one of the signals (the cause is a
-// *SignalError), ctx being done (the cause is context.Cause(ctx)), or the
-// Locker losing its lock (the cause wraps ErrLockLost). It returns at once;
-// the handlers are removed and the watching goroutine ends when the
-// shutdown finishes. Start returns an error, and installs nothing, if it was
-// called before or if the shutdown has already begun.
+// Unix for SIGHUP and SIGPIPE) and starts watching for what begins a
+// shutdown: one of the signals (the cause is a *SignalError), ctx being
+// done (the cause is context.Cause(ctx)), or the lock given to
+// NewGracefulShutdown being lost (the cause wraps ErrLockLost). It returns
+// at once; the handlers are removed and the watching goroutines end when
+// the shutdown finishes. Start returns an error, and installs nothing, if
+// it was called before or if the shutdown has already begun.
+//
+// The lock need not be held at Start: every holding is watched, including
+// one acquired after Start (the order of a standby that installs its signal
+// handling first and then waits in Lock(g.Context())) and one acquired again
+// after an Unlock. The helper notices a new holding within 100 ms (it polls
+// Lost while started); a holding that is taken and lost within that period
+// may go unnoticed. Unlock itself never begins the shutdown.
 func (g *GracefulShutdown) Start(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
@@ -268,32 +290,41 @@ func (g *GracefulShutdown) Start(ctx context.Context) error {
 		return errors.New("instancelock: GracefulShutdown.Start called after the shutdown began")
 	}
 	g.started = true
-	sigs := g.Signals
-	if sigs == nil {
-		sigs = defaultSignals()
-	}
-	hup := hangupSignal()
-	reload := false
-	if hup != nil && !slices.Contains(sigs, hup) {
-		reload = g.Hangup != nil
-		sigs = append(slices.Clip(sigs), hup)
-	}
+	sigs, hup := g.notifyList()
 	notifySIGPIPE()
 	// Room for the first and the second signal even if both arrive before
 	// the watcher reads.
 	g.sigs = make(chan os.Signal, 2)
-	signal.Notify(g.sigs, sigs...)
+	if len(sigs) > 0 { // signal.Notify with no signal would relay every one
+		signal.Notify(g.sigs, sigs...)
+	}
 	g.notified, g.fakes = sigs, make(chan fakeSignal)
-	var lost <-chan struct{}
-	if g.lk != nil {
-		lost = g.lk.Lost()
-	}
-	if !reload {
-		hup = nil
-	}
 	g.sdStart()
-	go g.watch(ctx, g.sigs, lost, hup)
+	if g.lk != nil {
+		go g.watchLock(g.lk.Lost())
+	}
+	go g.watch(ctx, g.sigs, hup)
 	return nil
+}
+
+// notifyList returns the signals Start hands to signal.Notify: Signals
+// (the default ones when nil; none when empty), and on Unix SIGHUP; and
+// reload, SIGHUP when it calls Hangup rather than beginning the shutdown
+// (nil otherwise).
+func (g *GracefulShutdown) notifyList() (sigs []os.Signal, reload os.Signal) {
+	sigs = g.Signals
+	if sigs == nil {
+		sigs = defaultSignals()
+	}
+	hup := hangupSignal()
+	if hup == nil || slices.Contains(sigs, hup) {
+		return sigs, nil
+	}
+	sigs = append(slices.Clip(sigs), hup)
+	if g.Hangup == nil {
+		return sigs, nil
+	}
+	return sigs, hup
 }
 
 // hangup runs the Hangup hook for one SIGHUP, after any earlier call has
@@ -313,10 +344,36 @@ func (g *GracefulShutdown) hangup() {
 	log.Info("Hangup hook done", "duration", time.Since(start))
 }
 
-// watch begins the shutdown on the first signal, ctx done or lock lost, and
-// forces the exit on the second signal. reload is the signal that calls
-// Hangup instead (nil for none). It returns when the shutdown has finished.
-func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, lost <-chan struct{}, reload os.Signal) {
+// watchLock begins the shutdown when a holding of the lock is lost. lost is
+// the Lost channel of the holding at Start (nil when not held). Lost is
+// read again every lockPoll, so that a holding taken after Start, or taken
+// again after an Unlock (the channel of a released holding is never
+// closed), is watched too. It returns when the shutdown begins.
+func (g *GracefulShutdown) watchLock(lost <-chan struct{}) {
+	stop := g.ctx.Done()
+	t := time.NewTicker(lockPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-lost:
+			err := g.lk.Err()
+			if !isCause(err, ErrLockLost) {
+				err = ErrLockLost
+			}
+			g.begin(fmt.Errorf("instancelock: shutting down: %w", err))
+			return
+		case <-stop:
+			return
+		case <-t.C:
+			lost = g.lk.Lost()
+		}
+	}
+}
+
+// watch begins the shutdown on the first signal or ctx done, and forces
+// the exit on the second signal. reload is the signal that calls Hangup
+// instead (nil for none). It returns when the shutdown has finished.
+func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, reload os.Signal) {
 	ctxDone := ctx.Done()
 	received := 0
 	for {
@@ -330,13 +387,6 @@ func (g *GracefulShutdown) watch(ctx context.Context, sigs <-chan os.Signal, los
 		case <-ctxDone:
 			ctxDone = nil
 			g.begin(context.Cause(ctx))
-		case <-lost:
-			lost = nil
-			err := g.lk.Err()
-			if !errors.Is(err, ErrLockLost) {
-				err = ErrLockLost
-			}
-			g.begin(fmt.Errorf("instancelock: shutting down: %w", err))
 		case <-g.done:
 			return
 		}
@@ -408,8 +458,12 @@ func (g *GracefulShutdown) Context() context.Context {
 // ErrShutdownRequested), waits until it has finished and returns what Wait
 // returns. It is idempotent: if the shutdown has already begun, for any
 // reason, Shutdown only waits for it and returns its result, and cause is
-// ignored. Calling Shutdown from a hook makes that hook wait until it is
-// abandoned.
+// ignored. The cause's methods may panic (a typed nil error): the cause is
+// then logged as such, the hooks run all the same and ExitCode is 1.
+//
+// Called from a hook (in the hook's own goroutine), Shutdown does not wait,
+// since the shutdown waits for the hook: it returns at once an error saying
+// so, and the shutdown goes on. The same holds for Wait and ExitCode.
 func (g *GracefulShutdown) Shutdown(cause error) error {
 	if cause == nil {
 		cause = ErrShutdownRequested
@@ -430,12 +484,27 @@ func (g *GracefulShutdown) Done() <-chan struct{} {
 // Wait blocks until Done is closed and returns the failures of the
 // shutdown joined with errors.Join: one *HookError per failed hook, in the
 // order the hooks ran, then the error of releasing the lock, if any. It
-// returns nil when all succeeded.
+// returns nil when all succeeded. Called from a hook before the shutdown
+// has finished, it returns an error at once instead of waiting for itself.
 func (g *GracefulShutdown) Wait() error {
 	g.init()
+	select {
+	case <-g.done:
+		return g.err
+	default:
+	}
+	if inHook() {
+		g.logger().Warn("Shutdown or Wait called from a shutdown hook: not waiting for the shutdown that runs the hook")
+		return errWaitInHook
+	}
 	<-g.done
 	return g.err
 }
+
+// errWaitInHook is what Wait (and Shutdown) return when called from a hook:
+// waiting there would wait for the hook itself.
+var errWaitInHook = errors.New("instancelock: GracefulShutdown.Shutdown or Wait called from a shutdown hook: " +
+	"the shutdown is running this hook and cannot finish before it returns; returning without waiting")
 
 // ExitCode waits until Done is closed, then returns the status the process
 // should exit with. The rule: a shutdown that was asked for and completed
@@ -446,7 +515,8 @@ func (g *GracefulShutdown) Wait() error {
 // even when every hook succeeds: Shutdown(err) with a non-nil err, the loss
 // of the lock (ErrLockLost), a cause given to Start's context. A hook that
 // fails (Wait returns an error) also exits 1. A forced exit (a second
-// signal) never gets here: it exits 128+signal.
+// signal) never gets here: it exits 128+signal. Called from a hook before
+// the shutdown has finished, ExitCode returns 1 at once (see Wait).
 func (g *GracefulShutdown) ExitCode() int {
 	if g.Wait() != nil || !requested(context.Cause(g.ctx)) {
 		return 1
@@ -455,8 +525,14 @@ func (g *GracefulShutdown) ExitCode() int {
 }
 
 // requested reports whether a shutdown cause means that the shutdown was
-// asked for rather than caused by an error.
-func requested(cause error) bool {
+// asked for rather than caused by an error; false when one of the cause's
+// methods panics (a typed nil error).
+func requested(cause error) (is bool) {
+	defer func() {
+		if recover() != nil {
+			is = false
+		}
+	}()
 	var se *SignalError
 	return errors.As(cause, &se) || errors.Is(cause, ErrShutdownRequested) || cause == context.Canceled
 }

@@ -30,7 +30,10 @@ func init() {
 // prints a "done" line and exits with ExitCode. Every hook prints
 // "hook NAME state=… pidfile=…" when it is called. SHUTDOWN_TIMEOUT and
 // SHUTDOWN_HOOK_TIMEOUT set the deadlines, SHUTDOWN_LOG=1 logs to stderr,
-// SHUTDOWN_ON_STDIN_EOF=1 calls Shutdown when standard input closes.
+// SHUTDOWN_ON_STDIN_EOF=1 calls Shutdown when standard input closes,
+// SHUTDOWN_LOCK_AFTER_START=1 takes the lock with Lock(g.Context()) after
+// Start (a standby's order), SHUTDOWN_NO_REPUBLISH=1 sets DisableRepublish,
+// SHUTDOWN_SIGNALS=none sets Signals to an empty list.
 //
 // A human can run it too:
 //
@@ -38,16 +41,27 @@ func init() {
 //	INSTANCELOCK_HELPER=shutdown-child SHUTDOWN_PIDFILE=/tmp/il.pid SHUTDOWN_HOOKS=db:slow,http:ok SHUTDOWN_LOG=1 /tmp/il.test
 //	# then Ctrl-C (once, or twice), or kill -TERM from another terminal
 func shutdownChild() {
-	lk, err := Acquire(os.Getenv("SHUTDOWN_PIDFILE"))
+	lk, err := New(os.Getenv("SHUTDOWN_PIDFILE"))
 	if err != nil {
-		fmt.Println("acquire:", err)
+		fmt.Println("new:", err)
 		os.Exit(3)
+	}
+	lk.DisableRepublish = os.Getenv("SHUTDOWN_NO_REPUBLISH") == "1"
+	lockAfterStart := os.Getenv("SHUTDOWN_LOCK_AFTER_START") == "1"
+	if !lockAfterStart {
+		if err := lk.TryLock(); err != nil {
+			fmt.Println("acquire:", err)
+			os.Exit(3)
+		}
 	}
 	g := NewGracefulShutdown(lk)
 	g.Timeout = sdEnvDuration("SHUTDOWN_TIMEOUT")
 	g.HookTimeout = sdEnvDuration("SHUTDOWN_HOOK_TIMEOUT")
 	if os.Getenv("SHUTDOWN_LOG") == "1" {
 		g.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if os.Getenv("SHUTDOWN_SIGNALS") == "none" {
+		g.Signals = []os.Signal{}
 	}
 	if os.Getenv("SHUTDOWN_HANGUP") == "1" {
 		g.Hangup = func() { fmt.Printf("hangup state=%s\n", g.State().Status()) }
@@ -61,6 +75,12 @@ func shutdownChild() {
 	if err := g.Start(context.Background()); err != nil {
 		fmt.Println("start:", err)
 		os.Exit(3)
+	}
+	if lockAfterStart { // a standby: signal handling first, then wait for the lock
+		if err := lk.Lock(g.Context()); err != nil {
+			fmt.Println("lock:", err)
+			os.Exit(3)
+		}
 	}
 	if err := g.State().Set(StatusRunning); err != nil {
 		fmt.Println("state:", err)
@@ -83,8 +103,9 @@ func shutdownChild() {
 }
 
 // sdChildHook returns a hook of the given kind: ok, err (returns an error),
-// panic, slow (waits for its context, returns ctx.Err()) or hang (ignores its
-// context and never returns).
+// panic, slow (waits for its context, returns ctx.Err()), hang (ignores its
+// context and never returns) or reentrant (calls g.Shutdown, prints
+// "reentrant returned: ERR" and returns nil).
 func sdChildHook(g *GracefulShutdown, path, name, kind string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		_, err := os.Lstat(path)
@@ -101,6 +122,10 @@ func sdChildHook(g *GracefulShutdown, path, name, kind string) func(context.Cont
 			return ctx.Err()
 		case "hang":
 			select {}
+		case "reentrant":
+			err := g.Shutdown(errors.New("asked again from a hook"))
+			fmt.Printf("reentrant returned: %v\n", err)
+			return nil
 		}
 		return fmt.Errorf("unknown hook kind %q", kind)
 	}

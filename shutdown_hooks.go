@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os/signal"
+	"reflect"
+	"runtime"
 	"runtime/debug"
 	"time"
 )
@@ -30,7 +32,7 @@ func (g *GracefulShutdown) run(cause error, hooks []namedHook) {
 	var errs []error
 	defer func() { g.finish(log, began, errs) }()
 
-	log.Info("shutdown started", "cause", cause.Error(), "hooks", len(hooks))
+	log.Info("shutdown started", "cause", errorText(cause), "hooks", len(hooks))
 	drain, timeout := max(g.DrainDelay, 0), g.timeout()
 	g.sdStopping(cause, drain, timeout)
 	if drain > 0 {
@@ -137,30 +139,62 @@ func hookContext(deadline time.Time) (context.Context, context.CancelFunc) {
 func callHook(ctx context.Context, h namedHook) <-chan *HookError {
 	called := make(chan struct{})
 	res := make(chan *HookError, 1) // buffered: an abandoned hook must not block
-	go func() {
-		returned := false
-		defer func() {
-			if r := recover(); r != nil {
-				err, ok := r.(error)
-				if !ok {
-					err = fmt.Errorf("%v", r)
-				}
-				res <- &HookError{Name: h.name, Err: err, Panicked: true, Stack: debug.Stack()}
-			} else if !returned {
-				res <- &HookError{Name: h.name, Err: errors.New("the hook called runtime.Goexit")}
-			}
-		}()
-		close(called)
-		err := h.fn(ctx)
-		returned = true
-		if err != nil {
-			res <- &HookError{Name: h.name, Err: err}
-			return
-		}
-		res <- nil
-	}()
+	go hookGoroutine(ctx, h, called, res)
 	<-called
 	return res
+}
+
+// hookGoroutine is the goroutine of one hook call (see callHook); inHook
+// finds it on the stack.
+func hookGoroutine(ctx context.Context, h namedHook, called chan<- struct{}, res chan<- *HookError) {
+	returned := false
+	defer func() {
+		if r := recover(); r != nil {
+			err, ok := r.(error)
+			if !ok {
+				err = fmt.Errorf("%v", r)
+			}
+			res <- &HookError{Name: h.name, Err: err, Panicked: true, Stack: debug.Stack()}
+		} else if !returned {
+			res <- &HookError{Name: h.name, Err: errors.New("the hook called runtime.Goexit")}
+		}
+	}()
+	close(called)
+	err := h.fn(ctx)
+	returned = true
+	if err != nil {
+		res <- &HookError{Name: h.name, Err: err}
+		return
+	}
+	res <- nil
+}
+
+// hookGoroutineName is the name of hookGoroutine in stack frames.
+var hookGoroutineName = runtime.FuncForPC(reflect.ValueOf(hookGoroutine).Pointer()).Name()
+
+// inHook reports whether the caller runs in a hook's goroutine: whether
+// hookGoroutine is on its stack (at the bottom, so the whole stack is read).
+// Go has no goroutine identity; the stack is the one trace a hook leaves.
+func inHook() bool {
+	pcs := make([]uintptr, 64)
+	for {
+		n := runtime.Callers(2, pcs)
+		if n < len(pcs) {
+			pcs = pcs[:n]
+			break
+		}
+		pcs = make([]uintptr, 2*len(pcs))
+	}
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		if f.Function == hookGoroutineName {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // waitHook waits for the hook's outcome until hookGrace after ctx is done

@@ -66,7 +66,7 @@ func (g *GracefulShutdown) sdStopping(cause error, drain, timeout time.Duration)
 	if g.sd == nil {
 		return
 	}
-	lines := []string{"STOPPING=1", "STATUS=stopping: " + oneLine(cause.Error())}
+	lines := []string{"STOPPING=1", "STATUS=stopping: " + oneLine(errorText(cause))}
 	if timeout >= 0 {
 		lines = append(lines, "EXTEND_TIMEOUT_USEC="+sdnotify.Usec(drain+timeout+sdReleaseMargin))
 	}
@@ -119,7 +119,7 @@ func (g *GracefulShutdown) sdWatchdog(interval time.Duration) {
 				g.sdSend("WATCHDOG=1", "STATUS=running")
 			case live:
 				g.logger().Error("not live: systemd watchdog pings stop", "err", err)
-				g.sdSend("STATUS=not live, watchdog pings stopped: " + oneLine(err.Error()))
+				g.sdSend("STATUS=not live, watchdog pings stopped: " + oneLine(errorText(err)))
 			}
 			live = err == nil
 		}

@@ -480,6 +480,161 @@ func TestShutdownOnLockLost(t *testing.T) {
 	}
 }
 
+// The lock need not be held at Start: a holding taken after Start, and one
+// taken again after an Unlock, are watched, and the loss of either begins
+// the shutdown with an ErrLockLost cause and exit status 1. Unlock alone
+// begins nothing.
+func TestShutdownWatchesHoldingsTakenAfterStart(t *testing.T) {
+	for _, relock := range []bool{false, true} {
+		t.Run(fmt.Sprintf("relock=%t", relock), func(t *testing.T) {
+			checkNoGoroutineLeak(t)
+			lfs := newLosableFS()
+			path := filepath.Join(t.TempDir(), "app.pid")
+			lk, err := newWith(path, lfs.use, watchEvery(10*time.Millisecond), noRepublish)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { lk.Unlock() })
+			g := NewGracefulShutdown(lk)
+			var rec sdRecorder
+			g.Add("hook", func(context.Context) error { rec.add("hook"); return nil })
+			if err := g.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if relock {
+				if err := lk.TryLock(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(2 * lockPoll) // the watcher picks this holding up
+				if err := lk.Unlock(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(2 * lockPoll) // and sees it released
+				if g.Context().Err() != nil {
+					t.Fatalf("Unlock began the shutdown: %v", context.Cause(g.Context()))
+				}
+			}
+			if err := lk.Lock(g.Context()); err != nil { // a standby's order: Start, then Lock
+				t.Fatal(err)
+			}
+			if err := lfs.remove(path); err != nil { // a temp cleaner, rm -rf data/
+				t.Fatal(err)
+			}
+			sdWaitDone(t, g)
+			if cause := context.Cause(g.Context()); !errors.Is(cause, ErrLockLost) {
+				t.Errorf("cause = %v, want ErrLockLost", cause)
+			}
+			if got := rec.get(); !slices.Equal(got, []string{"hook"}) {
+				t.Errorf("hooks ran %q", got)
+			}
+			if code := g.ExitCode(); code != 1 {
+				t.Errorf("ExitCode = %d after a lost lock, want 1", code)
+			}
+		})
+	}
+}
+
+// A shutdown whose cause's methods panic (a typed nil error; a SignalError
+// without a Signal) runs its hooks and exits 1; nothing takes the process
+// down, and the log says what the cause was.
+func TestShutdownCauseWhoseErrorPanics(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cause error
+		text  string
+		code  int
+	}{
+		{"typed nil", func() error { var e *nilPointerError; return e }(), "*instancelock.nilPointerError whose Error method panicked", 1},
+		{"empty SignalError", &SignalError{}, "received signal <nil>", 0},
+		{"nil SignalError", (*SignalError)(nil), "received signal <nil>", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkNoGoroutineLeak(t)
+			lk, path := sdAcquire(t)
+			var logs proctest.SyncBuffer
+			g := NewGracefulShutdown(lk)
+			g.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			var rec sdRecorder
+			g.Add("db", func(context.Context) error { rec.add("db"); return nil })
+			if err := g.Shutdown(tc.cause); err != nil {
+				t.Fatal(err)
+			}
+			if got := rec.get(); !slices.Equal(got, []string{"db"}) {
+				t.Errorf("hooks ran %q", got)
+			}
+			if code := g.ExitCode(); code != tc.code {
+				t.Errorf("ExitCode = %d, want %d", code, tc.code)
+			}
+			if sdFileExists(t, path) {
+				t.Error("PID file still there")
+			}
+			if !strings.Contains(logs.String(), tc.text) {
+				t.Errorf("log lacks %q:\n%s", tc.text, logs.String())
+			}
+		})
+	}
+}
+
+// Shutdown and Wait called from a hook return at once with an error
+// instead of waiting for the shutdown that waits for the hook; a caller
+// outside the hooks still waits for the end.
+func TestShutdownCalledFromAHook(t *testing.T) {
+	checkNoGoroutineLeak(t)
+	g := NewGracefulShutdown(nil)
+	g.Timeout = -1 // no deadline: a wait for itself would never end
+	var fromHook []error
+	g.Add("waits", func(context.Context) error {
+		fromHook = append(fromHook, g.Shutdown(errors.New("again")), g.Wait())
+		return nil
+	})
+	g.Add("slow", func(context.Context) error { time.Sleep(50 * time.Millisecond); return nil })
+	go g.Shutdown(nil)
+	if err := g.Shutdown(nil); err != nil { // outside the hooks: waits, then the result
+		t.Fatal(err)
+	}
+	if len(fromHook) != 2 || fromHook[0] != errWaitInHook || fromHook[1] != errWaitInHook {
+		t.Errorf("Shutdown and Wait from a hook returned %v, want errWaitInHook twice", fromHook)
+	}
+	if cause := context.Cause(g.Context()); cause != ErrShutdownRequested {
+		t.Errorf("cause = %v, want the first caller's", cause)
+	}
+	if code := g.ExitCode(); code != 0 {
+		t.Errorf("ExitCode = %d, want 0", code)
+	}
+}
+
+// An empty non-nil Signals means no signal on every system: Start hands
+// signal.Notify only SIGHUP (Unix, where it is always handled) and never an
+// empty list, which would relay every signal (Windows). nil means the
+// default signals.
+func TestShutdownSignalsList(t *testing.T) {
+	hup := hangupSignal()
+	withHup := func(sigs ...os.Signal) []os.Signal {
+		if hup != nil {
+			sigs = append(sigs, hup)
+		}
+		return sigs
+	}
+	for _, tc := range []struct {
+		name    string
+		signals []os.Signal
+		hangup  func()
+		want    []os.Signal
+		reload  os.Signal
+	}{
+		{"empty", []os.Signal{}, nil, withHup(), nil},
+		{"empty, Hangup set", []os.Signal{}, func() {}, withHup(), hup},
+		{"nil", nil, nil, withHup(defaultSignals()...), nil},
+		{"interrupt only", []os.Signal{os.Interrupt}, func() {}, withHup(os.Interrupt), hup},
+	} {
+		g := &GracefulShutdown{Signals: tc.signals, Hangup: tc.hangup}
+		sigs, reload := g.notifyList()
+		if len(sigs) != len(tc.want) || !slices.Equal(sigs, tc.want) || reload != tc.reload {
+			t.Errorf("%s: notifyList = %v, %v; want %v, %v", tc.name, sigs, reload, tc.want, tc.reload)
+		}
+	}
+}
+
 func TestShutdownLostLockLeavesANewFileAlone(t *testing.T) {
 	checkNoGoroutineLeak(t)
 	lfs := newLosableFS()

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,10 @@ const (
 type judgement struct {
 	verdict verdict
 	holder  *AlreadyRunningError // held: who, as far as known
+	// refusal, when set, is the error of a refusal instead of holder: no
+	// process holds the lock, but starts cannot safely take it (see
+	// readersBlock).
+	refusal error
 	// transient: held, by a file whose content looks stale (a stale file
 	// being replaced, a reader of a moment): look again shortly.
 	transient bool
@@ -42,7 +47,11 @@ type judgement struct {
 // attempt to publish: look again, or refused by its holder.
 func (j judgement) attempt() attempt {
 	if j.verdict == held {
-		return attempt{try: refused, holder: j.holder, transient: j.transient}
+		a := attempt{try: refused, refusal: j.refusal, transient: j.transient}
+		if j.refusal == nil {
+			a.refusal = j.holder
+		}
+		return a
 	}
 	return attempt{try: again}
 }
@@ -87,8 +96,10 @@ func (l *Locker) judgeHeld(st fs.FileInfo, data []byte) (judgement, error) {
 	writers, readers, err := flockOwners(st)
 	switch {
 	case err != nil:
-	case len(writers) == 0 && readers > 0 && l.nameHeld.Load():
-		return l.judgeSharedOnly(st, data, readers)
+	case len(writers) == 0 && len(readers) > 0 && l.nameHeld.Load():
+		return l.judgeSharedOnly(st, data, len(readers))
+	case len(writers) == 0 && len(readers) > 0:
+		return l.judgeReadersOnly(st, data, readers)
 	default:
 		l.prove(are, writers)
 	}
@@ -110,6 +121,52 @@ func (l *Locker) judgeSharedOnly(st fs.FileInfo, data []byte, readers int) (judg
 	}
 	l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); replacing it", "readers", readers)
 	return judgement{verdict: takeOver}, nil
+}
+
+// judgeReadersOnly judges a file that only shared locks hold while this
+// Locker holds no name (another user's socket has it, see claimName): no
+// process holds the lock, but without the name nothing keeps another
+// contender of this host away while the file is replaced, so a stale file
+// is refused with an error that says what blocks the start (readersBlock),
+// never as "already running". The refusal is transient: a reader of a
+// moment is gone when publish looks again.
+func (l *Locker) judgeReadersOnly(st fs.FileInfo, data []byte, readers []int) (judgement, error) {
+	holder, isStale, why, err := l.judge(data, st.ModTime())
+	switch {
+	case err != nil:
+		return judgement{}, err // someone's file
+	case !isStale:
+		return judgement{verdict: held, holder: &AlreadyRunningError{Path: l.path, Holder: holder, Reason: why, Unlocked: true}}, nil
+	}
+	return judgement{verdict: held, refusal: l.readersBlock(readers, why, l.nameWho()), transient: true}, nil
+}
+
+// readersBlock is the error of a start that shared locks alone block
+// while the lock's name is not this Locker's (a contender that holds the
+// name takes such a file over: judgeSharedOnly, claimEmpty). TryLock and
+// Running give it alike. It matches ErrWouldBlock, not ErrAlreadyRunning:
+// no instance runs.
+//
+// why says why the file is stale, name who has the lock's name.
+func (l *Locker) readersBlock(readers []int, why, name string) error {
+	pids := make([]string, len(readers))
+	for i, pid := range readers {
+		pids[i] = strconv.Itoa(pid)
+		if pid == 0 {
+			pids[i] = "? (another PID namespace)"
+		}
+	}
+	return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
+		"no instance holds the lock (%s), but shared locks hold the file (pid %s: readers, or someone keeping the service down; see /proc/locks) and %s, so a start cannot keep other starts out while it takes the file over; stop those processes, then start again: %w",
+		why, strings.Join(pids, ", "), name, ErrWouldBlock)}
+}
+
+// nameWho says who has a name this Locker's start could not take.
+func (l *Locker) nameWho() string {
+	if p := l.noName.Load(); p != nil && *p != "" {
+		return *p
+	}
+	return "the lock's name is not available to this process (see the log)"
 }
 
 // judgeUnlocked judges f, whose kernel lock the caller has just taken:
@@ -151,13 +208,16 @@ func (l *Locker) judge(data []byte, mod time.Time) (ProcessLock, bool, string, e
 	holder, kind := classify(data)
 	switch kind {
 	case contentRemnant:
-		return holder, true, fmt.Sprintf("what a crash left of a PID file (%d bytes)", len(data)), nil
+		return holder, true, remnantWhy(len(data)), nil
 	case contentForeign:
 		return holder, false, "", l.foreign(data)
 	}
 	stale, why := l.judgeHolder(holder, mod)
 	return holder, stale, why, nil
 }
+
+// remnantWhy is why a crash remnant of n bytes is stale.
+func remnantWhy(n int) string { return fmt.Sprintf("what a crash left of a PID file (%d bytes)", n) }
 
 // foreign is the error about content that is not a PID file.
 func (l *Locker) foreign(data []byte) error {

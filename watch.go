@@ -174,7 +174,7 @@ func (l *Locker) republish(t *tenure) error {
 			moved = true
 			if rname != l.name {
 				var err error
-				if rsock, err = l.claimName(rname); err != nil {
+				if rsock, _, err = l.claimName(rname); err != nil {
 					return err
 				}
 			}

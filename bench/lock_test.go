@@ -75,6 +75,7 @@ const (
 	implInstancelock = "instancelock"
 	implNoWatch      = "instancelock-nowatch" // instancelock with WatchInterval -1
 	implFloor        = "floor"
+	implSyscalls     = "syscalls" // instancelock's system calls alone (Linux)
 	implNightlyone   = "nightlyone"
 	implGofrs        = "gofrs-flock"
 	// implBlocking is gofrs/flock waiting in a blocking flock(LOCK_EX),
@@ -146,6 +147,8 @@ func newHandle(impl, path string) (*handle, error) {
 			wait = func(context.Context) error { return f.Lock() }
 		}
 		return &handle{try: f.TryLock, wait: wait, release: f.Unlock}, nil
+	case implSyscalls:
+		return newSyscallsHandle(path)
 	case implFloor:
 		line := []byte(strconv.Itoa(os.Getpid()) + "\n")
 		return &handle{
@@ -191,10 +194,13 @@ var benchDirs = []struct {
 func BenchmarkAcquireRelease(b *testing.B) {
 	for _, fsys := range benchDirs {
 		b.Run("fs="+fsys.name, func(b *testing.B) {
-			for _, impl := range []string{implInstancelock, implNoWatch, implFloor, implNightlyone, implGofrs} {
+			for _, impl := range []string{implInstancelock, implNoWatch, implSyscalls, implFloor, implNightlyone, implGofrs} {
 				b.Run("impl="+impl, func(b *testing.B) {
 					path := filepath.Join(fsys.dir(b), "bench.pid")
 					h, err := newHandle(impl, path)
+					if errors.Is(err, errors.ErrUnsupported) {
+						b.Skipf("%s: Linux only", impl)
+					}
 					if err != nil {
 						b.Fatal(err)
 					}

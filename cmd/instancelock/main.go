@@ -13,7 +13,8 @@
 //
 // status exits with the LSB init-script codes: 0 running, 1 stale PID file
 // (the holder died), 3 not running (no PID file), 4 unknown (the file cannot
-// be read, is not a PID file, or was written on another host).
+// be read, is not a PID file, or was written on another machine or boot and
+// is not seen held).
 //
 // stop signals the holder of the lock (SIGTERM by default), waits for the
 // lock to be released, sends SIGKILL after -timeout and removes a stale PID

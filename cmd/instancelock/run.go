@@ -300,8 +300,13 @@ func describeHolder(h instancelock.ProcessLock) string {
 		return "a process whose details could not be read"
 	}
 	s := fmt.Sprintf("pid %d", h.PID)
-	if !h.Local() {
-		s += " on host " + h.Hostname
+	switch originOf(h) {
+	case originBoot:
+		if otherNamespace(h) {
+			s += " (in another PID namespace)"
+		}
+	case originElsewhere:
+		s += " " + whereWritten(h)
 	}
 	if !h.StartedAt.IsZero() {
 		s += fmt.Sprintf(", started %s (uptime %s)", h.StartedAt.UTC().Format(timeLayout), time.Since(h.StartedAt).Round(time.Second))

@@ -24,7 +24,9 @@ const (
 const statusUsage = `Usage: instancelock status [-json] PIDFILE
 
 Prints who holds the lock of PIDFILE: pid, start time, uptime, port, host,
-instance id, whether the process is alive and whether the lock is held.
+instance id, whether the process is alive and whether the lock is held. A
+file written in another PID namespace (a container) of this boot is judged
+by the kernel's lock like any other: running while held, stale once free.
 
 Exit codes (LSB init-script convention):
   0  running: a live process holds the lock
@@ -34,10 +36,12 @@ Exit codes (LSB init-script convention):
      off); the next start takes it over
   3  not running: there is no PID file
   4  unknown: the file cannot be read, is not a PID file (someone's data:
-     run refuses it), or was written on another machine or in another PID
-     namespace (its process cannot be checked from here), or is a bare PID
+     run refuses it), or was written on another machine or boot and its
+     lock is not seen held (a holder there would not show), or is a bare PID
      naming a live process that takes no lock (another tool's file: starts
-     refuse it while that process lives); also bad usage, an empty PIDFILE
+     refuse it while that process lives), or nothing holds it but starts
+     refuse it (shared locks on it while another user's socket has the
+     lock's name: the message names both); also bad usage, an empty PIDFILE
      (an unset shell variable) included
 
 Flags:
@@ -74,6 +78,7 @@ type statusReport struct {
 
 	code    int
 	locked  bool   // a live process holds the lock (Locker.Running)
+	where   string // for the text form: where PID is a pid, when not here
 	process string // what is known of the process, for the text form
 	reason  string // one line: why the status is unknown
 }
@@ -138,19 +143,27 @@ func status(path string, now time.Time) *statusReport {
 		return r.unknown(fmt.Sprintf("cannot read %s: %s", path, pathErr(path, err)))
 	}
 	r.setHolder(h, now)
-	if !h.Local() {
-		return r.unknown(fmt.Sprintf("%s was written on host %s (another machine, boot or PID namespace), not %s: pid %d cannot be checked from here", path, h.Hostname, hostname(), h.PID))
-	}
 	// The library's one judgement (the one TryLock uses): who holds the
-	// lock, whether the file is stale, or whether starts refuse it.
+	// lock, whether the file is stale, or whether starts refuse it. For a
+	// file of another PID namespace of this boot it is the kernel's
+	// answer, held or free; for one of another machine or boot only a lock
+	// seen held says anything (a holder there would not show here).
+	from := originOf(h)
 	cur, running, err := l.Running()
 	var are *instancelock.AlreadyRunningError
 	switch {
 	case errors.As(err, &are) && are.Unlocked:
 		r.Alive, r.process = true, "is alive but does not hold the lock: "+are.Reason
 		return r.unknown(blockedAdvice(path, are))
+	case errors.Is(err, instancelock.ErrWouldBlock):
+		return r.refused(err)
 	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", path, pathErr(path, err)))
+	case from == originElsewhere && !running:
+		return r.unknown(fmt.Sprintf("%s was written %s: its lock looks free here, but a holder there would not show; pid %d cannot be checked from here", path, whereWritten(h), h.PID))
+	}
+	if running && from != originHere {
+		return r.runningElsewhere(h, cur, from)
 	}
 	if running && cur.PID > 0 {
 		h = cur
@@ -170,7 +183,33 @@ func status(path string, now time.Time) *statusReport {
 		return r
 	}
 	r.process = "does not hold it"
+	if from == originBoot {
+		r.process = "does not hold it (written in another PID namespace of this boot, whose lock the kernel shows free)"
+	}
 	r.code, r.Status, r.Stale = statusStale, "stale", true
+	return r
+}
+
+// runningElsewhere reports a lock held by the holder of a file written
+// outside this PID space (h, set already): cur is what the library found
+// of the holder, the pid the kernel shows here when it differs from the
+// file's, which is a pid of the holder's own PID namespace (or machine).
+func (r *statusReport) runningElsewhere(h, cur instancelock.ProcessLock, from origin) *statusReport {
+	r.locked, r.Alive = true, true
+	r.code, r.Status = statusRunning, "running"
+	switch {
+	case cur.PID > 0 && cur.PID != h.PID:
+		r.PID = cur.PID // the pid as seen here; the rest is the file's
+		r.process = fmt.Sprintf("is alive: pid %d here, pid %d in the PID namespace that wrote the file", cur.PID, h.PID)
+	case from == originBoot && !otherNamespace(h):
+		r.process = "is alive"
+	case from == originBoot:
+		r.process = fmt.Sprintf("is alive in another PID namespace of this boot (pid %d is its pid there, as the file says, not a pid here)", h.PID)
+		r.where = " (in another PID namespace)"
+	default:
+		r.process = fmt.Sprintf("is alive, written %s (pid %d is its pid there)", whereWritten(h), h.PID)
+		r.where = " (on another machine or boot)"
+	}
 	return r
 }
 
@@ -187,6 +226,8 @@ func blockedAdvice(path string, are *instancelock.AlreadyRunningError) string {
 func (r *statusReport) remnant(l *instancelock.Locker) *statusReport {
 	_, running, err := l.Running()
 	switch {
+	case errors.Is(err, instancelock.ErrWouldBlock):
+		return r.refused(err)
 	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", r.Path, pathErr(r.Path, err)))
 	case running:
@@ -201,6 +242,13 @@ func (r *statusReport) remnant(l *instancelock.Locker) *statusReport {
 	r.code, r.Status, r.Stale = statusStale, "stale", true
 	r.process = "what a crash left of a PID file"
 	return r
+}
+
+// refused reports a file that no process holds but that starts refuse
+// (shared locks on it while the lock's name is taken by a process that
+// cannot be its holder): the library's error says what blocks them.
+func (r *statusReport) refused(err error) *statusReport {
+	return r.unknown(fmt.Sprintf("%s: starts are refused: %s", r.Path, pathErr(r.Path, err)))
 }
 
 func (r *statusReport) unknown(reason string) *statusReport {
@@ -260,7 +308,7 @@ func (r *statusReport) writeText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "%s: unknown\n", r.Path)
 	case statusRunning:
-		fmt.Fprintf(w, "%s: running, pid %d holds the lock\n", r.Path, r.PID)
+		fmt.Fprintf(w, "%s: running, pid %d%s holds the lock\n", r.Path, r.PID, r.where)
 	case statusStale:
 		if r.PID == 0 {
 			fmt.Fprintf(w, "%s: stale, it holds %s and the lock is free\n", r.Path, r.process)

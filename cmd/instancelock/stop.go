@@ -26,7 +26,9 @@ forwards the signal to the program and exits when it exits.
 
 Exit codes:
   0  nothing holds the lock any more (stopped, or was not running)
-  1  failure: still held, another host's lock, unreadable or not a PID file,
+  1  failure: still held, another machine's or boot's lock, a lock held
+     from another PID namespace (stop it from there), unreadable or not a
+     PID file,
      a bare PID of a live process that takes no lock (starts refuse it: stop
      that process by its own means, or remove the file if its PID was
      reused), or a new instance took the lock meanwhile
@@ -123,8 +125,9 @@ func (s *stopper) stop() int {
 	case err != nil:
 		return s.fail("cannot read %s: %s", s.path, pathErr(s.path, err))
 	}
-	if !h.Local() {
-		return s.fail("%s was written on host %s (another machine, boot or PID namespace), not %s: stop pid %d there", s.path, h.Hostname, hostname(), h.PID)
+	from := originOf(h)
+	if from == originElsewhere {
+		return s.fail("%s was written %s: stop pid %d there", s.path, whereWritten(h), h.PID)
 	}
 	target, running, err := s.l.Running()
 	var are *instancelock.AlreadyRunningError
@@ -138,6 +141,11 @@ func (s *stopper) stop() int {
 	}
 	if !running {
 		return s.clean(h)
+	}
+	if from == originBoot && otherNamespace(h) {
+		// Its pid is not a pid here; the kernel may show another, but
+		// that process is not proven against the file: never signalled.
+		return s.fail("%s is held by the process that wrote it in another PID namespace of this boot (pid %d there, as the file says): stop it from there; not signalling anything", s.path, h.PID)
 	}
 	if target.PID <= 0 {
 		return s.fail("%s is locked, but its content does not say by which process", s.path)

@@ -95,7 +95,7 @@ func (s samples) get(name, unit string) (med, low float64, n int, ok bool) {
 var fileSystems = []string{"tmp", "shm"}
 
 func printAcquire(w io.Writer, s samples) {
-	impls := []string{"instancelock", "instancelock-nowatch", "floor", "nightlyone", "gofrs-flock"}
+	impls := []string{"instancelock", "instancelock-nowatch", "syscalls", "floor", "nightlyone", "gofrs-flock"}
 	fmt.Fprintln(w, "Acquire + release: median and minimum over the runs; ratio = instancelock's time ÷ this row's.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| fs | impl | runs | median µs/op | min µs/op | allocs/op | ratio (medians) | ratio (minima) |")
