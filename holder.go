@@ -71,16 +71,20 @@ func (n heldNames) close() {
 }
 
 // namePeer returns the trusted process that listens on one of the lock's
-// names (the path as given first, then its real path's), if any.
+// names (the path as given first, then its real path's), if any. It is
+// never this process: while this Locker holds the names (a start, a
+// republish) it looks at none, and a name this process listens on names
+// no other holder.
 func (l *Locker) namePeer() (peer, bool) {
-	if l.name == "" {
+	if l.name == "" || l.nameHeld.Load() {
 		return peer{}, false
 	}
-	if p, err := peerOfName(l.name); err == nil && l.trustedPeer(p) {
+	ok := func(p peer, err error) bool { return err == nil && p.pid != os.Getpid() && l.trustedPeer(p) }
+	if p, err := peerOfName(l.name); ok(p, err) {
 		return p, true
 	}
 	if rname, _ := l.realName(); rname != l.name {
-		if p, err := peerOfName(rname); err == nil && l.trustedPeer(p) {
+		if p, err := peerOfName(rname); ok(p, err) {
 			return p, true
 		}
 	}
@@ -222,6 +226,11 @@ type sighting struct {
 	// exclusive one holds it.
 	readers []int
 	size    int // the file's length, when file is set
+	// writer: the owner of the exclusive flock when neither the file nor
+	// the lock's name names it; holder is then that process, and content
+	// what the file says (see flockHolder).
+	writer  int
+	content ProcessLock
 }
 
 // look reports who holds the lock, proven by the kernel: /proc/locks names
@@ -230,6 +239,7 @@ type sighting struct {
 func (l *Locker) look() (sighting, error) {
 	var s sighting
 	var foreign error
+	var writers []int
 	f, err := l.openForRead()
 	switch {
 	case errors.Is(err, ErrNotRunning):
@@ -249,7 +259,8 @@ func (l *Locker) look() (sighting, error) {
 		if kind == contentForeign {
 			foreign = l.foreign(data)
 		}
-		writers, readers, err := flockOwners(st)
+		var readers []int
+		writers, readers, err = flockOwners(st)
 		if err != nil {
 			return s, &fs.PathError{Op: "look", Path: l.path, Err: fmt.Errorf("reading /proc/locks: %w", err)}
 		}
@@ -266,8 +277,11 @@ func (l *Locker) look() (sighting, error) {
 	}
 	p, ok := l.namePeer()
 	if !ok {
-		// Nothing holds the lock; a file that is not a PID file is
-		// someone's, and reported as such.
+		if s.held && !s.proven {
+			l.flockHolder(&s, writers)
+		}
+		// Nothing holds the lock, or only its flock; a file that is not a
+		// PID file is someone's, and reported as such.
 		return s, foreign
 	}
 	s.held, s.how = true, fmt.Sprintf("pid %d holds the lock's socket", p.pid)
@@ -276,7 +290,9 @@ func (l *Locker) look() (sighting, error) {
 }
 
 // prove adds to an *AlreadyRunningError from the PID file's lock whether
-// the kernel names its holder (Linux: /proc/locks, then the socket).
+// the kernel names its holder (Linux: /proc/locks, then the socket). When
+// only /proc/locks names a process, and not the one the file names, that
+// process is the holder shown, not proven.
 func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
 	if slices.Contains(writers, are.Holder.PID) && l.tokenMatches(are.Holder) {
 		are.Proven = true
@@ -284,7 +300,55 @@ func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
 	}
 	if p, ok := l.namePeer(); ok {
 		are.Holder, are.Proven = l.peerHolder(p)
+		return
 	}
+	if len(writers) == 1 && writers[0] > 0 && writers[0] != are.Holder.PID {
+		are.Holder, are.Reason = l.kernelHolder(writers[0]), fmt.Sprintf("/proc/locks: pid %d holds the flock", writers[0])
+	}
+}
+
+// flockHolder makes s, a sighting of a file whose exclusive flock is held
+// but not by the process the file names and with no holder on the lock's
+// name, show the flock's owner as the holder (the file's content kept in
+// s.content): the kernel's answer, not proven.
+func (l *Locker) flockHolder(s *sighting, writers []int) {
+	if len(writers) != 1 || writers[0] <= 0 || writers[0] == s.holder.PID {
+		return
+	}
+	s.writer, s.content = writers[0], s.holder
+	s.holder = l.kernelHolder(writers[0])
+}
+
+// kernelHolder is the ProcessLock of pid as the process table describes
+// it: a holder the kernel names but the PID file does not.
+func (l *Locker) kernelHolder(pid int) ProcessLock {
+	h := ProcessLock{PID: pid}
+	if token, at, err := l.procs.Start(pid); err == nil {
+		h.StartToken, h.StartedAt = token, at.UTC()
+	}
+	return h
+}
+
+// squatted is the error of Running and Terminate for s when its flock is
+// held by a process that is not an instance (see squatWriter) while no
+// process listens on the lock's names, and the file is stale: the error a
+// start gets (writerBlock). It is nil otherwise.
+func (l *Locker) squatted(s sighting) error {
+	if s.writer <= 0 || s.kind == contentForeign {
+		return nil
+	}
+	isStale, why := true, remnantWhy(s.size)
+	if s.kind == contentLock {
+		isStale, why = l.judgeHolder(s.content, s.mod)
+	}
+	if !isStale || !l.namesFree() {
+		return nil
+	}
+	pid, uid, ok := squatWriter([]int{s.writer}, s.content.PID)
+	if !ok {
+		return nil
+	}
+	return l.writerBlock(pid, uid, why)
 }
 
 // terminateProven is Terminate where the kernel can name the holder.
@@ -294,6 +358,9 @@ func (l *Locker) terminateProven(sig os.Signal) error {
 		return fmt.Errorf("instancelock: terminate: %w", err) // err names the path
 	}
 	h := s.holder
+	if err := l.squatted(s); err != nil {
+		return fmt.Errorf("instancelock: terminate: %w", err) // err names the path
+	}
 	switch {
 	case !s.held && h.PID > 0 && l.tokenMatches(h):
 		return l.refusal(fmt.Sprintf("pid %d is alive but does not hold the lock", h.PID), ErrNotRunning)

@@ -486,3 +486,39 @@ func unnamedIn(p, dir string) bool {
 	_, err := strconv.ParseUint(rest, 10, 64)
 	return err == nil
 }
+
+// netPeerOf reports whether process pid is in this process's network
+// namespace (so that, while the lock's names are free or ours, it holds
+// none of them and cannot be an instance started here), and its uid. It
+// is false when either namespace cannot be read (another user's process,
+// for a non-root reader) or pid is not visible.
+func netPeerOf(pid int) (uid int, same bool) {
+	if pid <= 0 {
+		return 0, false
+	}
+	proc := "/proc/" + strconv.Itoa(pid)
+	var mine, theirs, st unix.Stat_t
+	if unix.Stat("/proc/self/ns/net", &mine) != nil || unix.Stat(proc+"/ns/net", &theirs) != nil ||
+		unix.Stat(proc, &st) != nil {
+		return 0, false
+	}
+	return int(st.Uid), mine.Dev == theirs.Dev && mine.Ino == theirs.Ino
+}
+
+// namesFree reports whether nothing listens on any of the lock's names
+// (for readers: what a start that would take them all sees).
+func (l *Locker) namesFree() bool {
+	if l.name == "" {
+		return false
+	}
+	names := []string{l.name}
+	if rname, _ := l.realName(); rname != l.name {
+		names = append(names, rname)
+	}
+	for _, name := range names {
+		if _, err := peerOfName(name); !errors.Is(err, errNoListener) {
+			return false
+		}
+	}
+	return true
+}

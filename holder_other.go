@@ -36,6 +36,10 @@ func flockOwners(fs.FileInfo) ([]int, []int, error) { return nil, nil, errors.Er
 
 func (l *Locker) nameSquatter() (string, bool) { return "", false }
 
+func netPeerOf(int) (int, bool) { return 0, false }
+
+func (l *Locker) namesFree() bool { return false }
+
 func signalPinned(pid int, sig os.Signal, check func() error) error {
 	if err := check(); err != nil {
 		return err

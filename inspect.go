@@ -102,11 +102,18 @@ func (l *Locker) Running() (ProcessLock, bool, error) {
 //
 // A stale file that only shared locks hold while a process that cannot be
 // our holder has the lock's name is what starts refuse with the error of
-// readersBlock (see judgeReadersOnly): Running returns that error too.
+// readersBlock (see judgeReadersOnly): Running returns that error too. So
+// is a stale file whose exclusive flock a process that is not an instance
+// holds while the lock's names are free (writerBlock, see squatted).
 func (l *Locker) runningByKernel() (ProcessLock, bool, error) {
 	s, err := l.look()
 	if err == nil && !s.held && s.file && !seesAllLocks() && l.lockedNow() {
 		s.held = true
+	}
+	if err == nil {
+		if err := l.squatted(s); err != nil {
+			return s.content, false, err
+		}
 	}
 	if err != nil || s.held || !s.file || s.kind == contentForeign {
 		return s.holder, s.held, err

@@ -581,6 +581,13 @@ func (l *Locker) claimEmpty(f File, st fs.FileInfo) (judgement, error) {
 	case !errors.Is(err, ErrWouldBlock):
 		return judgement{}, err
 	}
+	if l.kernel {
+		if writers, _, err := flockOwners(st); err == nil {
+			if j, ok := l.judgeSquatted(writers, nil, st.ModTime()); ok {
+				return j, nil
+			}
+		}
+	}
 	switch readers, ok := l.onlyReaders(st); {
 	case ok:
 		l.log.Warn("the PID file is held by shared locks only (readers, or someone squatting it); writing it in place, its lock is taken once they leave", "readers", len(readers))

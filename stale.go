@@ -101,6 +101,9 @@ func (l *Locker) judgeHeld(st fs.FileInfo, data []byte) (judgement, error) {
 	case len(writers) == 0 && len(readers) > 0:
 		return l.judgeReadersOnly(st, data, readers)
 	default:
+		if sj, ok := l.judgeSquatted(writers, data, st.ModTime()); ok {
+			return sj, nil
+		}
 		l.prove(are, writers)
 	}
 	return j, nil
@@ -156,9 +159,68 @@ func (l *Locker) readersBlock(readers []int, why, name string) error {
 			pids[i] = "? (another PID namespace)"
 		}
 	}
+	return l.startsBlocked(why, fmt.Sprintf(
+		"shared locks hold the file (pid %s: readers, or someone keeping the service down; see /proc/locks) and %s, so a start cannot keep other starts out while it takes the file over",
+		strings.Join(pids, ", "), name), "those processes")
+}
+
+// writerBlock is the error of a start that an exclusive flock blocks
+// whose owner, pid (of user uid), is not an instance (see squatWriter):
+// any process that can open the PID file, even read-only, can take that
+// lock. TryLock and Running give it alike; like readersBlock's, it
+// matches ErrWouldBlock, not ErrAlreadyRunning. why says why the file is
+// stale.
+func (l *Locker) writerBlock(pid, uid int, why string) error {
+	return l.startsBlocked(why, fmt.Sprintf(
+		"pid %d (uid %d), which is not an instance (it is not the process the file names and has not the lock's name), holds an exclusive flock on the file (see /proc/locks; any user who can open the file can take one, even read-only)",
+		pid, uid), "that process (and, where local users are not trusted, keep the PID file unreadable to them: mode 0640 with an operators' group, or 0600)")
+}
+
+// startsBlocked is the one form of the errors of a start refused by a
+// process that is not an instance (readersBlock, writerBlock): why the
+// file is stale, what blocks the start, and who to stop.
+func (l *Locker) startsBlocked(why, what, who string) error {
 	return &fs.PathError{Op: "lock", Path: l.path, Err: fmt.Errorf(
-		"no instance holds the lock (%s), but shared locks hold the file (pid %s: readers, or someone keeping the service down; see /proc/locks) and %s, so a start cannot keep other starts out while it takes the file over; stop those processes, then start again: %w",
-		why, strings.Join(pids, ", "), name, ErrWouldBlock)}
+		"no instance holds the lock (%s), but %s; stop %s, then start again: %w", why, what, who, ErrWouldBlock)}
+}
+
+// squatWriter returns the owner of the exclusive flock among writers (of
+// the file at the path) and its uid when it is not an instance: it is not
+// filePID, the pid the file names, and it is in this process's network
+// namespace (see netPeerOf), where, while the lock's names are this
+// Locker's (TryLock) or free (Running), no instance can be at the file:
+// an instance takes the names before the file and keeps them until it has
+// let it go. A writer in another network namespace (a container sharing
+// the volume) may be an instance, and so may one whose namespace cannot
+// be read: ok is false for them.
+func squatWriter(writers []int, filePID int) (pid, uid int, ok bool) {
+	if len(writers) != 1 || writers[0] <= 0 || writers[0] == filePID {
+		return 0, 0, false
+	}
+	uid, ok = netPeerOf(writers[0])
+	return writers[0], uid, ok
+}
+
+// judgeSquatted judges a file whose exclusive flock is held by a process
+// that is not an instance (squatWriter) while this Locker holds the
+// lock's names: a stale file (data, modified at mod) is refused with
+// writerBlock's error, not as "already running". The refusal is
+// transient: publish looks again (an instance that took the file without
+// its names, because another user's socket had them, is the file's pid as
+// soon as it has written it). ok is false for any other file.
+func (l *Locker) judgeSquatted(writers []int, data []byte, mod time.Time) (judgement, bool) {
+	if !l.kernel || !l.nameHeld.Load() {
+		return judgement{}, false
+	}
+	holder, isStale, why, err := l.judge(data, mod)
+	if err != nil || !isStale {
+		return judgement{}, false
+	}
+	pid, uid, ok := squatWriter(writers, holder.PID)
+	if !ok {
+		return judgement{}, false
+	}
+	return judgement{verdict: held, refusal: l.writerBlock(pid, uid, why), transient: true}, true
 }
 
 // nameWho says who has a name this Locker's start could not take.
