@@ -75,10 +75,17 @@ type File interface {
 
 // ErrWouldBlock is returned by File.TryLock and File.TryRLock when another
 // open file holds a conflicting lock. A Locker's TryLock, Running and
-// CleanStale return an error matching it when no process holds the lock
-// but shared locks alone hold a stale or empty PID file while the lock's
-// name is not this Locker's (another user's socket has it): the error
-// names the pids of both (see docs/design.md).
+// CleanStale return an error matching it (on Linux) when no instance holds
+// the lock but a process that is not one blocks a stale or empty PID
+// file: shared locks alone hold it while the lock's name is not this
+// Locker's (another user's socket has it), and the error names the pids of
+// both; or an exclusive flock is held by a process of this network
+// namespace that the file does not name while the lock's names are free,
+// and the error names its pid and uid. Any user who can open the PID file
+// can take such a lock (LOCK_EX is allowed on a read-only descriptor), so
+// where local users are not trusted keep the file unreadable to them
+// (0640 with an operators' group, or 0600; see docs/operators.md).
+// Terminate gives the exclusive-lock error too, and signals nothing.
 var ErrWouldBlock = errors.New("file is locked by another process")
 
 // osFS is the operating system's file system, the default FS. Files are
