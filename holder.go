@@ -302,7 +302,7 @@ func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
 		are.Holder, are.Proven = l.peerHolder(p)
 		return
 	}
-	if len(writers) == 1 && writers[0] > 0 && writers[0] != are.Holder.PID {
+	if len(writers) == 1 && writers[0] > 0 && writers[0] != are.Holder.PID && l.comparable(are.Holder) {
 		are.Holder, are.Reason = l.kernelHolder(writers[0]), fmt.Sprintf("/proc/locks: pid %d holds the flock", writers[0])
 	}
 }
@@ -312,7 +312,7 @@ func (l *Locker) prove(are *AlreadyRunningError, writers []int) {
 // name, show the flock's owner as the holder (the file's content kept in
 // s.content): the kernel's answer, not proven.
 func (l *Locker) flockHolder(s *sighting, writers []int) {
-	if len(writers) != 1 || writers[0] <= 0 || writers[0] == s.holder.PID {
+	if len(writers) != 1 || writers[0] <= 0 || writers[0] == s.holder.PID || !l.comparable(s.holder) {
 		return
 	}
 	s.writer, s.content = writers[0], s.holder
@@ -344,7 +344,7 @@ func (l *Locker) squatted(s sighting) error {
 	if !isStale || !l.namesFree() {
 		return nil
 	}
-	pid, uid, ok := squatWriter([]int{s.writer}, s.content.PID)
+	pid, uid, ok := l.squatWriter([]int{s.writer}, s.content)
 	if !ok {
 		return nil
 	}

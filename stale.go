@@ -186,20 +186,26 @@ func (l *Locker) startsBlocked(why, what, who string) error {
 
 // squatWriter returns the owner of the exclusive flock among writers (of
 // the file at the path) and its uid when it is not an instance: it is not
-// filePID, the pid the file names, and it is in this process's network
+// the pid that h, the file's content, names (h is of this PID space, or
+// names none: a pid of another PID namespace cannot be compared), and it
+// is in this process's network
 // namespace (see netPeerOf), where, while the lock's names are this
 // Locker's (TryLock) or free (Running), no instance can be at the file:
 // an instance takes the names before the file and keeps them until it has
 // let it go. A writer in another network namespace (a container sharing
 // the volume) may be an instance, and so may one whose namespace cannot
 // be read: ok is false for them.
-func squatWriter(writers []int, filePID int) (pid, uid int, ok bool) {
-	if len(writers) != 1 || writers[0] <= 0 || writers[0] == filePID {
+func (l *Locker) squatWriter(writers []int, h ProcessLock) (pid, uid int, ok bool) {
+	if len(writers) != 1 || writers[0] <= 0 || writers[0] == h.PID || !l.comparable(h) {
 		return 0, 0, false
 	}
 	uid, ok = netPeerOf(writers[0])
 	return writers[0], uid, ok
 }
+
+// comparable reports whether h's pid, from a PID file, can be compared
+// with a pid /proc/locks shows: h names none, or a pid of this PID space.
+func (l *Locker) comparable(h ProcessLock) bool { return h.PID <= 0 || l.sameHost(h) }
 
 // judgeSquatted judges a file whose exclusive flock is held by a process
 // that is not an instance (squatWriter) while this Locker holds the
@@ -216,7 +222,7 @@ func (l *Locker) judgeSquatted(writers []int, data []byte, mod time.Time) (judge
 	if err != nil || !isStale {
 		return judgement{}, false
 	}
-	pid, uid, ok := squatWriter(writers, holder.PID)
+	pid, uid, ok := l.squatWriter(writers, holder)
 	if !ok {
 		return judgement{}, false
 	}
