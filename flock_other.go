@@ -28,3 +28,6 @@ func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 // otherOwner: files are not replaced here (see publishByRename), so their
 // owner does not matter.
 func otherOwner(fs.FileInfo) bool { return false }
+
+// fileGroup: this platform has no file group the package knows of.
+func fileGroup(fs.FileInfo) (int, bool) { return 0, false }

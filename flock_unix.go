@@ -72,3 +72,16 @@ func otherOwner(fi fs.FileInfo) bool {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return ok && int(st.Uid) != os.Geteuid()
 }
+
+// fileGroup returns the group of fi, a file of the operating system; ok
+// is false for nil or another FileInfo.
+func fileGroup(fi fs.FileInfo) (gid int, ok bool) {
+	if fi == nil {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Gid), true
+}

@@ -54,3 +54,7 @@ func openFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 // otherOwner: files are not replaced here (see publishByRename), so their
 // owner does not matter.
 func otherOwner(fs.FileInfo) bool { return false }
+
+// fileGroup: files are not replaced here (see publishByRename), so their
+// group does not matter.
+func fileGroup(fs.FileInfo) (int, bool) { return 0, false }

@@ -290,9 +290,10 @@ func listeningInode(name string) (uint64, error) {
 // namespace (the containers of a Kubernetes pod, host networking) but not
 // a file system meet at the same name with different files, and neither
 // may refuse, report or signal the other. A process that this process
-// cannot see (another PID namespace: pid 0) or whose namespaces it may
-// not read is not trusted either: the lock then rests on the PID file's
-// kernel lock, as between network namespaces.
+// cannot see (another PID namespace: pid 0) is not trusted either: the
+// lock then rests on the PID file's kernel lock, as between network
+// namespaces. A process whose namespaces this one may not read (another
+// user's, unless this is root) is trusted by its user alone.
 func (l *Locker) trustedPeer(p peer) bool {
 	return l.trustedUser(p.uid) && sameView(p.pid)
 }
@@ -313,8 +314,13 @@ func (l *Locker) trustedUser(uid int) bool {
 	return false
 }
 
-// sameView reports whether process pid has this process's mount namespace
-// and root directory, so that a path names the same file for both.
+// sameView reports whether process pid may see the file system as this
+// process does: false only when its mount namespace or root directory is
+// proven different (both readable, and not the same), or when pid is not
+// visible from here (0). Anything that cannot be read (another user's
+// process, which a process other than root may not inspect; a process that
+// is exiting) keeps the name counting: ignoring a name on a doubt would let
+// a second instance start after an rm of the file.
 func sameView(pid int) bool {
 	if pid <= 0 {
 		return false
@@ -323,7 +329,7 @@ func sameView(pid int) bool {
 	for _, f := range []string{"ns/mnt", "root"} {
 		var mine, theirs unix.Stat_t
 		if unix.Stat("/proc/self/"+f, &mine) != nil || unix.Stat(other+f, &theirs) != nil {
-			return false
+			continue
 		}
 		if mine.Dev != theirs.Dev || mine.Ino != theirs.Ino {
 			return false

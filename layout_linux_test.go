@@ -288,6 +288,64 @@ func TestAReplacedFileKeepsItsMode(t *testing.T) {
 	assert.True(t, errors.Is(err, fs.ErrNotExist), "its own file is removed at release")
 }
 
+// A stale file of this user's own that is replaced keeps its group too
+// (root:nogroup 0640: the group's readers keep their access) when the
+// process may set it; a user who may not (not a member of the group)
+// still starts, and the new file keeps the mode.
+func TestAReplacedFileKeepsItsGroup(t *testing.T) {
+	requireRoot(t, "setpriv")
+	stale := lockJSON(t, ProcessLock{PID: deadPID(t), Hostname: "elsewhere"})
+
+	// Root, which may set any group.
+	dir := filepath.Join(sharedDir(t), "root")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	path := filepath.Join(dir, "app.pid")
+	writeFile(t, path, stale)
+	require.NoError(t, os.Chown(path, 0, 65534))
+	require.NoError(t, os.Chmod(path, 0o640))
+	before, err := os.Lstat(path)
+	require.NoError(t, err)
+	l, err := acquireWith(path, noWatch)
+	require.NoError(t, err)
+	now, err := os.Lstat(path)
+	require.NoError(t, err)
+	require.False(t, os.SameFile(before, now), "replaced")
+	assert.Equal(t, 0, ownerOf(t, path))
+	assert.Equal(t, 65534, groupOf(t, path), "the group is kept")
+	assert.Equal(t, fs.FileMode(0o640), modeOf(t, path), "the mode is kept")
+	require.NoError(t, l.Unlock())
+
+	// nobody (its groups cleared) replaces its own file whose group is
+	// root's: it may not keep the group, and starts all the same.
+	dir = filepath.Join(sharedDir(t), "nobody")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	require.NoError(t, os.Chown(dir, 65534, 65534))
+	path = filepath.Join(dir, "app.pid")
+	writeFile(t, path, stale)
+	require.NoError(t, os.Chown(path, 65534, 0))
+	require.NoError(t, os.Chmod(path, 0o640))
+	before, err = os.Lstat(path)
+	require.NoError(t, err)
+	cmd := asNobody(t, "layout-lock", "PIDFILE="+path)
+	in, out := proctest.Start(t, cmd)
+	require.Equal(t, "locked", out.Next(20*time.Second))
+	now, err = os.Lstat(path)
+	require.NoError(t, err)
+	require.False(t, os.SameFile(before, now), "replaced")
+	assert.Equal(t, 65534, ownerOf(t, path))
+	assert.Equal(t, 65534, groupOf(t, path), "the group nobody may not set is not kept")
+	assert.Equal(t, fs.FileMode(0o640), modeOf(t, path), "the mode is kept")
+	in.(io.Closer).Close()
+	require.NoError(t, cmd.Wait())
+}
+
+func groupOf(t *testing.T, path string) int {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	require.NoError(t, err)
+	return int(fi.Sys().(*syscall.Stat_t).Gid)
+}
+
 func init() { helpers["layout-squat"] = helperLayoutSquat }
 
 // helperLayoutSquat does what any user who can read $PIDFILE can: it binds

@@ -383,7 +383,7 @@ func (l *Locker) attemptRename(data []byte, others bool) (attempt, error) {
 // a temporary name, then linked to the path. When another contender
 // published first, its file is judged (replaceExisting).
 func (l *Locker) link(data []byte, others bool) (attempt, error) {
-	tmp, a, err := l.writeTemp(data, 0o644)
+	tmp, a, err := l.writeTemp(data, nil)
 	if tmp == nil {
 		return a, err
 	}
@@ -412,31 +412,32 @@ func (l *Locker) link(data []byte, others bool) (attempt, error) {
 }
 
 // replaceExisting judges the file at the path under its kernel lock, and
-// replaces it when it is stale: by a file with its permission bits when it
-// is this user's; another user's is to be written in place when others is
-// set (see attemptRename).
+// replaces it when it is stale: by a file with its permission bits and
+// group when it is this user's; another user's is to be written in place
+// when others is set (see attemptRename).
 func (l *Locker) replaceExisting(data []byte, others bool) (attempt, error) {
 	old, j, err := l.lockExisting()
 	if err != nil || j.verdict != takeOver {
 		return j.attempt(), err
 	}
 	defer old.Close()
-	perm := fs.FileMode(0o644)
+	var like fs.FileInfo
 	if st, err := old.Stat(); err == nil {
 		if others && otherOwner(st) {
 			return attempt{try: othersFile}, nil
 		}
-		perm = st.Mode().Perm()
+		like = st
 	}
-	return l.replace(data, perm)
+	return l.replace(data, like)
 }
 
-// replace publishes a new file, with permission bits perm, over the stale
-// PID file, whose kernel lock the caller holds (and which it checked is
-// still at the path). A file that cannot be replaced (cannotReplace) is to
-// be written in place.
-func (l *Locker) replace(data []byte, perm fs.FileMode) (attempt, error) {
-	tmp, a, err := l.writeTemp(data, perm)
+// replace publishes a new file over the stale PID file, whose kernel lock
+// the caller holds (and which it checked is still at the path), with the
+// permission bits and group of like, the stale file's FileInfo (see
+// writeTemp). A file that cannot be replaced (cannotReplace) is to be
+// written in place.
+func (l *Locker) replace(data []byte, like fs.FileInfo) (attempt, error) {
+	tmp, a, err := l.writeTemp(data, like)
 	if tmp == nil {
 		return a, err
 	}
@@ -457,11 +458,20 @@ func (l *Locker) replace(data []byte, perm fs.FileMode) (attempt, error) {
 	return attempt{try: won, f: tmp, tookOver: true}, nil
 }
 
-// writeTemp creates, locks and fills a new file with permission bits perm
-// next to the PID file. When it returns no file, the attempt says what to
-// do instead: try again (the name was taken), or write in place (no file
-// can be created here).
-func (l *Locker) writeTemp(data []byte, perm fs.FileMode) (File, attempt, error) {
+// writeTemp creates, locks and fills a new file next to the PID file. Its
+// permission bits are 0644 when like is nil; else it is to replace the
+// file like describes, and it gets that file's permission bits and, when
+// this process may set it (root, or a member of the group), its group, so
+// that the group's readers keep their access. A group it may not set is
+// logged (debug) and the file keeps the group it was created with. When
+// writeTemp returns no file, the attempt says what to do instead: try
+// again (the name was taken), or write in place (no file can be created
+// here).
+func (l *Locker) writeTemp(data []byte, like fs.FileInfo) (File, attempt, error) {
+	perm := fs.FileMode(0o644)
+	if like != nil {
+		perm = like.Mode().Perm()
+	}
 	name := l.tmpPrefix + strconv.FormatUint(rand.Uint64(), 36)
 	f, err := l.create(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
 	switch {
@@ -471,6 +481,13 @@ func (l *Locker) writeTemp(data []byte, perm fs.FileMode) (File, attempt, error)
 		return nil, attempt{try: noTemp, cause: err}, nil
 	case err != nil:
 		return nil, attempt{}, l.pathError("lock", err)
+	}
+	if gid, ok := fileGroup(like); ok {
+		if c, ok := f.(interface{ Chown(uid, gid int) error }); ok {
+			if err := c.Chown(-1, gid); err != nil {
+				l.log.Debug("cannot give the new file the group of the file it replaces", "gid", gid, "err", err)
+			}
+		}
 	}
 	if err := f.TryLock(); errors.Is(err, ErrWouldBlock) {
 		// A sweep took it between its creation and this lock: it is

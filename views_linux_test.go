@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -189,4 +190,89 @@ func TestAStoppedHolderWithAFullBacklogIsStillFound(t *testing.T) {
 	var are *AlreadyRunningError
 	require.ErrorAs(t, err, &are, "the holder, stopped behind a full backlog, is still the holder")
 	assert.Equal(t, holder.Process.Pid, are.Holder.PID)
+}
+
+// A contender of another user than the holder's (which, unless it is root,
+// may not read the holder's namespaces in /proc) still counts the holder's
+// name: after an rm of the file it is refused, every time.
+func TestAnotherUsersContenderCountsTheName(t *testing.T) {
+	requireRoot(t, "setpriv")
+	dir := sharedDir(t)
+	require.NoError(t, os.Chmod(dir, 0o777)) // nobody may remove the file
+	path := filepath.Join(dir, "x.pid")
+	holder := helperCmd(t, "symlink-holder", "PIDFILE="+path, "WATCH=1h", "REPUBLISH=1")
+	_, hout := proctest.Start(t, holder)
+	require.Contains(t, hout.Next(20*time.Second), "locked")
+
+	c := asNobody(t, "rm-contender", "PIDFILE="+path)
+	cin, cout := proctest.Start(t, c)
+	for r := range 50 {
+		fmt.Fprintln(cin, "go")
+		require.Equal(t, "refused", cout.Next(20*time.Second), "round %d: a second instance started after rm while the holder lives", r)
+	}
+}
+
+func init() { helpers["churn-once"] = helperChurnOnce }
+
+// helperChurnOnce takes the lock at $PIDFILE once if it can: it appends
+// "enter"/"exit" to $LEDGER around a tenure of up to 2 ms, and exits.
+func helperChurnOnce() {
+	l, err := New(os.Getenv("PIDFILE"))
+	if err != nil {
+		return
+	}
+	l.WatchInterval = -1
+	if l.TryLock() != nil {
+		return
+	}
+	ledger := ledgerAppend(os.Getenv("LEDGER"))
+	ledger("enter")
+	time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+	ledger("exit")
+	l.Unlock()
+}
+
+// Many short-lived processes take the lock once each, eight at a time,
+// while another removes the PID file in a loop: the names keep every
+// tenure apart, including when a contender looks at a holder that is just
+// exiting (its /proc entries are going away).
+func TestChurningStartsAndRmNeverOverlap(t *testing.T) {
+	procs := 600
+	if testing.Short() {
+		procs = 150
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.pid")
+	ledger := filepath.Join(dir, "ledger")
+	require.NoError(t, os.WriteFile(ledger, nil, 0o644))
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			os.Remove(path)
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	sem := make(chan struct{}, 8)
+	var run sync.WaitGroup
+	for range procs {
+		sem <- struct{}{}
+		run.Add(1)
+		go func() {
+			defer run.Done()
+			defer func() { <-sem }()
+			cmd := helperCmd(t, "churn-once", "PIDFILE="+path, "LEDGER="+ledger)
+			if err := cmd.Run(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	run.Wait()
+	stop.Store(true)
+	wg.Wait()
+	n := checkTenures(t, ledger)
+	t.Logf("%d tenures of %d starts, none overlapping", n, procs)
+	assert.Positive(t, n)
 }

@@ -133,8 +133,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, err
 	}
 	var bad []string
-	if c.PIDFile == "" {
-		bad = append(bad, "-pidfile must not be empty")
+	if msg := blankPIDFile(fs, c.PIDFile); msg != "" {
+		bad = append(bad, msg)
 	}
 	if c.Agents < 0 {
 		bad = append(bad, "-agents must be 0 or more")
@@ -166,6 +166,28 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	c.Debug = getenv(instancelock.EnvDebug) == "true"
 	return c, nil
+}
+
+// blankPIDFile returns the complaint about a PID file path that is empty
+// or only blanks (an unset shell variable: -pidfile "$PIDFILE "), naming
+// where it came from, or "" when the path may be used. Such a path would
+// run an instance that instancelock status and stop refuse to look at
+// (the same check as theirs).
+func blankPIDFile(fs *flag.FlagSet, path string) string {
+	if strings.TrimSpace(path) != "" {
+		return ""
+	}
+	what, instead := "-pidfile", "give the PID file's path, or leave -pidfile out"
+	fromFlag := false
+	fs.Visit(func(f *flag.Flag) { fromFlag = fromFlag || f.Name == "pidfile" })
+	if !fromFlag {
+		what, instead = instancelock.EnvPath, "give the PID file's path, or unset "+instancelock.EnvPath
+	}
+	word := "empty"
+	if path != "" {
+		word = fmt.Sprintf("only blanks, %q", path)
+	}
+	return fmt.Sprintf("%s is %s (an unset shell variable?): %s (default %s)", what, word, instead, defaultPIDFile)
 }
 
 // run is the whole program; it returns the exit code.
