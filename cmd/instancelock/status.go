@@ -224,12 +224,20 @@ func blockedAdvice(path string, are *instancelock.AlreadyRunningError) string {
 // remnant reports a file that holds what a crash left of a PID file: stale,
 // unless a process holds its lock (a holder writing it in place).
 func (r *statusReport) remnant(l *instancelock.Locker) *statusReport {
-	_, running, err := l.Running()
+	cur, running, err := l.Running()
 	switch {
 	case errors.Is(err, instancelock.ErrWouldBlock):
 		return r.refused(err)
 	case err != nil:
 		return r.unknown(fmt.Sprintf("cannot tell whether %s is held: %s", r.Path, pathErr(r.Path, err)))
+	case running && cur.PID > 0:
+		// The kernel names the flock's owner, which the file does not
+		// name: a holder writing it, or a process that is not one and
+		// that this user cannot check (see instancelock.ErrWouldBlock).
+		r.setHolder(cur, time.Now())
+		r.code, r.Status, r.locked = statusRunning, "running", true
+		r.process = fmt.Sprintf("unknown: the file is being written, or pid %d holds its lock without being an instance (see /proc/locks)", cur.PID)
+		return r
 	case running:
 		r.code, r.Status, r.locked = statusRunning, "running", true
 		r.process = "unknown: the file is being written"
