@@ -468,7 +468,7 @@ func (h *Health) serve(w http.ResponseWriter, r *http.Request, ready bool) {
 	h.decide(r, ready, s)
 	if v := hdr["Vary"]; v == nil { // the format depends on Accept
 		hdr["Vary"] = hdrVaryAccept
-	} else {
+	} else if !variesWith(v, "Accept") {
 		hdr["Vary"] = append(v, "Accept") // a middleware's Vary stays
 	}
 	if wantsHealthJSON(r.Header["Accept"]) {
@@ -617,4 +617,22 @@ func acceptQ(params string) float64 {
 		}
 	}
 	return 1
+}
+
+// variesWith reports whether the Vary header values v already name field
+// (a list of names, case-insensitive; "*" names every field), so that a
+// handler wrapped twice, or a middleware that set Vary: Accept, does not
+// get it twice.
+func variesWith(v []string, field string) bool {
+	for _, line := range v {
+		if line == field {
+			return true // the usual case, without splitting
+		}
+		for name := range strings.SplitSeq(line, ",") {
+			if name = strings.TrimSpace(name); name == "*" || strings.EqualFold(name, field) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -1030,15 +1030,26 @@ func TestHealthVaryAndQValues(t *testing.T) {
 			}
 		}
 	}
-	mw := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Vary", "Accept-Encoding")
-		h.ServeHTTP(w, r)
-	})
-	mwSrv := httptest.NewServer(mw)
-	t.Cleanup(mwSrv.Close)
-	r := healthGet(t, mwSrv.URL)
-	if got := r.hdr.Values("Vary"); !slices.Equal(got, []string{"Accept-Encoding", "Accept"}) {
-		t.Errorf("behind a middleware: Vary %q, want Accept-Encoding and Accept", got)
+	for _, tc := range []struct {
+		before []string // what a middleware set
+		want   []string
+	}{
+		{[]string{"Accept-Encoding"}, []string{"Accept-Encoding", "Accept"}},
+		{[]string{"Accept"}, []string{"Accept"}},                             // not twice
+		{[]string{"Origin, accept"}, []string{"Origin, accept"}},             // in a list, any case
+		{[]string{"*"}, []string{"*"}},                                       // varies with everything already
+		{[]string{"Accept-Language"}, []string{"Accept-Language", "Accept"}}, // not a prefix match
+	} {
+		mw := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Vary"] = slices.Clone(tc.before)
+			h.ServeHTTP(w, r)
+		})
+		mwSrv := httptest.NewServer(mw)
+		t.Cleanup(mwSrv.Close)
+		r := healthGet(t, mwSrv.URL)
+		if got := r.hdr.Values("Vary"); !slices.Equal(got, tc.want) {
+			t.Errorf("behind a middleware that set Vary %q: Vary %q, want %q", tc.before, got, tc.want)
+		}
 	}
 }
 
