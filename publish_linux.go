@@ -59,8 +59,9 @@ func (l *Locker) createHeld(data []byte) (File, fs.FileInfo) {
 }
 
 // linkTmpfile gives the unnamed file fd the name path: linkat(2) with
-// AT_EMPTY_PATH, which Linux allows the file's opener since 6.10 (and
-// root before), else through /proc/self/fd, the way open(2) documents.
+// AT_EMPTY_PATH (which needs CAP_DAC_READ_SEARCH where the kernel does not
+// relax it for the file's opener), else through /proc/self/fd, the way
+// open(2) documents for O_TMPFILE.
 func linkTmpfile(fd int, path string) error {
 	err := unix.Linkat(fd, "", unix.AT_FDCWD, path, unix.AT_EMPTY_PATH)
 	if err == unix.ENOENT || err == unix.EPERM {
