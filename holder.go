@@ -79,16 +79,25 @@ func (l *Locker) namePeer() (peer, bool) {
 	if l.name == "" || l.nameHeld.Load() {
 		return peer{}, false
 	}
-	ok := func(p peer, err error) bool { return err == nil && p.pid != os.Getpid() && l.trustedPeer(p) }
-	if p, err := peerOfName(l.name); ok(p, err) {
-		return p, true
-	}
-	if rname, _ := l.realName(); rname != l.name {
-		if p, err := peerOfName(rname); ok(p, err) {
+	for _, name := range l.lockNames() {
+		if p, err := peerOfName(name); err == nil && p.pid != os.Getpid() && l.trustedPeer(p) {
 			return p, true
 		}
 	}
 	return peer{}, false
+}
+
+// lockNames returns the lock's names as a reader sees them now: the name
+// of the path as given, then that of its real path when it differs (see
+// realName). None without names.
+func (l *Locker) lockNames() []string {
+	if l.name == "" {
+		return nil
+	}
+	if rname, _ := l.realName(); rname != l.name {
+		return []string{l.name, rname}
+	}
+	return []string{l.name}
 }
 
 // claimName takes one of the lock's names. It returns the listening

@@ -248,11 +248,11 @@ func listenerOf(name string) (peer, error) {
 		}
 		for _, fd := range fds {
 			if link, err := os.Readlink(dir + fd.Name()); err == nil && link == target {
-				var st unix.Stat_t
-				if err := unix.Stat("/proc/"+e.Name(), &st); err != nil {
+				uid, err := procUID(pid)
+				if err != nil {
 					return peer{}, err
 				}
-				return peer{pid: pid, uid: int(st.Uid)}, nil
+				return peer{pid: pid, uid: uid}, nil
 			}
 		}
 	}
@@ -325,17 +325,32 @@ func sameView(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	other := "/proc/" + strconv.Itoa(pid) + "/"
 	for _, f := range []string{"ns/mnt", "root"} {
-		var mine, theirs unix.Stat_t
-		if unix.Stat("/proc/self/"+f, &mine) != nil || unix.Stat(other+f, &theirs) != nil {
-			continue
-		}
-		if mine.Dev != theirs.Dev || mine.Ino != theirs.Ino {
+		if same, known := sameAsMine(pid, f); known && !same {
 			return false
 		}
 	}
 	return true
+}
+
+// sameAsMine compares what /proc/<pid>/<f> and /proc/self/<f> lead to (a
+// namespace, the root directory): same only means something when known,
+// that is when both could be read.
+func sameAsMine(pid int, f string) (same, known bool) {
+	var mine, theirs unix.Stat_t
+	if unix.Stat("/proc/self/"+f, &mine) != nil || unix.Stat("/proc/"+strconv.Itoa(pid)+"/"+f, &theirs) != nil {
+		return false, false
+	}
+	return mine.Dev == theirs.Dev && mine.Ino == theirs.Ino, true
+}
+
+// procUID returns the user of process pid: the owner of /proc/<pid>.
+func procUID(pid int) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid), &st); err != nil {
+		return 0, err
+	}
+	return int(st.Uid), nil
 }
 
 // flockOwners lists, from /proc/locks, the pids of the flock(2) locks on
@@ -502,13 +517,12 @@ func netPeerOf(pid int) (uid int, same bool) {
 	if pid <= 0 {
 		return 0, false
 	}
-	proc := "/proc/" + strconv.Itoa(pid)
-	var mine, theirs, st unix.Stat_t
-	if unix.Stat("/proc/self/ns/net", &mine) != nil || unix.Stat(proc+"/ns/net", &theirs) != nil ||
-		unix.Stat(proc, &st) != nil {
+	same, known := sameAsMine(pid, "ns/net")
+	uid, err := procUID(pid)
+	if !known || err != nil {
 		return 0, false
 	}
-	return int(st.Uid), mine.Dev == theirs.Dev && mine.Ino == theirs.Ino
+	return uid, same
 }
 
 // namesFree reports whether nothing listens on any of the lock's names
@@ -517,11 +531,7 @@ func (l *Locker) namesFree() bool {
 	if l.name == "" {
 		return false
 	}
-	names := []string{l.name}
-	if rname, _ := l.realName(); rname != l.name {
-		names = append(names, rname)
-	}
-	for _, name := range names {
+	for _, name := range l.lockNames() {
 		if _, err := peerOfName(name); !errors.Is(err, errNoListener) {
 			return false
 		}
